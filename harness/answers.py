@@ -1,0 +1,59 @@
+"""Answer extraction for generated answers.
+
+The cascade is the KorMedMCQA paper's Appendix B (the one lm-eval's built-in `kormedmcqa` task
+ships): try each pattern in order and take the last match of the first pattern that matches.
+Documented differences from that cascade, each covered by tests:
+- bare letters must be upper case (the built-in's IGNORECASE reads the article "a" as option A);
+- the full-width colon "정답：" (our prompts end with it) and a parenthesised letter "(C)" count;
+- an English "answer is C" / "Answer: C" pattern, for MedQA;
+- Korean answers often come as digits ("정답: 3", "③"): 1–5 and ①–⑤ map to A–E, tried last;
+- only letters of the question's own options count (an "E" on a 4-option MedQA item is invalid).
+An empty string means no parsable answer: scored wrong and counted as invalid.
+"""
+
+from __future__ import annotations
+
+import re
+
+LETTERS = "ABCDE"
+CIRCLED = "①②③④⑤"
+
+
+def _cascade(letters: str) -> list[re.Pattern]:
+    L = f"[{letters}]"
+    return [
+        re.compile(rf"정답[:：\s]*\(?({L})(?![A-Za-z])"),
+        re.compile(rf"정답은\s*\(?({L})\)?\s*입니다"),
+        re.compile(rf"[Aa]nswer(?:\s+is)?[:：\s]*\(?({L})(?![A-Za-z])"),
+        re.compile(rf"\b({L})\."),
+        re.compile(rf"\b({L})\b"),
+    ]
+
+
+def _digit_patterns(n: int) -> list[re.Pattern]:
+    digits, circled = "12345"[:n], CIRCLED[:n]
+    return [
+        re.compile(rf"정답(?:은|는)?[:：\s]*\(?([{digits}{circled}])(?![0-9])"),
+        re.compile(rf"([{circled}])"),
+        re.compile(rf"^\s*\(?([{digits}])(?:\)|번|\.|\s|$)"),
+    ]
+
+
+_CACHE: dict[int, tuple[list[re.Pattern], list[re.Pattern]]] = {}
+
+
+def extract_answer(text: str, n_options: int = 5) -> str:
+    """The chosen option letter, or "" when nothing parsable is found."""
+    if n_options not in _CACHE:
+        _CACHE[n_options] = (_cascade(LETTERS[:n_options]), _digit_patterns(n_options))
+    letter_patterns, digit_patterns = _CACHE[n_options]
+    for pattern in letter_patterns:
+        found = pattern.findall(text)
+        if found:
+            return found[-1]
+    for pattern in digit_patterns:
+        found = pattern.findall(text)
+        if found:
+            d = found[-1]
+            return LETTERS[int(d) - 1] if d.isdigit() else LETTERS[CIRCLED.index(d)]
+    return ""

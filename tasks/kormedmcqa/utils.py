@@ -1,0 +1,1 @@
+from harness.task_utils import ExtractAnswerFilter, load_dataset  # noqa: F401
