@@ -34,3 +34,7 @@ test *args:
 # Lint the Python code
 lint:
     {{python}} -m ruff check harness trainers tests
+
+# Tables, paired comparisons, contamination and the chart, from results/ only (seconds)
+report *args:
+    {{python}} -m harness.report "$@"

@@ -55,5 +55,5 @@ def extract_answer(text: str, n_options: int = 5) -> str:
         found = pattern.findall(text)
         if found:
             d = found[-1]
-            return LETTERS[int(d) - 1] if d.isdigit() else LETTERS[CIRCLED.index(d)]
+            return LETTERS[CIRCLED.index(d)] if d in CIRCLED else LETTERS[int(d) - 1]
     return ""

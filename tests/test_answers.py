@@ -1,0 +1,49 @@
+import pytest
+
+from harness.answers import extract_answer
+
+
+@pytest.mark.parametrize("text,expected", [
+    # Korean, the paper's own forms
+    ("정답: C", "C"),
+    ("정답：B", "B"),
+    (" 정답은 D 입니다.", "D"),
+    ("차근차근 생각해봅시다. … 따라서, 정답은 (E) 입니다.", "E"),
+    (" A", "A"),
+    (" B. 보건복지부장관", "B"),
+    # Korean digits and circled numbers (documented extension)
+    ("정답: 3", "C"),
+    ("정답은 5번입니다", "E"),
+    (" ③", "C"),
+    ("2", "B"),
+    ("4번", "D"),
+    # English
+    ("The answer is C.", "C"),
+    ("Answer: (B) because of the fever.", "B"),
+    ("(C)", "C"),
+    (" D. Refuse to dictate the operative report", "D"),
+    # the last match of the first matching pattern wins
+    ("A seems plausible, but the answer is D", "D"),
+])
+def test_extracts(text, expected):
+    assert extract_answer(text, 5) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "",
+    "잘 모르겠습니다",
+    "I think it is a tough case for a patient.",  # lower-case "a" is an article, not option A
+    "정답: 7",
+])
+def test_nothing_parsable_is_invalid(text):
+    assert extract_answer(text, 5) == ""
+
+
+def test_only_the_questions_own_letters_count():
+    assert extract_answer("The answer is E.", 4) == ""
+    assert extract_answer("정답: 5", 4) == ""
+    assert extract_answer("The answer is D.", 4) == "D"
+
+
+def test_letter_beats_digit():
+    assert extract_answer("정답: B (2번)", 5) == "B"

@@ -1,0 +1,146 @@
+"""End-to-end runs on a tiny random-init Gemma 3: records, resume after a kill, no recomputation."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from harness import records
+from harness.registry import RegistryError
+from harness.runner import RunError, RunRequest, run
+from harness.settings import EvalSettings, SettingsError
+
+RECORD_KEYS = {"run_id", "created", "model", "model_source", "params_b", "weights", "variant", "prompt", "mode",
+               "limit", "sample", "settings", "generation_kwargs", "device", "dtype", "attn_implementation",
+               "sanity_perplexity", "tasks", "kormedmcqa_average", "timing", "memory", "responses", "versions",
+               "git_sha", "hardware"}
+TASK_KEYS = {"task", "dataset", "exam", "metric", "n", "correct", "accuracy", "stderr", "ci95_low", "ci95_high",
+             "ci_method", "invalid", "invalid_rate", "truncated_prompts"}
+
+
+def test_mc_run_writes_a_complete_record(tiny_gemma_dir, results_dir):
+    record = run(RunRequest(model=str(tiny_gemma_dir), limit=4, run_id="mc"), results_dir)
+    assert set(record) == RECORD_KEYS
+    assert [t["task"] for t in record["tasks"]] == [
+        "medbench_kormedmcqa_doctor", "medbench_kormedmcqa_nurse", "medbench_kormedmcqa_pharm",
+        "medbench_kormedmcqa_dentist", "medbench_medqa_usmle"]
+    for t in record["tasks"]:
+        assert set(t) == TASK_KEYS
+        assert t["n"] == 4 and 0 <= t["accuracy"] <= 1 and t["ci95_low"] <= t["accuracy"] <= t["ci95_high"]
+        assert t["invalid"] == 0 and t["truncated_prompts"] == 0
+    assert record["settings"]["repetition_penalty"] == 1.5 and record["settings"]["prompt_max_tokens"] == 3500
+    assert record["versions"]["transformers"] == "5.24.0" and record["versions"]["lm_eval"] == "0.4.13"
+    assert record["hardware"]["cpu_cores"] >= 1 and record["timing"]["eval_seconds"] > 0
+    assert record["responses"] == {"computed": 4 * 4 * 5 + 4 * 4, "from_cache": 0}
+    run_dir = results_dir / "runs" / "mc"
+    assert json.loads((run_dir / "record.json").read_text())["run_id"] == "mc"
+    assert "medbench_kormedmcqa_doctor" in json.loads((run_dir / "results.json").read_text())["results"]
+    lines = (run_dir / "samples_medbench_medqa_usmle.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and json.loads(lines[0])["doc"]["id"].startswith("medqa-")
+    summary = (results_dir / "summary.csv").read_text().splitlines()
+    assert summary[0].startswith("run_id,model,variant") and len(summary) == 1 + 5
+
+
+def test_gen_run_counts_invalid_and_truncated(tiny_gemma_dir, results_dir):
+    settings = EvalSettings(max_gen_toks=4, prompt_max_tokens=64)
+    record = run(RunRequest(model=str(tiny_gemma_dir), mode="gen", tasks=["medqa"], limit=3, run_id="gen",
+                            settings=settings), results_dir)
+    (t,) = record["tasks"]
+    assert t["task"] == "medbench_medqa_usmle_gen" and t["metric"] == "exact_match"
+    samples = [json.loads(x) for x in (results_dir / "runs" / "gen" / "samples_medbench_medqa_usmle_gen.jsonl")
+               .read_text().splitlines()]
+    assert t["invalid"] == sum(s["filtered_resps"][0] == "" for s in samples)
+    assert t["truncated_prompts"] == 3  # every MedQA prompt is longer than 64 tokens
+    assert record["generation_kwargs"] == {"do_sample": False, "repetition_penalty": 1.5, "max_gen_toks": 4}
+    assert all(s["arguments"][0][1]["repetition_penalty"] == 1.5 for s in samples)
+
+
+def _cache_rows(run_dir):
+    db = run_dir / "cache" / "responses_rank0.db"
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=0.1) as con:
+            return con.execute("SELECT COUNT(*) FROM unnamed").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+def test_killed_run_resumes_and_rerun_recomputes_nothing(tiny_gemma_dir, results_dir):
+    args = [sys.executable, "-m", "harness.cli", "eval", str(tiny_gemma_dir), "--tasks", "kormedmcqa_doctor",
+            "--batch-size", "1", "--run-id", "killed"]
+    env = dict(os.environ, MEDBENCH_RESULTS=str(results_dir))
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_dir = results_dir / "runs" / "killed"
+    deadline = time.time() + 240
+    while _cache_rows(run_dir) < 200 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    answered = _cache_rows(run_dir)
+    total = 435 * 5
+    assert 0 < answered < total, "the run was not caught mid-way"
+    assert not (run_dir / "record.json").exists()
+
+    resumed = run(RunRequest(model=str(tiny_gemma_dir), tasks=["kormedmcqa_doctor"], run_id="killed",
+                             settings=EvalSettings(batch_size=1)), results_dir)
+    assert resumed["responses"] == {"computed": total - answered, "from_cache": answered}
+    assert resumed["tasks"][0]["n"] == 435
+
+    clean = run(RunRequest(model=str(tiny_gemma_dir), tasks=["kormedmcqa_doctor"], run_id="clean",
+                           settings=EvalSettings(batch_size=1)), results_dir)
+    assert resumed["tasks"][0]["correct"] == clean["tasks"][0]["correct"]
+
+    again = run(RunRequest(model=str(tiny_gemma_dir), tasks=["kormedmcqa_doctor"], run_id="killed",
+                           settings=EvalSettings(batch_size=1)), results_dir)
+    assert again["responses"] == {"computed": 0, "from_cache": total}
+    assert again["tasks"][0]["correct"] == clean["tasks"][0]["correct"]
+
+
+def test_a_run_id_keeps_its_settings(tiny_gemma_dir, results_dir):
+    run(RunRequest(model=str(tiny_gemma_dir), tasks=["medqa"], limit=2, run_id="fixed"), results_dir)
+    with pytest.raises(RunError, match="was started with other settings"):
+        run(RunRequest(model=str(tiny_gemma_dir), tasks=["medqa"], limit=2, run_id="fixed",
+                       settings=EvalSettings(prompt_max_tokens=100)), results_dir)
+    forced = run(RunRequest(model=str(tiny_gemma_dir), tasks=["medqa"], limit=2, run_id="fixed", force=True,
+                            settings=EvalSettings(prompt_max_tokens=100)), results_dir)
+    assert forced["responses"]["from_cache"] == 0
+
+
+def test_bad_requests_fail_before_loading(results_dir):
+    with pytest.raises(RegistryError, match="unknown model 'gemma-9000'.*Known aliases: gemma3-270m"):
+        run(RunRequest(model="gemma-9000"), results_dir)
+    with pytest.raises(RunError, match="unknown prompt 'twoshot'"):
+        run(RunRequest(model="gemma3-270m", prompt="twoshot"), results_dir)
+    with pytest.raises(RunError, match="generative"):
+        run(RunRequest(model="gemma3-270m", prompt="cot", mode="mc"), results_dir)
+    with pytest.raises(SettingsError, match="unknown setting 'repetiton_penalty'"):
+        EvalSettings.from_overrides({"repetiton_penalty": "1.2"})
+    with pytest.raises(SettingsError, match="expects float"):
+        EvalSettings.from_overrides({"repetition_penalty": "high"})
+    assert EvalSettings.from_overrides({"repetition-penalty": "1.0", "max_gen_toks": "none"}).repetition_penalty == 1.0
+
+
+def test_cli_reports_errors_plainly(results_dir):
+    out = subprocess.run([sys.executable, "-m", "harness.cli", "eval", "qwen9"], capture_output=True, text=True,
+                         env=dict(os.environ, MEDBENCH_RESULTS=str(results_dir)))
+    assert out.returncode == 1 and "medbench: error: unknown model 'qwen9'" in out.stderr
+    out = subprocess.run([sys.executable, "-m", "harness.cli", "eval", "gemma3-270m", "--set", "top_k=3"],
+                         capture_output=True, text=True, env=dict(os.environ, MEDBENCH_RESULTS=str(results_dir)))
+    assert out.returncode == 1 and "unknown setting 'top_k'" in out.stderr
+
+
+def test_offline_missing_hub_weights_name_the_id(results_dir):
+    with pytest.raises(RegistryError, match="Qwen/Qwen3-4B is not in the local Hugging Face cache"):
+        run(RunRequest(model="qwen3", tasks=["medqa"], limit=1), results_dir)
+
+
+def test_wilson_interval_known_values():
+    low, high = records.wilson_interval(8, 10)
+    assert (round(low, 4), round(high, 4)) == (0.4902, 0.9433)
+    assert records.wilson_interval(0, 5)[0] == 0.0
