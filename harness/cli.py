@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     from harness.data import DataError
     from harness.embedded import SanityCheckError
-    from harness.loading import VariantError
+    from harness.variants import VariantError
     from harness.registry import RegistryError
     from harness.runner import RunError
     from harness.settings import SettingsError

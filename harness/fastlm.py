@@ -12,6 +12,7 @@ question and options at the end survive; the generation budget is separate.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 
 import torch
@@ -27,6 +28,8 @@ class MedbenchLM(HFLM):
         super().__init__(*args, **kwargs)
         self.prompt_max_tokens = int(prompt_max_tokens)
         self.fast_mc = fast_mc
+        self.generated_tokens = 0  # for the record's generated tokens/s
+        self.generate_seconds = 0.0
 
     @property
     def max_length(self) -> int:
@@ -35,6 +38,17 @@ class MedbenchLM(HFLM):
 
     def tok_batch_encode(self, strings, padding_side="left", left_truncate_len=None, truncation=False):
         return super().tok_batch_encode(strings, padding_side, self.prompt_max_tokens, truncation)
+
+    def _model_generate(self, context, max_length, stop, **generation_kwargs):
+        start = time.perf_counter()
+        out = super()._model_generate(context, max_length, stop, **generation_kwargs)
+        if out.is_cuda:
+            torch.cuda.synchronize()
+        self.generate_seconds += time.perf_counter() - start
+        new = out[:, context.shape[1] :]
+        pad = self.tokenizer.pad_token_id
+        self.generated_tokens += int((new != pad).sum()) if pad is not None else new.numel()
+        return out
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
         if not self.fast_mc or self.backend != "causal":

@@ -18,9 +18,11 @@ from harness.data import REPO_ROOT
 RESULTS_DIR = Path(os.environ.get("MEDBENCH_RESULTS", REPO_ROOT / "results"))
 PACKAGES = ("medbench", "torch", "transformers", "tokenizers", "lm_eval", "peft", "trl", "datasets",
             "accelerate", "gguf", "bitsandbytes", "flash_attn", "deepspeed", "compressed_tensors")
+# The columns of results/summary.csv, written here after each run and by the report (harness/report.py,
+# which adds the KorMedMCQA exam-average rows and replaces Wilson intervals by bootstrap ones).
 SUMMARY_FIELDS = ("run_id", "model", "variant", "prompt", "mode", "task", "dataset", "exam", "n", "accuracy",
-                  "stderr", "ci95_low", "ci95_high", "invalid", "invalid_rate", "truncated_prompts",
-                  "questions_per_second", "peak_memory_gib", "device", "gpu", "weights", "git_sha")
+                  "stderr", "ci95_low", "ci95_high", "ci_method", "invalid", "invalid_rate", "truncated_prompts",
+                  "questions_per_second", "peak_memory_gib", "params_b", "device", "gpu", "weights", "git_sha")
 
 
 def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -45,6 +47,8 @@ def package_versions() -> dict[str, str | None]:
 
 
 def git_sha() -> str | None:
+    if os.environ.get("MEDBENCH_GIT_SHA"):  # a copy of the tree without .git (e.g. a GPU machine)
+        return os.environ["MEDBENCH_GIT_SHA"]
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
@@ -97,9 +101,10 @@ def summary_rows(results_dir: Path = RESULTS_DIR) -> list[dict]:
                 "run_id": record["run_id"], "model": record["model"], "variant": record["variant"],
                 "prompt": record["prompt"], "mode": record["mode"], **{k: t[k] for k in (
                     "task", "dataset", "exam", "n", "accuracy", "stderr", "ci95_low", "ci95_high", "invalid",
-                    "invalid_rate", "truncated_prompts")},
+                    "invalid_rate", "truncated_prompts")}, "ci_method": t.get("ci_method"),
                 "questions_per_second": record["timing"]["questions_per_second"],
-                "peak_memory_gib": record["memory"]["peak_gib"], "device": record["device"],
+                "peak_memory_gib": record["memory"]["peak_gib"], "params_b": record.get("params_b"),
+                "device": record["device"],
                 "gpu": record["hardware"].get("gpu"), "weights": record["weights"], "git_sha": record["git_sha"],
             })
     return rows
@@ -107,8 +112,11 @@ def summary_rows(results_dir: Path = RESULTS_DIR) -> list[dict]:
 
 def write_summary(results_dir: Path = RESULTS_DIR) -> Path:
     """Rebuilt from every record, so it is the same however often it is written."""
-    path = results_dir / "summary.csv"
-    rows = summary_rows(results_dir)
+    return write_summary_csv(results_dir / "summary.csv", summary_rows(results_dir))
+
+
+def write_summary_csv(path: Path, rows: list[dict]) -> Path:
+    """The one writer of summary.csv's columns and number format (the report uses it too)."""
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=SUMMARY_FIELDS)
         writer.writeheader()

@@ -29,6 +29,7 @@ class ModelSpec:
     trust_remote_code: bool = False
     sanity_max_perplexity: float | None = None
     verified: bool = False
+    shape: dict | None = None
     path: str | None = None  # a local directory given instead of an alias
     extra: dict = field(default_factory=dict)
 

@@ -20,9 +20,10 @@ import torch
 
 from harness import records
 from harness.data import KORMEDMCQA_EXAMS, REPO_ROOT
-from harness.loading import load
+from harness.loading import load, pick_device
 from harness.registry import resolve
 from harness.settings import EvalSettings
+from harness.variants import plan
 
 TASKS_DIR = REPO_ROOT / "tasks"
 PROMPTS = ("zeroshot", "fewshot", "cot")
@@ -110,7 +111,8 @@ def run(req: RunRequest, results_dir: Path | None = None) -> dict:
     results_dir = results_dir or records.RESULTS_DIR
     mode = req.resolved_mode()
     names = task_names(req.prompt, mode, req.tasks)
-    spec = resolve(req.model)  # unknown aliases fail here, before anything loads
+    spec = resolve(req.model)  # unknown aliases, variants and missing CUDA fail here, before anything loads
+    plan(spec, req.variant, cuda_available=pick_device(req.settings.device).startswith("cuda"))
     run_id = req.run_id or default_run_id(req, mode)
     run_dir = results_dir / "runs" / run_id
     config = {"model": req.model, "variant": req.variant, "prompt": req.prompt, "mode": mode, "tasks": names,
@@ -160,12 +162,19 @@ def run(req: RunRequest, results_dir: Path | None = None) -> dict:
         "limit": req.limit, "sample": req.sample,
         "settings": req.settings.as_dict(),
         "generation_kwargs": req.settings.generation_kwargs() if mode == "gen" else None,
+        "adapter": loaded.adapter, "quantization": loaded.quantization,
         "device": loaded.device, "dtype": loaded.dtype, "attn_implementation": loaded.attn_implementation,
         "sanity_perplexity": loaded.sanity_perplexity,
         "tasks": task_records,
         "kormedmcqa_average": _weighted_average([t for t in task_records if t["dataset"] == "kormedmcqa"]),
         "timing": {"load_seconds": round(loaded.load_seconds, 2), "eval_seconds": round(eval_seconds, 2),
-                   "questions_per_second": round(n_questions / eval_seconds, 3) if eval_seconds else None},
+                   # A resumed run's time covers only what it computed: no questions/s for it.
+                   "questions_per_second": round(n_questions / eval_seconds, 3)
+                   if eval_seconds and not cached_before else None,
+                   "responses_per_second": round(responses_computed / eval_seconds, 2) if eval_seconds else None,
+                   "generated_tokens": lm.generated_tokens,
+                   "generated_tokens_per_second": round(lm.generated_tokens / lm.generate_seconds, 1)
+                   if lm.generate_seconds else None},
         "memory": _memory(loaded.footprint_bytes),
         "responses": {"computed": responses_computed, "from_cache": cached_before},
         "versions": records.package_versions(), "git_sha": records.git_sha(), "hardware": records.hardware(),

@@ -16,6 +16,7 @@ from harness.runner import RunError, RunRequest, run
 from harness.settings import EvalSettings, SettingsError
 
 RECORD_KEYS = {"run_id", "created", "model", "model_source", "params_b", "weights", "variant", "prompt", "mode",
+               "adapter", "quantization",
                "limit", "sample", "settings", "generation_kwargs", "device", "dtype", "attn_implementation",
                "sanity_perplexity", "tasks", "kormedmcqa_average", "timing", "memory", "responses", "versions",
                "git_sha", "hardware"}
