@@ -38,3 +38,38 @@ lint:
 # Tables, paired comparisons, contamination and the chart, from results/ only (seconds)
 report *args:
     {{python}} -m harness.report "$@"
+
+# The default benchmark suite: gemma3-270m plus every registry alias in MEDBENCH_SUITE (space separated); arguments go to each eval
+suite *args:
+    #!/usr/bin/env bash
+    set -uo pipefail
+    failed=()
+    for model in gemma3-270m ${MEDBENCH_SUITE:-}; do
+        echo "suite: just eval $model $*"
+        just eval "$model" "$@" || failed+=("$model")
+    done
+    if [ "${#failed[@]}" -gt 0 ]; then
+        echo "suite: failed: ${failed[*]}" >&2
+        exit 1
+    fi
+
+# Build the GPU image `bench` (arguments go to docker build, e.g. --build-arg FLASH_ATTN=no or MEDBENCH_UID=$(id -u))
+docker-build *args:
+    docker build --build-arg MEDBENCH_GIT_SHA="$(git rev-parse HEAD 2>/dev/null || true)" -t bench "$@" .
+
+# Run the image on all GPUs with results/ and the caches mounted; no arguments runs `just suite`
+docker-run *args:
+    mkdir -p results "${HF_HOME:-$HOME/.cache/huggingface}" "${MEDBENCH_CACHE:-$HOME/.cache/medbench}"
+    docker run --rm --gpus all -e HF_HUB_OFFLINE -e HF_TOKEN -e MEDBENCH_SUITE \
+        -v "{{justfile_directory()}}/results:/opt/medbench/results" \
+        -v "${HF_HOME:-$HOME/.cache/huggingface}:/cache/huggingface" \
+        -v "${MEDBENCH_CACHE:-$HOME/.cache/medbench}:/cache/medbench" \
+        bench "$@"
+
+# Benchmarks printing side-by-side ratios (GPU): `just bench quant` = bf16 vs bitsandbytes NF4 at the gemma3-1b shape
+bench *args:
+    {{python}} -m harness.bench "$@"
+
+# Make an AWQ checkpoint (checkpoints/MODEL-awq) with llmcompressor, in an environment of its own (see README)
+quantize-awq *args:
+    {{python}} -m harness.quantize_awq "$@"

@@ -104,7 +104,7 @@ def cmd_data(args) -> None:
 
 
 def cmd_tasks_readme(args) -> None:
-    from harness.prompts import render_readme, README_PATH
+    from harness.prompts import README_PATH, render_readme
 
     text = render_readme()
     if args.check:
@@ -144,10 +144,10 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     from harness.data import DataError
     from harness.embedded import SanityCheckError
-    from harness.variants import VariantError
     from harness.registry import RegistryError
     from harness.runner import RunError
     from harness.settings import SettingsError
+    from harness.variants import VariantError
 
     try:
         args.func(args)

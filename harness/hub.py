@@ -41,6 +41,5 @@ def _write(split, dataset: str, stem: str):
     path = hub_dir() / dataset / f"{stem}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
-        for row in split:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in split)
     return path

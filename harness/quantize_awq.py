@@ -37,7 +37,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", help="output directory (default checkpoints/<alias>-awq)")
     parser.add_argument("--samples", type=int, default=256)
     parser.add_argument("--max-seq-length", type=int, default=512)
-    parser.add_argument("--scheme", default="W4A16_ASYM", help="AWQ's usual asymmetric 4-bit, group 128")
+    # Symmetric 4-bit, group 128. The asymmetric W4A16_ASYM packs its zero points, and transformers
+    # 5.24 with compressed-tensors 0.19 then refuses the checkpoint (zero-point shape mismatch, seen on GPU).
+    parser.add_argument("--scheme", default="W4A16", help="compressed-tensors preset scheme")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import math
 import os
@@ -84,6 +85,24 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor()
+
+
+def samples_path(run_dir: Path, task: str) -> Path:
+    """lm-eval's per-question log of one task, gzipped (full test sets are ~10× smaller so)."""
+    return run_dir / f"samples_{task}.jsonl.gz"
+
+
+def write_samples(path: Path, samples: list[dict]) -> None:
+    # mtime=0: the same samples give the same bytes.
+    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+        for s in samples:
+            gz.write((json.dumps(s, ensure_ascii=False, default=str) + "\n").encode("utf-8"))
+
+
+def read_samples(path: Path):
+    """(line number, raw line) pairs of a samples file."""
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        yield from enumerate(f, start=1)
 
 
 def write_json(path: Path, obj) -> None:

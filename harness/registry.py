@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import yaml
@@ -37,7 +37,7 @@ class ModelSpec:
 _KNOWN = {f.name for f in fields(ModelSpec)} - {"alias", "path", "extra"}
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_registry(path: Path = REGISTRY_PATH) -> dict[str, ModelSpec]:
     raw = yaml.safe_load(path.read_text()) or {}
     out = {}

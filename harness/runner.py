@@ -1,6 +1,6 @@
 """One evaluation run: load the model, run lm-eval on our tasks, write the run's record.
 
-results/runs/<run-id>/ holds run_config.json, lm-eval's results.json, samples_<task>.jsonl,
+results/runs/<run-id>/ holds run_config.json, lm-eval's results.json, samples_<task>.jsonl.gz,
 record.json, and cache/ (lm-eval's response cache: re-running the same run id answers every
 question already answered from it, so a killed run resumes where it stopped).
 """
@@ -146,9 +146,7 @@ def run(req: RunRequest, results_dir: Path | None = None) -> dict:
     task_records = []
     for name in names:
         task_samples = out["samples"][name]
-        with open(run_dir / f"samples_{name}.jsonl", "w") as f:
-            for s in task_samples:
-                f.write(json.dumps(s, ensure_ascii=False, default=str) + "\n")
+        records.write_samples(records.samples_path(run_dir, name), task_samples)
         task_records.append(_task_record(name, task_samples, out["results"][name], lm, req.settings.prompt_max_tokens))
     n_questions = sum(t["n"] for t in task_records)
     out_no_samples = {k: v for k, v in out.items() if k != "samples"}

@@ -29,7 +29,7 @@ class EvalSettings:
     fast_mc: bool = True  # one forward per question for one-token answers (harness/fastlm.py)
 
     @classmethod
-    def from_overrides(cls, overrides: dict[str, str | object]) -> "EvalSettings":
+    def from_overrides(cls, overrides: dict[str, str | object]) -> EvalSettings:
         by_name = {f.name: f for f in fields(cls)}
         values = {}
         for key, raw in overrides.items():

@@ -11,6 +11,7 @@ from lm_eval.api.filter import Filter
 from harness.answers import extract_answer
 from harness.data import KORMEDMCQA_SPLITS, MEDQA_SPLITS, load_rows
 
+
 def load_dataset(dataset: str, exam: str | None = None, **lm_eval_metadata) -> datasets.DatasetDict:
     """Every available split of one exam as a DatasetDict of canonical rows.
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, fields
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import yaml
@@ -44,7 +44,7 @@ class LoadPlan:
 _WEIGHT_KINDS = {"base", "awq", "checkpoint", "adapter"}
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_variants(path: Path = VARIANTS_PATH) -> dict[str, Variant]:
     known = {f.name for f in fields(Variant)} - {"name"}
     out = {}

@@ -23,9 +23,9 @@ def tiny_gemma_dir(tmp_path_factory, embedded_dir):
 
     out = tmp_path_factory.mktemp("tiny-gemma3")
     config = AutoConfig.from_pretrained(embedded_dir)
-    config.update(dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=2,
-                       num_key_value_heads=1, head_dim=32, sliding_window=16,
-                       layer_types=["sliding_attention", "sliding_attention", "sliding_attention", "full_attention"]))
+    config.update({"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 2,
+                       "num_key_value_heads": 1, "head_dim": 32, "sliding_window": 16,
+                       "layer_types": ["sliding_attention", "sliding_attention", "sliding_attention", "full_attention"]})
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.save_pretrained(out)

