@@ -73,3 +73,11 @@ bench *args:
 # Make an AWQ checkpoint (checkpoints/MODEL-awq) with llmcompressor, in an environment of its own (see README)
 quantize-awq *args:
     {{python}} -m harness.quantize_awq "$@"
+
+# Fine-tune: just train MODEL METHOD (full|lora|qlora) [--mix english|korean|both] [--deepspeed zero2|zero3|none] [--gpus N] [--max-steps N] [--force]
+train *args:
+    {{python}} -m trainers.launch "$@"
+
+# Upstream consistency: our 5-shot KorMedMCQA vs lm-eval's built-in kormedmcqa on the same model, rows and settings (results/consistency/)
+consistency *args:
+    {{python}} -m harness.consistency "$@"

@@ -8,7 +8,6 @@ import sys
 from harness.settings import EvalSettings, parse_assignments
 
 DEMO_PER_TASK = 30  # five tasks x 30 questions: about five minutes on 2 CPU cores, conversion included
-DEMO_RUN_ID = "demo-gemma3-270m"
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -70,8 +69,6 @@ def cmd_demo(args) -> None:
 
     if args.sample is None:
         args.sample = DEMO_PER_TASK
-    if args.run_id is None:
-        args.run_id = DEMO_RUN_ID
     print_table(run(_request(args, "gemma3-270m", "base", "zeroshot")))
 
 

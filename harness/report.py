@@ -160,10 +160,14 @@ def main_table(runs: list[Run], rows: list[dict]) -> str:
     body = []
     for run in sorted(runs, key=_run_order):
         cells = [by_cell.get((run.run_id, *key)) for key, _ in MAIN_COLUMNS]
-        body.append([run.record["model"], _num(run.record["params_b"], "g"), run.record["variant"],
+        gpu = (run.record.get("hardware") or {}).get("gpu")
+        qps = (run.record.get("timing") or {}).get("questions_per_second")
+        body.append([f"`{run.run_id}`", run.record["model"], _num(run.record["params_b"], "g"), run.record["variant"],
                      f"{run.record['prompt']}/{run.record['mode']}", _subset(run.record),
-                     *(_acc_ci(c) if c else "–" for c in cells)])
-    header = ["model", "params (B)", "variant", "prompt/mode", "questions", *(name for _, name in MAIN_COLUMNS)]
+                     *(_acc_ci(c) if c else "–" for c in cells),
+                     gpu.replace("NVIDIA ", "") if gpu else "CPU", _num(qps, ".1f")])
+    header = ["run", "model", "params (B)", "variant", "prompt/mode", "questions", *(name for _, name in MAIN_COLUMNS),
+              "device", "questions/s"]
     return _table(header, body)
 
 

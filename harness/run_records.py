@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 
 from harness import records
-
 from harness.data import KORMEDMCQA_EXAMS
 
 AVERAGE_TASK = "kormedmcqa_average"

@@ -49,7 +49,8 @@ def test_a_broken_tokenizer_is_refused(model_and_tokenizer):
 
         def __call__(self, text, **kw):
             enc = tok(text, **kw)
-            enc["input_ids"] = (enc["input_ids"] + 7919) % 262144
+            ids = enc["input_ids"]
+            enc["input_ids"] = (ids + 7919) % 262144 if torch.is_tensor(ids) else [(i + 7919) % 262144 for i in ids]
             return enc
 
     assert perplexity(model, ShiftedIds()) > 1000

@@ -1,0 +1,127 @@
+"""Supervised examples in exactly the zero-shot evaluation prompt, the answer as the completion.
+
+Prompts are rendered by lm-eval itself, from our task YAMLs (tasks/), on canonical rows from
+harness.data: `task.doc_to_text(row)` is the prompt, and the completion is the task's target delimiter
+plus the answer's choice (" A" ... " E"), which is exactly the continuation the `mc` tasks score. So
+training and evaluation cannot drift apart: change a template and both change.
+
+Columns: prompt, completion (TRL's prompt-completion format: the loss is on the completion only),
+and id, dataset, exam, split, answer for tracing. Sources:
+  korean   KorMedMCQA `train` of the four exams (3,401 rows)
+  english  MedQA `train` where a hub copy exists (`just data --from-hub`), else MedQA `dev` (offline)
+  both     the two together (default)
+Evaluation during training: KorMedMCQA `valid` of the four exams (1,059 rows). Never a test split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from functools import cache
+
+import datasets
+
+from harness.data import KORMEDMCQA_EXAMS, DataError, load_rows
+
+MIXES = ("english", "korean", "both")
+KOREAN_TASKS = {exam: f"medbench_kormedmcqa_{exam}" for exam in KORMEDMCQA_EXAMS}
+ENGLISH_TASK = "medbench_medqa_usmle"
+KEEP_COLUMNS = ("id", "dataset", "exam", "split", "answer")
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    dataset: str
+    exam: str | None
+    split: str
+    task: str  # the lm-eval task whose prompt renders it
+    rows: int
+    note: str | None = None
+    cot_rows: int = 0  # rows whose completion is their chain of thought (--cot)
+
+
+@cache
+def eval_tasks() -> dict:
+    """Our zero-shot `mc` tasks, loaded by lm-eval from tasks/ (once per process)."""
+    from lm_eval.tasks import TaskManager
+
+    from harness.runner import TASKS_DIR
+
+    manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=False)
+    names = [*KOREAN_TASKS.values(), ENGLISH_TASK]
+    return manager.load(names)["tasks"]
+
+
+def render(row: dict, task_name: str, cot: bool = False) -> dict:
+    """One canonical row -> {prompt, completion}, through the eval task's own templates."""
+    task = eval_tasks()[task_name]
+    prompt = task.doc_to_text(row)
+    delimiter = task.config.target_delimiter
+    if cot and row.get("cot"):
+        # The chain-of-thought tasks' shots answer with the row's `cot` after the same delimiter.
+        return {"prompt": prompt, "completion": delimiter + row["cot"].strip()}
+    target = task.doc_to_target(row)
+    choice = task.doc_to_choice(row)[target] if isinstance(target, int) else str(target)
+    return {"prompt": prompt, "completion": delimiter + choice}
+
+
+def _render_row(row: dict, cot: bool) -> dict:
+    return render(row, row["task"], cot)
+
+
+def english_rows() -> tuple[list[dict], SourceInfo]:
+    """MedQA train (hub copy) if there is one, else MedQA dev; never test."""
+    try:
+        rows = load_rows("medqa", None, "train")
+        return rows, SourceInfo("medqa", "usmle", "train", ENGLISH_TASK, len(rows), "hub copy (just data --from-hub)")
+    except DataError as e:
+        rows = load_rows("medqa", None, "dev")
+        note = (f"MedQA train unavailable ({e}); trained on MedQA dev instead. dev's first five rows are also the "
+                f"shots of the medqa fewshot prompt")
+        return rows, SourceInfo("medqa", "usmle", "dev", ENGLISH_TASK, len(rows), note)
+
+
+def build_examples(parts: list[tuple[list[dict], str]], cot: bool, limit: int | None, seed: int) -> datasets.Dataset:
+    """Rows of several sources (each with the task that renders it) -> prompt/completion examples.
+
+    With `limit`, a seeded sample of that many rows is taken before rendering (lm-eval compiles its
+    Jinja template for every row, a few milliseconds each).
+    """
+    rows = [{**r, "task": task_name} for part_rows, task_name in parts for r in part_rows]
+    ds = datasets.Dataset.from_list(rows)
+    if limit is not None and limit < len(ds):
+        ds = ds.shuffle(seed=seed).select(range(limit))
+    return ds.map(_render_row, fn_kwargs={"cot": cot},
+                  remove_columns=[c for c in ds.column_names if c not in KEEP_COLUMNS])
+
+
+def train_dataset(mix: str = "both", cot: bool = False, limit: int | None = None,
+                  seed: int = 1234) -> tuple[datasets.Dataset, list[dict]]:
+    """The training examples of a mix, and the sources they came from (for the train record)."""
+    if mix not in MIXES:
+        raise DataError(f"unknown mix {mix!r}; choose from {', '.join(MIXES)}")
+    parts, sources = [], []
+    if mix in ("korean", "both"):
+        for exam, task_name in KOREAN_TASKS.items():
+            rows = load_rows("kormedmcqa", exam, "train")
+            parts.append((rows, task_name))
+            sources.append(SourceInfo("kormedmcqa", exam, "train", task_name, len(rows), cot_rows=_cot_rows(rows, cot)))
+    if mix in ("english", "both"):
+        rows, info = english_rows()
+        parts.append((rows, ENGLISH_TASK))
+        sources.append(replace(info, cot_rows=_cot_rows(rows, cot)))
+    return build_examples(parts, cot, limit, seed), [asdict(s) for s in sources]
+
+
+def _cot_rows(rows: list[dict], cot: bool) -> int:
+    """How many rows train on a chain-of-thought completion (only with --cot, only rows that have one)."""
+    return sum(1 for r in rows if r.get("cot")) if cot else 0
+
+
+def eval_dataset(limit: int | None = None, seed: int = 1234) -> tuple[datasets.Dataset, list[dict]]:
+    """KorMedMCQA `valid` of the four exams, in the same format: the loss watched during training."""
+    parts, sources = [], []
+    for exam, task_name in KOREAN_TASKS.items():
+        rows = load_rows("kormedmcqa", exam, "valid")
+        parts.append((rows, task_name))
+        sources.append(asdict(SourceInfo("kormedmcqa", exam, "valid", task_name, len(rows))))
+    return build_examples(parts, False, limit, seed), sources
