@@ -311,9 +311,7 @@ def check(model: str, exams: list[str] | None = None, limit: int | None = None, 
                 samples[ours_task(exam)] = samples[upstream_task(exam)] = idx
 
         loaded = load(spec, "base", settings)
-        lm = MedbenchLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=settings.batch_size,
-                        device=loaded.device, prompt_max_tokens=settings.prompt_max_tokens,
-                        fast_mc=settings.fast_mc)
+        lm = MedbenchLM.from_loaded(loaded, settings)
         start = time.perf_counter()
         out = simple_evaluate(
             model=lm, tasks=list(tasks.values()), task_manager=tm, limit=limit, samples=samples,

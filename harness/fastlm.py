@@ -31,6 +31,12 @@ class MedbenchLM(HFLM):
         self.generated_tokens = 0  # for the record's generated tokens/s
         self.generate_seconds = 0.0
 
+    @classmethod
+    def from_loaded(cls, loaded, settings) -> MedbenchLM:
+        """Wrap a harness.loading.Loaded model with the evaluation settings (runner and consistency check)."""
+        return cls(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=settings.batch_size,
+                   device=loaded.device, prompt_max_tokens=settings.prompt_max_tokens, fast_mc=settings.fast_mc)
+
     @property
     def max_length(self) -> int:
         # Room for a full prompt plus any generation budget: truncation is ours (prompt_max_tokens).

@@ -127,9 +127,7 @@ def run(req: RunRequest, results_dir: Path | None = None) -> dict:
                    for name, t in loaded_tasks.items()}
 
     loaded = load(spec, req.variant, req.settings)
-    lm = MedbenchLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=req.settings.batch_size,
-                    device=loaded.device, prompt_max_tokens=req.settings.prompt_max_tokens,
-                    fast_mc=req.settings.fast_mc)
+    lm = MedbenchLM.from_loaded(loaded, req.settings)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     cached_before = _cache_size(run_dir)
