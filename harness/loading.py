@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -92,7 +93,7 @@ def load(spec: ModelSpec, variant: str, settings: EvalSettings) -> Loaded:
     start = time.perf_counter()
     base = base_weights(spec)
     source = base if load_plan.weights == "base" else load_plan.weights
-    if source != base and not spec.path and not spec.embedded and "/" in source and not source.startswith("/"):
+    if source != base and not Path(source).is_dir():  # an AWQ repo on the hub; checkpoints are local dirs
         require_local_hub_weights(source)
     kwargs = from_pretrained_kwargs(spec, load_plan, settings, device)
     # The tokenizer always comes from the base model: fine-tunes and AWQ checkpoints keep its vocabulary.
