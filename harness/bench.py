@@ -1,10 +1,14 @@
 """Benchmarks that print ratios measured side by side in one process (GPU).
 
     python -m harness.bench quant [--shape gemma3-1b] [--batch 64] [--seq 320]
+    python -m harness.bench train [--shape gemma3-1b | --model DIR] [--configs ...] [--steps 30]
 
 `quant` times one forward pass of a random-init model at a registry shape in bf16 and in the `bnb`
 variant's NF4 (same weights, quantized at load), and reports time ratio and memory. A JSON record
 goes to results/bench/ with the GPU named and `weights: random`.
+
+`train` times `just train` per method (and with one setting changed at a time) beside a plain PyTorch
+training step; see trainers/bench.py.
 """
 
 from __future__ import annotations
@@ -68,6 +72,29 @@ def bench_quant(shape: str, batch: int, seq: int, repeats: int) -> dict:
     return result
 
 
+def bench_train_command(args, out_dir: Path) -> None:
+    from trainers.bench import DEFAULT_CONFIGS, bench_train, parse_config, table
+
+    configs = [c.strip() for c in (args.configs or DEFAULT_CONFIGS).split(",") if c.strip()]
+    for c in configs:
+        parse_config(c)  # a typo fails before any model is built
+    if not torch.cuda.is_available():
+        raise SystemExit("bench train needs a CUDA GPU (DeepSpeed, bf16, bitsandbytes)")
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.model:
+            model_dir, name = args.model, Path(args.model).name
+        else:
+            from harness.shapes import save_random_model
+
+            model_dir, name = str(save_random_model(args.shape, Path(tmp) / args.shape)), f"{args.shape}-random"
+        gpu = torch.cuda.get_device_name(0).replace(" ", "-")
+        gpus = max(parse_config(c)[1] for c in configs)
+        out = out_dir / f"train-{name}-{gpu}{f'-x{gpus}' if gpus > 1 else ''}.json"
+        result = bench_train(model_dir, configs, args.steps, out, args.fresh)
+    print(table(result))
+    print(f"wrote {out}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="bench", required=True)
@@ -76,10 +103,21 @@ def main(argv: list[str] | None = None) -> None:
     q.add_argument("--batch", type=int, default=64)
     q.add_argument("--seq", type=int, default=320)
     q.add_argument("--repeats", type=int, default=10)
+    t = sub.add_parser("train", help="training tokens/s, MFU and memory per method, beside a plain PyTorch step")
+    t.add_argument("--shape", default="gemma3-1b", help="random-init model at this registry alias's shape")
+    t.add_argument("--model", help="a local model directory instead of --shape (e.g. one made by harness.shapes)")
+    t.add_argument("--configs", default=None, help="comma separated; NAME@G runs NAME on G GPUs (default: "
+                                                    "reference,full,full-no-gc,full-no-deepspeed,full-zero3,lora,qlora)")
+    t.add_argument("--steps", type=int, default=30, help="optimizer steps per configuration")
+    t.add_argument("--fresh", action="store_true", help="measure every configuration again (default: continue "
+                                                         "a record cut short on the same machine and code)")
     args = parser.parse_args(argv)
-    result = bench_quant(args.shape, args.batch, args.seq, args.repeats)
     out_dir = records.RESULTS_DIR / "bench"
     out_dir.mkdir(parents=True, exist_ok=True)
+    if args.bench == "train":
+        bench_train_command(args, out_dir)
+        return
+    result = bench_quant(args.shape, args.batch, args.seq, args.repeats)
     gpu = result["gpu"].replace(" ", "-")
     records.write_json(out_dir / f"quant-{args.shape}-b{args.batch}x{args.seq}-{gpu}.json", result)
     print(json.dumps({k: v for k, v in result.items() if k != "versions"}, indent=2))

@@ -13,6 +13,9 @@ import torch
 
 from harness.registry import RegistryError, resolve
 
+# Written beside the weights of every random-init model; records made with such a model say so.
+RANDOM_MARKER = "medbench_random.txt"
+
 
 def config_at_shape(alias: str):
     from transformers import AutoConfig
@@ -34,17 +37,32 @@ def config_at_shape(alias: str):
     return config, like
 
 
-def save_random_model(alias: str, out: Path, dtype: torch.dtype = torch.bfloat16, seed: int = 0) -> Path:
-    """Writes a random-init checkpoint (with the `like` model's tokenizer) at alias's shape."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def save_shape(alias: str, out: Path) -> Path:
+    """config.json and the `like` model's tokenizer at alias's shape, no weights (kilobytes to carry)."""
+    from transformers import AutoTokenizer
 
     from harness.loading import base_weights
 
     config, like = config_at_shape(alias)
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
+    config.save_pretrained(out)
     AutoTokenizer.from_pretrained(base_weights(like)).save_pretrained(out)
-    (out / "medbench_random.txt").write_text(f"random-init weights at the shape of {alias} (seed {seed})\n")
+    (out / RANDOM_MARKER).write_text(f"random-init weights at the shape of {alias}\n")
     return out
+
+
+def fill_random(out: Path, dtype: torch.dtype = torch.bfloat16, seed: int = 0) -> Path:
+    """Random-init weights for the config.json in `out`, saved beside it."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(out), dtype=dtype)
+    model.save_pretrained(out)
+    with (out / RANDOM_MARKER).open("a") as f:
+        f.write(f"seed {seed}, {str(dtype).replace('torch.', '')}\n")
+    return out
+
+
+def save_random_model(alias: str, out: Path, dtype: torch.dtype = torch.bfloat16, seed: int = 0) -> Path:
+    """Writes a random-init checkpoint (with the `like` model's tokenizer) at alias's shape."""
+    return fill_random(save_shape(alias, out), dtype, seed)

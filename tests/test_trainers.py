@@ -289,6 +289,9 @@ def test_training_lowers_the_loss_and_saves_what_eval_loads(tiny_gemma_dir, shor
     assert (record["examples"], record["steps"], record["data"]["mix"]) == (2, 5, "korean")
     assert record["tokens_trained"] > 0 and record["train_tokens_per_second"] > 0
     assert record["mfu"] is None and record["memory"]["peak_gpu_gib"] is None  # CPU
+    steady = record["steady_state"]
+    assert (steady["skipped_first_steps"], steady["steps"]) == (1, 4) and steady["mfu"] is None
+    assert steady["tokens_per_second"] > 0 and steady["mean_tokens_per_step"] > 0
     assert record["deepspeed"] is None and "without DeepSpeed (zero2.json was checked, not used)" in record["notes"][0]
     assert record["precision"] == "fp32" and record["method_config"]["name"] == method
     assert record["final_train_loss"] == losses[-1] and record["final_eval_loss"] > 0
@@ -307,6 +310,34 @@ def test_training_lowers_the_loss_and_saves_what_eval_loads(tiny_gemma_dir, shor
     base = AutoModelForCausalLM.from_pretrained(tiny_gemma_dir, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(tiny_gemma_dir)
     assert not torch.allclose(_logits(loaded.model, loaded.tokenizer), _logits(base, tok), atol=1e-4)
+
+
+def test_step_timer_leaves_out_the_first_steps(monkeypatch):
+    clock = iter([0.0, 10.0] + [x for i in range(1, 12) for x in (float(i * 100), i * 100 + 2.0)])
+    monkeypatch.setattr(sft.time, "perf_counter", lambda: next(clock))
+    timer, state = sft.StepTimer(), type("State", (), {"num_input_tokens_seen": 0})()
+    for step in range(12):  # the first step: 10 s for 50 tokens; then 2 s for 100 tokens each
+        timer.on_step_begin(None, state, None)
+        state.num_input_tokens_seen += 50 if step == 0 else 100
+        timer.on_step_end(None, state, None)
+    assert timer.seconds == 10 + 11 * 2
+    steady = timer.steady_state()
+    assert (steady["skipped_first_steps"], steady["steps"]) == (3, 9)  # at most a quarter of the run
+    assert (steady["tokens_per_second"], steady["median_step_seconds"], steady["mean_tokens_per_step"]) == (50, 2, 100)
+
+
+def test_a_random_weights_run_says_so(tmp_path, tiny_gemma_dir, short_data, checkpoints):
+    from harness.shapes import RANDOM_MARKER, fill_random
+
+    model_dir = tmp_path / "random-tiny"
+    model_dir.mkdir()
+    for f in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        (model_dir / f).write_bytes((tiny_gemma_dir / f).read_bytes())
+    (model_dir / RANDOM_MARKER).write_text("random-init weights at a tiny shape\n")
+    fill_random(model_dir, torch.float32, seed=1)
+    assert "seed 1, float32" in (model_dir / RANDOM_MARKER).read_text()
+    record = _train(model_dir, "lora", "--max-steps", "1", "--eval-limit", "0")
+    assert any(n.startswith("random-init weights") for n in record["notes"])
 
 
 class Interrupted(Exception):
@@ -355,3 +386,51 @@ def test_force_deletes_only_a_training_run(tmp_path):
     (run / "checkpoint-1").mkdir()
     sft.claim_output_dir(run, {"model": "m"}, force=True)
     assert not (run / "checkpoint-1").exists() and (run / "train_config.json").exists()
+
+
+# --- bench train (the GPU runs themselves are in results/bench/) --------------------------------------
+
+def test_bench_configurations_are_checked_before_anything_runs():
+    from trainers import bench
+
+    assert bench.parse_config("full") == ("full", 1) and bench.parse_config("lora@4") == ("lora", 4)
+    for bad, message in (("ful", "unknown configuration 'ful'"), ("full@x", "GPU count"),
+                         ("reference@2", "reference loop runs on one GPU")):
+        with pytest.raises(SystemExit, match=re.escape(message)):
+            bench.parse_config(bad)
+    for method, extra in bench.CONFIGS.values():  # every configuration is a valid `just train` command
+        assert method in method_names()
+        args = sft.parse_args(["m", method, *extra])
+        sft.training_arguments(load_method(method), args)
+
+
+def test_bench_continues_only_a_record_of_the_same_run(tmp_path):
+    from trainers import bench
+
+    run = {"model": "/m", "weights": "random", "steps": 30, "gpu": "H100", "git_sha": "abc", "versions": {"trl": "1"}}
+    path = tmp_path / "train.json"
+    assert bench._resumable(path, run) is None
+    path.write_text(json.dumps({**run, "configs": {"full@1": {"tokens_per_second": 1}}}))
+    assert bench._resumable(path, run)["configs"] == {"full@1": {"tokens_per_second": 1}}
+    for key, other in (("steps", 40), ("git_sha", "def"), ("versions", {"trl": "2"}), ("gpu", "H200")):
+        assert bench._resumable(path, {**run, key: other}) is None, key
+
+
+def test_bench_ratios_and_table():
+    from trainers import bench
+
+    def row(tps, gib):
+        return {"tokens_per_second": tps, "peak_gpu_gib": gib, "mean_tokens_per_step": 1000,
+                "median_step_seconds": 0.5, "mfu": 0.01}
+
+    result = {"configs": {"reference@1": row(20000, 40.0), "full@1": row(4000, 10.0), "lora@1": row(5000, 5.0),
+                          "full@2": row(7000, 9.0), "qlora@1": {"error": "exit 1"}}}
+    result["ratios"] = bench.ratios({k: v for k, v in result["configs"].items() if "error" not in v})
+    assert result["ratios"]["lora@1"] == {"tokens_per_second_over_full": 1.25, "peak_gpu_gib_over_full": 0.5,
+                                          "tokens_per_second_over_reference": 0.25,
+                                          "peak_gpu_gib_over_reference": 0.125}
+    assert result["ratios"]["full@2"]["tokens_per_second_over_full"] == 1.75
+    assert "tokens_per_second_over_full" not in result["ratios"]["full@1"]
+    lines = bench.table(result).splitlines()
+    assert lines[2].split() == ["full@1", "4000", "1000", "0.500", "1.00", "10.00", "-", "0.2"]
+    assert lines[-1].split() == ["qlora@1", "exit", "1"]

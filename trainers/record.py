@@ -45,6 +45,12 @@ def mfu(total_params: int, tokens_per_second: float | None, gpu_name: str | None
     return 6 * total_params * tokens_per_second / (peak * gpus)
 
 
+def with_mfu(steady: dict | None, total_params: int, gpu_name: str | None, gpus: int) -> dict | None:
+    if steady is None:
+        return None
+    return {**steady, "mfu": mfu(total_params, steady["tokens_per_second"], gpu_name, gpus)}
+
+
 def memory() -> dict:
     out = {"peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30, 3),
            "peak_gpu_gib": None}

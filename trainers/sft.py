@@ -38,6 +38,7 @@ from harness import records
 from harness.data import DataError
 from harness.loading import base_weights, pick_attention, quantization_config
 from harness.registry import RegistryError, resolve
+from harness.shapes import RANDOM_MARKER
 from harness.variants import VariantError, checkpoint_path
 from trainers import record as rec
 from trainers import sft_data
@@ -58,6 +59,8 @@ TRAIN_CONFIG = "train_config.json"
 LOSS_CURVE = "loss_curve.png"
 # May change between a run and its resumption; anything else in train_config.json may not.
 RESUMABLE_CHANGES = {"max_steps", "num_train_epochs"}
+# Steps left out of the steady-state throughput (at most a quarter of the run).
+STEADY_SKIP_STEPS = 5
 
 
 @dataclass
@@ -136,6 +139,8 @@ def train(args: TrainArguments, callbacks: tuple = ()) -> dict:
         check_deepspeed(ds_path, ds_config, training, world_size)
     use_deepspeed = ds_path is not None and cuda
     notes = []
+    if spec.path and (Path(spec.path) / RANDOM_MARKER).exists():
+        notes.append(f"random-init weights ({RANDOM_MARKER}): the run measures speed and memory, not learning")
     if not cuda:
         training.update(bf16=False, fp16=False)
         notes.append("no CUDA: trained on CPU in fp32 (bf16 off)"
@@ -231,6 +236,7 @@ def train(args: TrainArguments, callbacks: tuple = ()) -> dict:
             "params": params,
             "mfu": rec.mfu(params["total"], tokens_per_second, hardware.get("gpu"), gpus),
             "mfu_formula": rec.MFU_FORMULA, "peak_bf16_flops_per_gpu": rec.peak_flops(hardware.get("gpu")),
+            "steady_state": rec.with_mfu(timer.steady_state(), params["total"], hardware.get("gpu"), gpus),
             "memory": rec.memory(),
             # The last logged loss; a run shorter than logging_steps logged none: its mean loss then.
             "final_train_loss": rec.last(state.log_history, "loss") or train_output.training_loss,
@@ -384,21 +390,40 @@ def _step_of(checkpoint: str | None) -> int | None:
 
 
 class StepTimer(TrainerCallback):
-    """Seconds spent in optimizer steps (forward, backward, update), without evaluation or saving."""
+    """Seconds and tokens of each optimizer step (forward, backward, update), without evaluation or saving."""
 
     def __init__(self):
-        self.seconds = 0.0
+        self.steps: list[tuple[float, int]] = []
         self._start = None
+        self._tokens = 0
+
+    @property
+    def seconds(self) -> float:
+        return sum(s for s, _ in self.steps)
 
     def on_step_begin(self, args, state, control, **kwargs):
         _sync()
         self._start = time.perf_counter()
+        self._tokens = state.num_input_tokens_seen
 
     def on_step_end(self, args, state, control, **kwargs):
         _sync()
         if self._start is not None:
-            self.seconds += time.perf_counter() - self._start
+            self.steps.append((time.perf_counter() - self._start, state.num_input_tokens_seen - self._tokens))
         self._start = None
+
+    def steady_state(self) -> dict | None:
+        """Throughput without the first steps (allocator warm-up, kernel selection, DeepSpeed's first buckets)."""
+        skip = min(STEADY_SKIP_STEPS, len(self.steps) // 4)
+        rest = self.steps[skip:]
+        seconds = sum(s for s, _ in rest)
+        if not rest or not seconds:
+            return None
+        durations = sorted(s for s, _ in rest)
+        return {"skipped_first_steps": skip, "steps": len(rest),
+                "tokens_per_second": round(sum(t for _, t in rest) / seconds, 1),
+                "median_step_seconds": round(durations[len(durations) // 2], 4),
+                "mean_tokens_per_step": round(sum(t for _, t in rest) / len(rest), 1)}
 
 
 def _sync() -> None:
