@@ -6,7 +6,7 @@
 bf16 autocast, sdpa, a fixed batch of 8 x 512 random tokens, no gradient checkpointing, no DeepSpeed.
 Every other configuration is `just train MODEL METHOD --max-steps N` on the real training mix, exactly
 as a user runs it (DeepSpeed ZeRO-2, gradient checkpointing, batch 8), or with one thing changed
-(CONFIGS below). `NAME@G` runs NAME on G GPUs. Each runs in its own process, so each has its own CUDA
+(CONFIGS below; `full-plain` turns off both DeepSpeed and gradient checkpointing). `NAME@G` runs NAME on G GPUs. Each runs in its own process, so each has its own CUDA
 context and memory peak; throughput is the steady state (trainers/sft.py drops the first steps).
 The record (results/bench/) is rewritten after every configuration: a run cut short keeps what it
 measured, and the next run with the same model, steps, GPU, git sha and packages measures only the rest
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,6 +36,7 @@ CONFIGS = {
     "full-no-gc": ("full", ["--set", "gradient_checkpointing=false"]),
     "full-no-deepspeed": ("full", ["--deepspeed", "none"]),
     "full-zero3": ("full", ["--deepspeed", "zero3"]),
+    "full-plain": ("full", ["--deepspeed", "none", "--set", "gradient_checkpointing=false"]),  # nearest the reference
     "lora": ("lora", []),
     "lora-no-gc": ("lora", ["--set", "gradient_checkpointing=false"]),
     "qlora": ("qlora", []),
@@ -108,6 +110,7 @@ def run_trainer(model_dir: str, name: str, gpus: int, steps: int, workdir: Path)
     print(f"bench train: {' '.join(cmd)}", file=sys.stderr, flush=True)
     subprocess.run(cmd, check=True, env=_child_env(gpus))
     record = json.loads((output_dir / "train_record.json").read_text())
+    shutil.rmtree(output_dir)  # a full fine-tune of a 1B model leaves ~16 GB of checkpoint: the next one needs the disk
     steady = record["steady_state"] or {}
     return {"method": method, "args": extra, "gpus": record["gpus"], "steps": record["steps"],
             "deepspeed": (record["deepspeed"] or {}).get("file"),
