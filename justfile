@@ -66,7 +66,7 @@ docker-run *args:
         -v "${MEDBENCH_CACHE:-$HOME/.cache/medbench}:/cache/medbench" \
         bench "$@"
 
-# Benchmarks printing side-by-side ratios (GPU): `just bench quant` = bf16 vs bitsandbytes NF4 at the gemma3-1b shape
+# Benchmarks printing side-by-side ratios (GPU): `just bench quant` = bf16 vs bitsandbytes NF4, `just bench train` = training speed per method
 bench *args:
     {{python}} -m harness.bench "$@"
 

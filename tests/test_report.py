@@ -260,3 +260,32 @@ def test_runner_summary_and_report_summary_share_columns(results):
     assert {r["ci_method"] for r in after_run} == {"wilson"}
     assert {r["ci_method"] for r in after_report} == {"bootstrap50"}
     assert len(after_report) == len(after_run) + 3  # plus one exam average per run
+
+
+def test_training_tables_come_from_train_and_bench_records(tmp_path):
+    from harness.training_report import training_section
+
+    (tmp_path / "train").mkdir()
+    (tmp_path / "bench").mkdir()
+    train = {"model": "m", "method": "lora", "data": {"mix": "both"}, "examples": 10, "steps": 5, "epochs": 4.0,
+             "gpus": 1, "deepspeed": {"file": "trainers/deepspeed/zero2.json"}, "train_tokens_per_second": 90.0,
+             "mfu": 0.01, "steady_state": {"tokens_per_second": 100.0, "mfu": 0.02},
+             "memory": {"peak_gpu_gib": 1.5}, "final_train_loss": 0.5, "final_eval_loss": None,
+             "hardware": {"gpu": "NVIDIA H100 80GB HBM3"}}
+    (tmp_path / "train" / "m-lora.json").write_text(json.dumps(train))
+    config = {"tokens_per_second": 2000.0, "mean_tokens_per_step": 1374.0, "median_step_seconds": 0.6, "mfu": 0.0125,
+              "peak_gpu_gib": 20.5}
+    bench = {"bench": "train", "weights": "random", "gpu": "NVIDIA H200",
+             "configs": {"full@1": config, "full@2": {**config, "tokens_per_second": 4000.0},
+                         "full-zero3@1": {"error": "exit 1"}},
+             "ratios": {"full@1": {}, "full@2": {"tokens_per_second_over_full": 2.0}},
+             "notes": {"full-zero3@1": "disk full", "lora@2": "cut by a time limit"}}
+    (tmp_path / "bench" / "train-m-H200.json").write_text(json.dumps(bench))
+    text = training_section(tmp_path)
+    rows = {line.split(" | ")[2]: line for line in text.splitlines() if line.startswith("| `")}
+    # Steady-state figures win over whole-run ones; a missing eval loss is a dash, not 0.
+    assert rows["lora"].split(" | ")[7:14] == ["zero2 x1", "100", "2.00", "1.50", "0.500", "–", "H100 80GB HBM3 |"]
+    assert rows["full@2"].split(" | ")[3:9] == ["4000", "1374", "0.600", "1.25", "20.50", "2.00"]
+    assert "failed (exit 1) disk full" in rows["full-zero3@1"]
+    assert "not measured: cut by a time limit" in rows["lora@2"]
+    assert training_section(tmp_path / "nothing") == ""
