@@ -359,6 +359,15 @@ def test_every_recipe_has_a_doc_comment():
     assert len(recipes) == len(dump["recipes"]) and all(" # " in line for line in recipes), listing
 
 
+def test_the_readme_command_table_names_every_recipe():
+    dump = json.loads(subprocess.run([tool("just"), "--dump", "--dump-format", "json"], cwd=ROOT,
+                                     capture_output=True, text=True, check=True).stdout)
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Commands"):readme.index("`just eval` arguments")]
+    documented = set(re.findall(r"^\| `just ([a-z-]+)", table, re.MULTILINE))
+    assert set(dump["recipes"]) - {"default"} == documented
+
+
 def test_ci_entry_runs_exactly_the_readmes_test_command():
     readme = (ROOT / "README.md").read_text()
     quick_start = readme.split("## Quick start", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
