@@ -78,6 +78,9 @@ def bench_train_command(args, out_dir: Path) -> None:
     configs = [c.strip() for c in (args.configs or DEFAULT_CONFIGS).split(",") if c.strip()]
     for c in configs:
         parse_config(c)  # a typo fails before any model is built
+    if args.model and not (Path(args.model) / "config.json").is_file():
+        raise SystemExit(f"bench train: --model {args.model}: not a model directory (no config.json); "
+                         f"make one with harness.shapes.save_random_model or pass a saved checkpoint")
     if not torch.cuda.is_available():
         raise SystemExit("bench train needs a CUDA GPU (DeepSpeed, bf16, bitsandbytes)")
     with tempfile.TemporaryDirectory() as tmp:

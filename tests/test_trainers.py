@@ -434,3 +434,17 @@ def test_bench_ratios_and_table():
     lines = bench.table(result).splitlines()
     assert lines[2].split() == ["full@1", "4000", "1000", "0.500", "1.00", "10.00", "-", "0.2"]
     assert lines[-1].split() == ["qlora@1", "exit", "1"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--configs", "full,ful"], "unknown configuration 'ful'"),
+    (["train", "--model", "/no/such/model"], "not a model directory"),
+    (["train"], "needs a CUDA GPU"),
+])
+def test_bench_train_refuses_before_building_anything(monkeypatch, argv, message):
+    from harness import bench, shapes
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(shapes, "save_random_model", lambda *a, **k: pytest.fail("built a model"))
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        bench.main(argv)
