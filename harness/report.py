@@ -20,6 +20,7 @@ from harness.chart import render_chart
 from harness.compare import COMPARISON_FIELDS, comparisons, most_significant, run_order
 from harness.contamination import CONTAMINATION_FIELDS, NEAR_DUPLICATE, NGRAM, contamination
 from harness.data import KORMEDMCQA_EXAMS, REPO_ROOT, DataError
+from harness.markdown import device, num, table
 from harness.records import RESULTS_DIR, SUMMARY_FIELDS, write_summary_csv
 from harness.reference import load_paper
 from harness.run_records import AVERAGE_TASK, ReportError, Run, TaskScores, load_runs
@@ -127,20 +128,6 @@ def _acc_ci(row: dict) -> str:
     return f"{_pct(row['accuracy'])} ({_pct(row['ci95_low'])}–{_pct(row['ci95_high'])})"
 
 
-def _num(x, fmt: str) -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
-
-
-def _cell(text) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def _table(header: list[str], body: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in body]
-    return "\n".join(lines)
-
-
 def _subset(record: dict) -> str:
     if record.get("sample"):
         return f"sample {record['sample']}/task"
@@ -164,13 +151,13 @@ def main_table(runs: list[Run], rows: list[dict]) -> str:
         cells = [by_cell.get((run.run_id, *key)) for key, _ in MAIN_COLUMNS]
         gpu = (run.record.get("hardware") or {}).get("gpu")
         qps = (run.record.get("timing") or {}).get("questions_per_second")
-        body.append([f"`{run.run_id}`", run.record["model"], _num(run.record["params_b"], "g"), run.record["variant"],
+        body.append([f"`{run.run_id}`", run.record["model"], num(run.record["params_b"], "g"), run.record["variant"],
                      f"{run.record['prompt']}/{run.record['mode']}", _subset(run.record),
                      *(_acc_ci(c) if c else "–" for c in cells),
-                     gpu.replace("NVIDIA ", "") if gpu else "CPU", _num(qps, ".1f")])
+                     device(gpu), num(qps, ".1f")])
     header = ["run", "model", "params (B)", "variant", "prompt/mode", "questions", *(name for _, name in MAIN_COLUMNS),
               "device", "questions/s"]
-    return _table(header, body)
+    return table(header, body)
 
 
 def readme_block(runs: list[Run], rows: list[dict], chart: str, details: str, training: str = "") -> str:
@@ -218,9 +205,9 @@ def render_summary_md(runs: list[Run], rows: list[dict], pairs: list[dict], over
         "",
     ]
     body = [[r["run_id"], r["task"], r["n"], _pct(r["accuracy"]), f"{_pct(r['ci95_low'])}–{_pct(r['ci95_high'])}",
-             _pct(r["invalid_rate"]), r["truncated_prompts"], _num(r["questions_per_second"], ".2f"),
-             _num(r["peak_memory_gib"], ".2f")] for r in rows]
-    parts += [_table(["run", "task", "n", "accuracy %", "95% CI", "invalid %", "truncated prompts",
+             _pct(r["invalid_rate"]), r["truncated_prompts"], num(r["questions_per_second"], ".2f"),
+             num(r["peak_memory_gib"], ".2f")] for r in rows]
+    parts += [table(["run", "task", "n", "accuracy %", "95% CI", "invalid %", "truncated prompts",
                       "questions/s (run)", "peak memory GiB (run)"], body) if rows else "(no results yet)", ""]
     unplaced = sorted({r["run_id"] for r in rows if r["params_b"] is None})
     if unplaced:
@@ -238,7 +225,7 @@ def render_summary_md(runs: list[Run], rows: list[dict], pairs: list[dict], over
                  _pct(r["acc_b"]), (f"{100 * r['difference']:+.1f} ({100 * r['diff_ci95_low']:+.1f} to "
                  f"{100 * r['diff_ci95_high']:+.1f})"), f"{r['mcnemar_p']:.3g}"]
                 for r in shown[:MAX_COMPARISONS_SHOWN]]
-        parts.append(_table(["model", "task", "a", "b", "n paired", "a %", "b %", "b − a (95% CI)", "McNemar p"],
+        parts.append(table(["model", "task", "a", "b", "n paired", "a %", "b %", "b − a (95% CI)", "McNemar p"],
                             body))
         if len(shown) > MAX_COMPARISONS_SHOWN:
             parts.append(f"\n({len(shown) - MAX_COMPARISONS_SHOWN} more in `comparisons.csv`.)")
@@ -256,7 +243,7 @@ def render_summary_md(runs: list[Run], rows: list[dict], pairs: list[dict], over
               "checked. All rows: `contamination.csv`."), ""]
     body = [[o["source"], o["test"], o["test_rows"], o["overlapping"], f"{100 * o['share']:.1f}%",
              o["near_duplicates"]] for o in overlap]
-    parts += [_table(["source", "test", "test questions", f"sharing a {NGRAM}-gram", "share", "near-duplicates"],
+    parts += [table(["source", "test", "test questions", f"sharing a {NGRAM}-gram", "share", "near-duplicates"],
                      body), ""]
     return "\n".join(parts)
 

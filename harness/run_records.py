@@ -92,12 +92,16 @@ def load_runs(results_dir: Path) -> list[Run]:
     return [load_run(p.parent) for p in sorted((Path(results_dir) / "runs").glob("*/record.json"))]
 
 
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ReportError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+
+
 def load_run(run_dir: Path) -> Run:
     record_path = run_dir / "record.json"
-    try:
-        record = json.loads(record_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ReportError(f"{record_path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    record = read_json(record_path)
     check_record(record, record_path)
     return Run(run_id=record["run_id"], path=run_dir, record=record,
                tasks=tuple(_task_scores(run_dir, t) for t in record["tasks"]))

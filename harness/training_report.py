@@ -6,39 +6,22 @@ accuracy table; bench rows are short runs (often random weights) that measure sp
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from harness.run_records import ReportError
+from harness.markdown import device, num, table
+from harness.run_records import read_json
 
 
 def _load(paths: list[Path]) -> list[tuple[Path, dict]]:
-    out = []
-    for path in sorted(paths):
-        try:
-            out.append((path, json.loads(path.read_text(encoding="utf-8"))))
-        except json.JSONDecodeError as e:
-            raise ReportError(f"{path}: not valid JSON ({e})") from None
-    return out
+    return [(path, read_json(path)) for path in sorted(paths)]
 
 
-def _num(x, fmt: str) -> str:
-    return "–" if x is None else format(x, fmt)
-
-
-def _pct(x) -> str:
-    return "–" if x is None else f"{100 * x:.2f}"
+def _mfu_pct(x) -> str:
+    return num(None if x is None else 100 * x, ".2f")
 
 
 def _gpu(record: dict) -> str:
-    hardware = record.get("hardware") or {}
-    gpu = hardware.get("gpu") or record.get("gpu")
-    return gpu.replace("NVIDIA ", "") if gpu else "CPU"
-
-
-def _table(header: list[str], body: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in body])
+    return device((record.get("hardware") or {}).get("gpu") or record.get("gpu"))
 
 
 def finetune_table(results_dir: Path) -> str | None:
@@ -51,14 +34,14 @@ def finetune_table(results_dir: Path) -> str | None:
         steady = r.get("steady_state") or {}
         deepspeed = Path((r.get("deepspeed") or {}).get("file") or "none").stem
         body.append([f"`{path.name}`", r["model"], r["method"], r["data"]["mix"], r["examples"], r["steps"],
-                     _num(r.get("epochs"), ".2f"), f"{deepspeed} x{r.get('gpus', 1)}",
-                     _num(steady.get("tokens_per_second") or r.get("train_tokens_per_second"), ".0f"),
-                     _pct(steady.get("mfu") if steady else r.get("mfu")),
-                     _num((r.get("memory") or {}).get("peak_gpu_gib"), ".2f"),
-                     _num(r.get("final_train_loss"), ".3f"), _num(r.get("final_eval_loss"), ".3f"), _gpu(r)])
+                     num(r.get("epochs"), ".2f"), f"{deepspeed} x{r.get('gpus', 1)}",
+                     num(steady.get("tokens_per_second") or r.get("train_tokens_per_second"), ".0f"),
+                     _mfu_pct(steady.get("mfu") if steady else r.get("mfu")),
+                     num((r.get("memory") or {}).get("peak_gpu_gib"), ".2f"),
+                     num(r.get("final_train_loss"), ".3f"), num(r.get("final_eval_loss"), ".3f"), _gpu(r)])
     header = ["record", "model", "method", "mix", "examples", "steps", "epochs", "DeepSpeed x GPUs", "train tok/s",
               "MFU %", "peak GiB", "train loss", "eval loss", "device"]
-    return _table(header, body)
+    return table(header, body)
 
 
 def bench_table(results_dir: Path) -> str | None:
@@ -76,16 +59,16 @@ def bench_table(results_dir: Path) -> str | None:
                              _gpu(b)])
                 continue
             ratio = b.get("ratios", {}).get(key, {})
-            body.append([name, b["weights"], key, _num(c["tokens_per_second"], ".0f"),
-                         _num(c["mean_tokens_per_step"], ".0f"), _num(c["median_step_seconds"], ".3f"),
-                         _pct(c.get("mfu")), _num(c["peak_gpu_gib"], ".2f"),
-                         _num(ratio.get("tokens_per_second_over_full"), ".2f"),
-                         _num(ratio.get("tokens_per_second_over_reference"), ".3f"), notes.get(key, ""), _gpu(b)])
+            body.append([name, b["weights"], key, num(c["tokens_per_second"], ".0f"),
+                         num(c["mean_tokens_per_step"], ".0f"), num(c["median_step_seconds"], ".3f"),
+                         _mfu_pct(c.get("mfu")), num(c["peak_gpu_gib"], ".2f"),
+                         num(ratio.get("tokens_per_second_over_full"), ".2f"),
+                         num(ratio.get("tokens_per_second_over_reference"), ".3f"), notes.get(key, ""), _gpu(b)])
         for key in notes.keys() - b["configs"].keys():  # asked for, but the run ended before its record
             body.append([name, b["weights"], key, *["–"] * 7, f"not measured: {notes[key]}", _gpu(b)])
     header = ["record", "weights", "config@GPUs", "tok/s", "tok/step", "s/step", "MFU %", "peak GiB/GPU", "x full",
               "x reference", "note", "device"]
-    return _table(header, body)
+    return table(header, body)
 
 
 def training_section(results_dir: Path) -> str:
