@@ -24,6 +24,7 @@ import torch
 from harness import records
 from harness.loading import quantization_config
 from harness.variants import load_variants
+from trainers.bench import DEFAULT_CONFIGS, bench_train, parse_config, table
 
 
 def _time_forward(model, ids, repeats: int, logits_to_keep: int) -> float:
@@ -73,11 +74,8 @@ def bench_quant(shape: str, batch: int, seq: int, repeats: int) -> dict:
 
 
 def bench_train_command(args, out_dir: Path) -> None:
-    from trainers.bench import DEFAULT_CONFIGS, bench_train, parse_config, table
-
-    configs = [c.strip() for c in (args.configs or DEFAULT_CONFIGS).split(",") if c.strip()]
-    for c in configs:
-        parse_config(c)  # a typo fails before any model is built
+    # A typo fails before any model is built.
+    parsed = [parse_config(c.strip()) for c in args.configs.split(",") if c.strip()]
     if args.model and not (Path(args.model) / "config.json").is_file():
         raise SystemExit(f"bench train: --model {args.model}: not a model directory (no config.json); "
                          f"make one with harness.shapes.save_random_model or pass a saved checkpoint")
@@ -91,9 +89,9 @@ def bench_train_command(args, out_dir: Path) -> None:
 
             model_dir, name = str(save_random_model(args.shape, Path(tmp) / args.shape)), f"{args.shape}-random"
         gpu = torch.cuda.get_device_name(0).replace(" ", "-")
-        gpus = max(parse_config(c)[1] for c in configs)
+        gpus = max(g for _, g in parsed)
         out = out_dir / f"train-{name}-{gpu}{f'-x{gpus}' if gpus > 1 else ''}.json"
-        result = bench_train(model_dir, configs, args.steps, out, args.fresh)
+        result = bench_train(model_dir, parsed, args.steps, out, args.fresh)
     print(table(result))
     print(f"wrote {out}")
 
@@ -109,8 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     t = sub.add_parser("train", help="training tokens/s, MFU and memory per method, beside a plain PyTorch step")
     t.add_argument("--shape", default="gemma3-1b", help="random-init model at this registry alias's shape")
     t.add_argument("--model", help="a local model directory instead of --shape (e.g. one made by harness.shapes)")
-    t.add_argument("--configs", default=None, help="comma separated; NAME@G runs NAME on G GPUs (default: "
-                                                    "reference,full,full-no-gc,full-no-deepspeed,full-zero3,lora,qlora)")
+    t.add_argument("--configs", default=DEFAULT_CONFIGS,
+                   help="comma separated; NAME@G runs NAME on G GPUs (default: %(default)s)")
     t.add_argument("--steps", type=int, default=30, help="optimizer steps per configuration")
     t.add_argument("--fresh", action="store_true", help="measure every configuration again (default: continue "
                                                          "a record cut short on the same machine and code)")

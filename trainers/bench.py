@@ -138,10 +138,8 @@ def ratios(results: dict) -> dict:
     return out
 
 
-def bench_train(model_dir: str, configs: list[str], steps: int, out_path: Path, fresh: bool = False) -> dict:
-    if not torch.cuda.is_available():
-        raise SystemExit("bench train needs a CUDA GPU (DeepSpeed, bf16, bitsandbytes)")
-    parsed = [parse_config(c) for c in configs]
+def bench_train(model_dir: str, parsed: list[tuple[str, int]], steps: int, out_path: Path, fresh: bool = False) -> dict:
+    """Runs each (configuration, GPUs) from parse_config on CUDA (harness/bench.py has checked that there is one)."""
     if max(g for _, g in parsed) > torch.cuda.device_count():
         raise SystemExit(f"bench train: a configuration asks for more GPUs than the {torch.cuda.device_count()} visible")
     marker = Path(model_dir) / RANDOM_MARKER
