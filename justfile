@@ -1,7 +1,8 @@
-# medbench: `just --list` is the command reference.
+# medbench: `just --list` is the command reference. Every recipe calls `medbench COMMAND` (medbench/cli/).
 set positional-arguments
 
 python := env_var_or_default("PYTHON", "python")
+medbench := python + " -m medbench.cli"
 
 # List the recipes
 default:
@@ -13,31 +14,36 @@ setup:
 
 # Verify the vendored data (sha256) and validate every row; --from-hub also fetches the hub copies
 data *args:
-    {{python}} -m harness.cli data "$@"
+    {{medbench}} data "$@"
 
 # The embedded Gemma 3 270M on a seeded sample of every task (about 5 minutes on 2 CPU cores)
 demo *args:
-    {{python}} -m harness.cli demo "$@"
+    {{medbench}} demo "$@"
 
 # Evaluate: just eval MODEL [VARIANT] [PROMPT] [--mode mc|gen] [--tasks …] [--limit N] [--set key=value]
 eval *args:
-    {{python}} -m harness.cli eval "$@"
+    {{medbench}} eval "$@"
 
 # Regenerate tasks/README.md (rendered prompts) from the task YAMLs
 tasks-readme *args:
-    {{python}} -m harness.cli tasks-readme "$@"
+    {{medbench}} tasks-readme "$@"
 
 # Run the test suite (CPU, tiny models and the embedded 270M)
 test *args:
     {{python}} -m pytest "$@"
 
-# Lint the Python code
+# The fast loop: every test that loads no model and starts no subprocess (seconds)
+test-fast *args:
+    {{python}} -m pytest -m "not model and not slow" -q "$@"
+
+# Lint and check formatting of every Python file
 lint:
-    {{python}} -m ruff check harness trainers tests
+    {{python}} -m ruff check medbench trainers tests scripts tasks
+    {{python}} -m ruff format --check medbench trainers tests scripts tasks
 
 # Tables, paired comparisons, contamination and the chart, from results/ only (seconds)
 report *args:
-    {{python}} -m harness.report "$@"
+    {{medbench}} report "$@"
 
 # The default benchmark suite: gemma3-270m plus every registry alias in MEDBENCH_SUITE (space separated); arguments go to each eval
 suite *args:
@@ -68,16 +74,16 @@ docker-run *args:
 
 # Benchmarks printing side-by-side ratios (GPU): `just bench quant` = bf16 vs bitsandbytes NF4, `just bench train` = training speed per method
 bench *args:
-    {{python}} -m harness.bench "$@"
+    {{medbench}} bench "$@"
 
-# Make an AWQ checkpoint (checkpoints/MODEL-awq) with llmcompressor, in an environment of its own (see README)
+# Make an AWQ checkpoint (checkpoints/MODEL-awq) with llmcompressor, in an environment of its own (see docs/)
 quantize-awq *args:
-    {{python}} -m harness.quantize_awq "$@"
+    {{medbench}} quantize-awq "$@"
 
 # Fine-tune: just train MODEL METHOD (full|lora|qlora) [--mix english|korean|both] [--deepspeed zero2|zero3|none] [--gpus N] [--max-steps N] [--force]
 train *args:
-    {{python}} -m trainers.launch "$@"
+    {{medbench}} train "$@"
 
 # Upstream consistency: our 5-shot KorMedMCQA vs lm-eval's built-in kormedmcqa on the same model, rows and settings (results/consistency/)
 consistency *args:
-    {{python}} -m harness.consistency "$@"
+    {{medbench}} consistency "$@"

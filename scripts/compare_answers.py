@@ -7,11 +7,11 @@ import json
 import sys
 from pathlib import Path
 
-from harness import records
+from medbench.records import io
 
 
 def load(run_dir: Path, name: str) -> dict:
-    return {(s := json.loads(line))["doc"]["id"]: s for _, line in records.read_samples(run_dir / name)}
+    return {(s := json.loads(line))["doc"]["id"]: s for _, line in io.read_samples(run_dir / name)}
 
 
 def main(a: str, b: str) -> None:

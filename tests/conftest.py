@@ -7,7 +7,8 @@ import os
 import pytest
 import torch
 
-from harness.embedded import materialize
+from medbench.models.embedded import materialize
+from medbench.models.tiny import build_tiny
 
 
 @pytest.fixture(scope="session")
@@ -19,18 +20,7 @@ def embedded_dir():
 @pytest.fixture(scope="session")
 def tiny_gemma_dir(tmp_path_factory, embedded_dir):
     """A random-init Gemma 3 with the real tokenizer and the real config's structure, scaled down."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    out = tmp_path_factory.mktemp("tiny-gemma3")
-    config = AutoConfig.from_pretrained(embedded_dir)
-    config.update({"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 2,
-                       "num_key_value_heads": 1, "head_dim": 32, "sliding_window": 16,
-                       "layer_types": ["sliding_attention", "sliding_attention", "sliding_attention", "full_attention"]})
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(embedded_dir).save_pretrained(out)
-    return out
+    return build_tiny(embedded_dir, tmp_path_factory.mktemp("tiny-gemma3"))
 
 
 @pytest.fixture
@@ -42,8 +32,21 @@ def results_dir(tmp_path, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    # Tests never touch the network.
+def _offline(monkeypatch, tmp_path_factory):
+    # Tests never touch the network, and never write into the repository's results/ unless they say so.
+    monkeypatch.setenv("MEDBENCH_RESULTS", str(tmp_path_factory.mktemp("results-default")))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+MODEL_FIXTURES = {"embedded_dir", "tiny_gemma_dir"}
+
+
+def pytest_collection_modifyitems(items):
+    # A test that asks for a model is a `model` test: `just test-fast` (-m "not model and not slow") skips it.
+    for item in items:
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.model)
+        if item.get_closest_marker("gpu") and not torch.cuda.is_available():
+            item.add_marker(pytest.mark.skip(reason="needs CUDA"))

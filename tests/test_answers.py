@@ -1,6 +1,6 @@
 import pytest
 
-from harness.answers import extract_answer
+from medbench.eval.answers import extract_answer
 
 
 @pytest.mark.parametrize("text,expected", [

@@ -2,22 +2,27 @@
 
 import json
 
-from harness import consistency
-from harness.data import load_rows
+import pytest
+
+from medbench.cli import main
+from medbench.data import hub
+from medbench.data.loader import load_rows
+from medbench.eval import consistency
 
 
 def test_hub_schema_round_trips(tmp_path, monkeypatch):
     rows = load_rows("kormedmcqa", "doctor", "test")[:3] + load_rows("kormedmcqa", "doctor", "fewshot")[:1]
-    first = consistency.to_hub_row(rows[0])
-    assert list(first) == list(consistency.HUB_COLUMNS)
+    first = hub.to_hub_row(rows[0])
+    assert list(first) == list(hub.KORMEDMCQA_HUB_COLUMNS)
     assert rows[0]["answer"] == "C" and first["answer"] == 3
     assert first["question"].startswith("2개월 남아가 BCG예방접종") and first["C"] == rows[0]["options"][2]
     # Read back through the project's own hub-copy loader: the same canonical rows.
-    consistency.write_hub_jsonl(rows[:3], tmp_path / "hub" / "kormedmcqa" / "doctor_test.jsonl")
+    hub.write_hub_jsonl(rows[:3], tmp_path / "hub" / "kormedmcqa" / "doctor_test.jsonl")
     monkeypatch.setenv("MEDBENCH_DATA", str(tmp_path))
     assert load_rows("kormedmcqa", "doctor", "test", prefer_hub=True) == rows[:3]
 
 
+@pytest.mark.slow
 def test_builtin_task_renders_our_prompt_from_the_local_rows(tmp_path):
     cfg = consistency.upstream_config("doctor", consistency.write_hub_files("doctor", tmp_path), tmp_path / "cache")
     assert cfg["dataset_path"] == "json" and cfg["task"] == "kormedmcqa_doctor"
@@ -35,8 +40,8 @@ def test_builtin_task_renders_our_prompt_from_the_local_rows(tmp_path):
 
 
 def test_both_tasks_run_offline_and_are_compared(tiny_gemma_dir, results_dir):
-    assert consistency.main([str(tiny_gemma_dir), "--exams", "doctor", "--limit", "2", "--batch-size", "2",
-                             "--set", "max_gen_toks=4"]) == 0
+    assert main(["consistency", str(tiny_gemma_dir), "--exams", "doctor", "--limit", "2", "--batch-size", "2",
+                 "--set", "max_gen_toks=4"]) == 0
     (path,) = (results_dir / "consistency").glob("*.json")
     assert path.name == f"{tiny_gemma_dir.name}-doctor-limit2.json"
     result = json.loads(path.read_text())

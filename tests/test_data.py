@@ -4,9 +4,9 @@ import shutil
 import datasets
 import pytest
 
-from harness import data
-from harness.data import DataError, load_rows
-from harness.hub import fetch_from_hub
+from medbench.data import loader as data
+from medbench.data.hub import fetch_from_hub
+from medbench.data.loader import DataError, load_rows
 
 COUNTS = {  # data/PROVENANCE.md: train / valid / test / fewshot
     "doctor": (1890, 164, 435, 5), "nurse": (582, 291, 878, 5),

@@ -6,8 +6,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from harness.embedded import SanityCheckError, perplexity, sanity_check
-from harness.runner import RunRequest, run
+from medbench.eval.runner import RunRequest, run
+from medbench.models.embedded import SanityCheckError, perplexity, sanity_check
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +58,7 @@ def test_a_broken_tokenizer_is_refused(model_and_tokenizer):
         sanity_check(model, ShiftedIds(), max_perplexity=30)
 
 
+@pytest.mark.model
 def test_scores_a_handful_of_real_questions(results_dir):
     record = run(RunRequest(model="gemma3-270m", limit=3, run_id="embedded-smoke"), results_dir)
     assert record["weights"] == "real" and record["sanity_perplexity"] < 30

@@ -6,8 +6,8 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from harness.fastlm import MedbenchLM
-from harness.runner import TASKS_DIR
+from medbench.eval.fastlm import MedbenchLM
+from medbench.paths import tasks_dir
 
 MC_TASKS = ["medbench_kormedmcqa_doctor", "medbench_kormedmcqa_nurse", "medbench_kormedmcqa_pharm",
             "medbench_kormedmcqa_dentist", "medbench_medqa_usmle"]
@@ -17,7 +17,7 @@ MC_TASKS = ["medbench_kormedmcqa_doctor", "medbench_kormedmcqa_nurse", "medbench
 def requests_and_models(tiny_gemma_dir):
     model = AutoModelForCausalLM.from_pretrained(tiny_gemma_dir, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(tiny_gemma_dir)
-    tasks = TaskManager(include_path=str(TASKS_DIR), include_defaults=False).load(MC_TASKS)["tasks"]
+    tasks = TaskManager(include_path=str(tasks_dir()), include_defaults=False).load(MC_TASKS)["tasks"]
     instances = []
     for name in MC_TASKS:
         tasks[name].build_all_requests(limit=3, rank=0, world_size=1)

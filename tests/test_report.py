@@ -7,12 +7,15 @@ import math
 import numpy as np
 import pytest
 
-from harness import records, stats
-from harness.compare import compare_tasks, comparisons, most_significant
-from harness.contamination import NGRAM, ngram_hashes
-from harness.reference import load_paper, weighted_average
-from harness.report import ReportError, build_report, main, replace_readme_block, summary_rows
-from harness.run_records import load_runs
+from medbench import stats
+from medbench.cli import main as cli_main
+from medbench.data.contamination import NGRAM, ngram_hashes
+from medbench.records import io
+from medbench.records.reader import load_runs
+from medbench.report import summary
+from medbench.report.build import ReportError, build_report, replace_readme_block, summary_rows
+from medbench.report.compare import compare_tasks, comparisons, most_significant
+from medbench.report.reference import load_paper, weighted_average
 
 EXAMS = ("doctor", "nurse", "pharm", "dentist")
 README = "# medbench\n\nintro\n\n<!-- results:start -->\n(no results yet)\n<!-- results:end -->\n\n## After\ntail\n"
@@ -22,7 +25,7 @@ OUTPUTS = ("summary.md", "summary.csv", "comparisons.csv", "contamination.csv", 
 
 def write_run(results, run_id, scores, *, model="gemma3-270m", variant="base", prompt="zeroshot", mode="mc",
               params_b=0.27, drop=()):
-    """A run folder as harness.runner writes it. scores: {exam: [(doc id, 0/1), ...]}; exam 'usmle' is MedQA."""
+    """A run folder as medbench.eval.runner writes it. scores: {exam: [(doc id, 0/1), ...]}; exam 'usmle' is MedQA."""
     run_dir = results / "runs" / run_id
     run_dir.mkdir(parents=True)
     metric = "acc" if mode == "mc" else "exact_match"
@@ -36,7 +39,7 @@ def write_run(results, run_id, scores, *, model="gemma3-270m", variant="base", p
                     "target": 0, "arguments": [["prompt", {}]], "resps": [["A"]],
                     "filtered_resps": ["A" if score else "B"], "filter": "none", "metrics": [metric],
                     metric: float(score)} for i, (doc_id, score) in enumerate(answers)]
-        records.write_samples(records.samples_path(run_dir, name), samples)
+        io.write_samples(io.samples_path(run_dir, name), samples)
         n, correct = len(answers), sum(s for _, s in answers)
         tasks.append({"task": name, "dataset": dataset, "exam": exam, "metric": metric, "n": n, "correct": correct,
                       "accuracy": correct / n, "stderr": 0.05, "ci95_low": 0.0, "ci95_high": 1.0,
@@ -59,7 +62,7 @@ def write_run(results, run_id, scores, *, model="gemma3-270m", variant="base", p
 
 
 def exam_scores(rng, n_per_exam, p):
-    """Seeded scores for every exam, ids as harness.data makes them."""
+    """Seeded scores for every exam, ids as medbench.data.loader makes them."""
     return {exam: [(f"{exam}-2024-1-{i}", int(rng.random() < p)) for i in range(n_per_exam)] for exam in EXAMS}
 
 
@@ -75,6 +78,10 @@ def results(tmp_path):
     write_run(results, "b-zeroshot", exam_scores(rng, 20, 0.5), model="qwen3-0.6b", params_b=0.6)
     (tmp_path / "README.md").write_text(README)
     return results
+
+
+def main(argv):
+    return cli_main(["report", *argv])
 
 
 def read_csv(path):
@@ -232,38 +239,36 @@ def test_record_missing_a_field_is_refused_with_its_path(results, capsys):
     with pytest.raises(ReportError) as err:
         build_report(results)
     assert str(err.value) == f"{bad / 'record.json'}: missing field(s) params_b, tasks"
-    assert main(["--results", str(results)]) == 1
+    assert main(["--results", str(results)]) == 2
     assert f"{bad / 'record.json'}: missing field(s)" in capsys.readouterr().err
 
 
 def test_missing_samples_file_is_refused_with_its_path(results):
-    samples = records.samples_path(results / "runs" / "a-fewshot", "medbench_kormedmcqa_nurse_fewshot")
+    samples = io.samples_path(results / "runs" / "a-fewshot", "medbench_kormedmcqa_nurse_fewshot")
     samples.unlink()
     with pytest.raises(ReportError, match=f"{samples}: samples file missing"):
         build_report(results)
 
 
 def test_samples_that_disagree_with_the_record_are_refused(results):
-    samples = records.samples_path(results / "runs" / "a-zeroshot", "medbench_medqa_usmle")
-    kept = [json.loads(line) for _, line in records.read_samples(samples)][:-1]
-    records.write_samples(samples, kept)
+    samples = io.samples_path(results / "runs" / "a-zeroshot", "medbench_medqa_usmle")
+    kept = [json.loads(line) for _, line in io.read_samples(samples)][:-1]
+    io.write_samples(samples, kept)
     with pytest.raises(ReportError, match=f"{samples}: 39 questions, but record.json says n=40"):
         build_report(results)
 
 
-def test_runner_summary_and_report_summary_share_columns(results):
-    records.write_summary(results)  # what every run rewrites: record numbers, Wilson intervals
-    after_run = read_csv(results / "summary.csv")
-    records.write_summary_csv(results / "summary.csv", summary_rows(load_runs(results), seed=1, resamples=50))
+def test_the_report_is_the_one_writer_of_summary_csv(results):
+    """Evaluation runs no longer touch summary.csv: its columns and intervals come from the report only."""
+    assert not (results / "summary.csv").exists()
+    summary.write_summary_csv(results / "summary.csv", summary_rows(load_runs(results), seed=1, resamples=50))
     after_report = read_csv(results / "summary.csv")
-    assert list(after_run[0]) == list(after_report[0]) == list(records.SUMMARY_FIELDS)
-    assert {r["ci_method"] for r in after_run} == {"wilson"}
+    assert list(after_report[0]) == list(summary.SUMMARY_FIELDS)
     assert {r["ci_method"] for r in after_report} == {"bootstrap50"}
-    assert len(after_report) == len(after_run) + 3  # plus one exam average per run
 
 
 def test_training_tables_come_from_train_and_bench_records(tmp_path):
-    from harness.training_report import training_section
+    from medbench.report.training import training_section
 
     (tmp_path / "train").mkdir()
     (tmp_path / "bench").mkdir()

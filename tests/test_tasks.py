@@ -3,13 +3,14 @@
 import pytest
 from lm_eval.tasks import TaskManager
 
-from harness.prompts import README_PATH, render_readme
-from harness.runner import SHORT_TASKS, TASKS_DIR, RunError, task_names
+from medbench.eval.prompts import readme_path, render_readme
+from medbench.eval.runner import SHORT_TASKS, RunError, task_names
+from medbench.paths import tasks_dir
 
 
 @pytest.fixture(scope="module")
 def tm():
-    return TaskManager(include_path=str(TASKS_DIR), include_defaults=False)
+    return TaskManager(include_path=str(tasks_dir()), include_defaults=False)
 
 
 ALL = ([f"medbench_kormedmcqa_{e}{s}" for e in ("doctor", "nurse", "pharm", "dentist")
@@ -96,4 +97,4 @@ def test_task_selection():
 
 
 def test_tasks_readme_is_current():
-    assert README_PATH.read_text() == render_readme(), "run `just tasks-readme`"
+    assert readme_path().read_text() == render_readme(), "run `just tasks-readme`"

@@ -14,12 +14,16 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
-from harness.data import load_rows
-from harness.loading import load
-from harness.registry import resolve
-from harness.settings import EvalSettings
-from harness.variants import load_variants
+from medbench.cli.train import to_argv
+from medbench.data.loader import DataError, load_rows
+from medbench.errors import MedbenchError
+from medbench.eval.settings import EvalSettings
+from medbench.models.loading import load
+from medbench.models.registry import resolve
+from medbench.models.variants import load_variants
+from medbench.records.io import RecordError, claim_dir
 from trainers import launch, sft, sft_data
+from trainers.arguments import parse_args
 from trainers.config import (
     DEEPSPEED_DIR,
     METHODS_DIR,
@@ -78,7 +82,7 @@ def test_mix_sources_and_eval_split():
     eval_ds, eval_sources = sft_data.eval_dataset(limit=3)
     assert len(eval_ds) == 3 and {s["split"] for s in eval_sources} == {"valid"}
     assert sum(s["rows"] for s in eval_sources) == 1059
-    with pytest.raises(ValueError, match="unknown mix 'all'"):
+    with pytest.raises(DataError, match="unknown mix 'all'"):
         sft_data.train_dataset("all")
 
 
@@ -162,8 +166,8 @@ def test_refusals_come_before_anything_loads(monkeypatch, argv, message):
     monkeypatch.setattr(sft, "base_weights", no_load)
     monkeypatch.setattr(sft_data, "train_dataset", no_load)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(SystemExit, match=message):
-        sft.main(argv)
+    with pytest.raises(MedbenchError, match=message):
+        sft.train(parse_args(argv))
 
 
 # --- DeepSpeed --------------------------------------------------------------------------------------
@@ -190,8 +194,8 @@ def test_contradicting_deepspeed_config_is_refused_with_the_mismatch(tmp_path, m
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(bad))
     monkeypatch.setattr(sft, "base_weights", lambda *a: pytest.fail("weights were asked for"))
-    with pytest.raises(SystemExit) as e:
-        sft.main(["gemma3-270m", "lora", "--deepspeed", str(path)])
+    with pytest.raises(TrainError) as e:
+        sft.train(parse_args(["gemma3-270m", "lora", "--deepspeed", str(path)]))
     message = str(e.value)
     assert str(path) in message
     assert "train_micro_batch_size_per_gpu=4 but per_device_train_batch_size=8" in message
@@ -207,16 +211,38 @@ def test_contradicting_deepspeed_config_is_refused_with_the_mismatch(tmp_path, m
 # --- launch -----------------------------------------------------------------------------------------
 
 def test_launch_uses_accelerate_for_several_gpus():
-    assert launch.command(["m", "lora"]) == [sys.executable, "-m", "trainers.sft", "m", "lora"]
-    assert launch.command(["m", "lora", "--gpus", "1"])[1:3] == ["-m", "trainers.sft"]
+    one = parse_args(["m", "lora"])
+    assert launch.command(one, ["m", "lora"]) == [sys.executable, "-m", "trainers.sft", "m", "lora"]
+    assert launch.environment(one, {})["CUDA_VISIBLE_DEVICES"] == "0"  # one process, one GPU
+    assert launch.environment(one, {"CUDA_VISIBLE_DEVICES": "3"})["CUDA_VISIBLE_DEVICES"] == "3"
     for argv in (["m", "full", "--gpus", "4"], ["m", "full", "--gpus=4"]):
-        cmd = launch.command(argv)
+        args = parse_args(argv)
+        cmd = launch.command(args, to_argv(args))
         assert cmd[1:3] == ["-m", "accelerate.commands.launch"]
-        assert cmd[cmd.index("--num_processes") + 1] == "4"
-        assert cmd[-len(argv) - 2:] == ["-m", "trainers.sft", *argv]
-        assert "CUDA_VISIBLE_DEVICES" not in launch.environment(argv, {})
-    assert launch.environment(["m", "lora"], {})["CUDA_VISIBLE_DEVICES"] == "0"  # one process, one GPU
-    assert launch.environment(["m", "lora"], {"CUDA_VISIBLE_DEVICES": "3"})["CUDA_VISIBLE_DEVICES"] == "3"
+        assert cmd[cmd.index("--num_processes") + 1] == "4" and cmd[cmd.index("--num_machines") + 1] == "1"
+        assert parse_args(cmd[cmd.index("trainers.sft") + 1:]) == args  # every process parses the same arguments
+        assert "CUDA_VISIBLE_DEVICES" not in launch.environment(args, {})
+
+
+def test_multinode_launch_passes_accelerates_own_arguments():
+    args = parse_args(["m", "full", "--gpus", "4", "--num-machines", "2", "--machine-rank", "1",
+                       "--main-process-ip", "10.0.0.1", "--main-process-port", "29500", "--deepspeed", "zero3"])
+    cmd = launch.command(args, to_argv(args))
+    opts = dict(zip(cmd[3:-1:2], cmd[4::2]))
+    assert opts["--num_processes"] == "8" and opts["--num_machines"] == "2" and opts["--machine_rank"] == "1"
+    assert opts["--main_process_ip"] == "10.0.0.1" and opts["--main_process_port"] == "29500"
+    assert parse_args(cmd[cmd.index("trainers.sft") + 1:]) == args
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--num-machines", "2"], "needs --main-process-ip and --main-process-port"),
+    (["--num-machines", "2", "--main-process-ip", "h", "--main-process-port", "1", "--machine-rank", "2"],
+     "--machine-rank 2 is outside 0..1"),
+    (["--gpus", "0"], "count from 1"),
+])
+def test_bad_multinode_arguments_are_refused_before_launch(argv, message):
+    with pytest.raises(TrainError, match=message):
+        launch.command(parse_args(["m", "full", *argv]), [])
 
 
 # --- training on CPU --------------------------------------------------------------------------------
@@ -258,7 +284,7 @@ def checkpoints(tmp_path, monkeypatch):
 def _train(model_dir, method, *extra, callbacks=()):
     argv = [str(model_dir), method, "--mix", "korean", "--set", "logging_steps=1", "--set", "warmup_steps=0",
             "--set", "per_device_train_batch_size=2", "--set", "per_device_eval_batch_size=2", *extra]
-    return sft.train(sft.parse_args(argv), callbacks=callbacks)
+    return sft.train(parse_args(argv), callbacks=callbacks)
 
 
 def _losses(output_dir) -> list[float]:
@@ -327,7 +353,7 @@ def test_step_timer_leaves_out_the_first_steps(monkeypatch):
 
 
 def test_a_random_weights_run_says_so(tmp_path, tiny_gemma_dir, short_data, checkpoints):
-    from harness.shapes import RANDOM_MARKER, fill_random
+    from medbench.models.shapes import RANDOM_MARKER, fill_random
 
     model_dir = tmp_path / "random-tiny"
     model_dir.mkdir()
@@ -358,7 +384,7 @@ def test_resume_continues_from_the_last_checkpoint_and_a_finished_run_is_left_al
     out = checkpoints / f"{resolve(str(tiny_gemma_dir)).alias}-lora"
     assert (out / "checkpoint-2").is_dir() and not (out / "train_record.json").exists()
 
-    with pytest.raises(TrainError, match="other training.learning_rate"):  # not a different run's checkpoint
+    with pytest.raises(RecordError, match="other training.learning_rate"):  # not a different run's checkpoint
         _train(tiny_gemma_dir, "lora", "--max-steps", "4", "--set", "save_steps=1", "--set", "learning_rate=1e-3",
                "--eval-limit", "0")
 
@@ -378,13 +404,13 @@ def test_force_deletes_only_a_training_run(tmp_path):
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
-    with pytest.raises(TrainError, match="holds no medbench training run"):
-        sft.claim_output_dir(foreign, {"model": "m"}, force=True)
+    with pytest.raises(RecordError, match="holds no medbench training run"):
+        claim(foreign, {"model": "m"}, force=True)
     assert (foreign / "notes.txt").exists()
     run = tmp_path / "run"
-    sft.claim_output_dir(run, {"model": "m"}, force=False)
+    claim(run, {"model": "m"}, force=False)
     (run / "checkpoint-1").mkdir()
-    sft.claim_output_dir(run, {"model": "m"}, force=True)
+    claim(run, {"model": "m"}, force=True)
     assert not (run / "checkpoint-1").exists() and (run / "train_config.json").exists()
 
 
@@ -394,13 +420,13 @@ def test_bench_configurations_are_checked_before_anything_runs():
     from trainers import bench
 
     assert bench.parse_config("full") == ("full", 1) and bench.parse_config("lora@4") == ("lora", 4)
-    for bad, message in (("ful", "unknown configuration 'ful'"), ("full@x", "GPU count"),
+    for bad, message in (("ful", "unknown bench configuration 'ful'"), ("full@x", "GPU count"),
                          ("reference@2", "reference loop runs on one GPU")):
-        with pytest.raises(SystemExit, match=re.escape(message)):
+        with pytest.raises(TrainError, match=re.escape(message)):
             bench.parse_config(bad)
     for method, extra in bench.CONFIGS.values():  # every configuration is a valid `just train` command
         assert method in method_names()
-        args = sft.parse_args(["m", method, *extra])
+        args = parse_args(["m", method, *extra])
         sft.training_arguments(load_method(method), args)
 
 
@@ -437,14 +463,20 @@ def test_bench_ratios_and_table():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["train", "--configs", "full,ful"], "unknown configuration 'ful'"),
+    (["train", "--configs", "full,ful"], "unknown bench configuration 'ful'"),
     (["train", "--model", "/no/such/model"], "not a model directory"),
     (["train"], "needs a CUDA GPU"),
 ])
-def test_bench_train_refuses_before_building_anything(monkeypatch, argv, message):
-    from harness import bench, shapes
+def test_bench_train_refuses_before_building_anything(monkeypatch, capsys, argv, message):
+    from medbench.cli import main
+    from medbench.models import shapes
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(shapes, "save_random_model", lambda *a, **k: pytest.fail("built a model"))
-    with pytest.raises(SystemExit, match=re.escape(message)):
-        bench.main(argv)
+    assert main(["bench", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def claim(directory, config, force):
+    return claim_dir(directory, config, config_name=sft.TRAIN_CONFIG, markers=(sft.TRAIN_RECORD,), force=force,
+                     what="training run")

@@ -4,11 +4,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from harness.loading import from_pretrained_kwargs, load
-from harness.registry import RegistryError, load_registry, resolve
-from harness.runner import RunRequest, run
-from harness.settings import EvalSettings
-from harness.variants import VariantError, load_variants, plan
+from medbench.eval.runner import RunRequest, run
+from medbench.eval.settings import EvalSettings
+from medbench.models.loading import from_pretrained_kwargs, load
+from medbench.models.registry import RegistryError, load_registry, resolve
+from medbench.models.variants import VariantError, load_variants, plan
 
 STUDY_NF4 = {"quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4",
              "bnb_4bit_use_double_quant": True, "bnb_4bit_compute_dtype": "bfloat16"}
@@ -76,7 +76,7 @@ def test_no_cuda_refusal_comes_before_any_load(results_dir):
 def test_awq_sources(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDBENCH_CHECKPOINTS", str(tmp_path))
     assert plan(resolve("qwen3-8b"), "awq", True).weights == "Qwen/Qwen3-8B-AWQ"
-    with pytest.raises(VariantError, match=r"no AWQ checkpoint for gemma3-270m.*harness\.quantize_awq gemma3-270m"):
+    with pytest.raises(VariantError, match=r"no AWQ checkpoint for gemma3-270m.*just quantize-awq gemma3-270m"):
         plan(resolve("gemma3-270m"), "awq", True)
     with pytest.raises(VariantError, match="no official AWQ upload"):
         plan(resolve("gemma3-1b"), "awq", True)

@@ -26,9 +26,11 @@ from pathlib import Path
 
 import torch
 
-from harness import records
-from harness.shapes import RANDOM_MARKER
+from medbench.models.shapes import RANDOM_MARKER
+from medbench.records import provenance
+from medbench.records.io import write_json
 from trainers import record as rec
+from trainers.config import TrainError
 
 # name: (method, extra `just train` arguments). One change from the default per line, so ratios read as causes.
 CONFIGS = {
@@ -49,12 +51,12 @@ DISTRIBUTED_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MAST
 def parse_config(name: str) -> tuple[str, int]:
     base, _, gpus = name.partition("@")
     if base != "reference" and base not in CONFIGS:
-        raise SystemExit(f"bench train: unknown configuration {base!r}; known: reference, {', '.join(CONFIGS)} "
+        raise TrainError(f"unknown bench configuration {base!r}; known: reference, {', '.join(CONFIGS)} "
                          f"(NAME@G runs NAME on G GPUs)")
     if gpus and (not gpus.isdigit() or int(gpus) < 1):
-        raise SystemExit(f"bench train: {name!r}: the part after @ is a GPU count")
+        raise TrainError(f"bench configuration {name!r}: the part after @ is a GPU count")
     if base == "reference" and gpus and int(gpus) != 1:
-        raise SystemExit("bench train: the reference loop runs on one GPU")
+        raise TrainError("bench configuration reference: the reference loop runs on one GPU")
     return base, int(gpus or 1)
 
 
@@ -139,14 +141,14 @@ def ratios(results: dict) -> dict:
 
 
 def bench_train(model_dir: str, parsed: list[tuple[str, int]], steps: int, out_path: Path, fresh: bool = False) -> dict:
-    """Runs each (configuration, GPUs) from parse_config on CUDA (harness/bench.py has checked that there is one)."""
+    """Runs each (configuration, GPUs) from parse_config on CUDA (medbench/cli/bench.py has checked that there is one)."""
     if max(g for _, g in parsed) > torch.cuda.device_count():
-        raise SystemExit(f"bench train: a configuration asks for more GPUs than the {torch.cuda.device_count()} visible")
+        raise TrainError(f"a bench configuration asks for more GPUs than the {torch.cuda.device_count()} visible")
     marker = Path(model_dir) / RANDOM_MARKER
     result = {"bench": "train", "model": model_dir, "weights": "random" if marker.exists() else "real",
               "weights_note": marker.read_text().strip() if marker.exists() else None, "steps": steps,
               "configs": {}, "ratios": {}, "gpu": torch.cuda.get_device_name(0),
-              "hardware": records.hardware(), "versions": records.package_versions(), "git_sha": records.git_sha(),
+              "hardware": provenance.hardware(), "versions": provenance.package_versions(), "git_sha": provenance.git_sha(),
               "definition": {"reference": "plain PyTorch: fp32 weights, fused AdamW, bf16 autocast, sdpa, batch 8 x "
                                           "512 random tokens, no gradient checkpointing, no DeepSpeed",
                              **{k: f"just train MODEL {m} {' '.join(a)}".strip() for k, (m, a) in CONFIGS.items()}}}
@@ -168,7 +170,7 @@ def bench_train(model_dir: str, parsed: list[tuple[str, int]], steps: int, out_p
                 tail = (e.stderr or "")[-2000:] if isinstance(e.stderr, str) else ""
                 result["configs"][key] = {"error": f"exit {e.returncode}", "stderr_tail": tail}
             result["ratios"] = ratios({k: v for k, v in result["configs"].items() if "error" not in v})
-            records.write_json(out_path, result)
+            write_json(out_path, result)
     return result
 
 

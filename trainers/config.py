@@ -15,7 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from harness.variants import load_variants
+from medbench.errors import MedbenchError
+from medbench.models.variants import load_variants
 
 TRAINERS_DIR = Path(__file__).resolve().parent
 METHODS_DIR = TRAINERS_DIR / "methods"
@@ -30,7 +31,7 @@ RESERVED_TRAINING_KEYS = {"output_dir", "deepspeed", "resume_from_checkpoint", "
                           "include_num_input_tokens_seen", "dataset_text_field"}
 
 
-class TrainError(ValueError):
+class TrainError(MedbenchError):
     """A training request that cannot run; the message says why and what to do."""
 
 
@@ -41,7 +42,7 @@ class Method:
     description: str
     model_dtype: str  # on CUDA; a CPU run always loads float32
     peft: dict | None  # peft.LoraConfig arguments; None = full fine-tuning
-    quantization: dict | None  # a transformers quantization config as data (from harness/variants.yaml)
+    quantization: dict | None  # a transformers quantization config as data (from medbench/models/variants.yaml)
     quantization_from_variant: str | None
     requires_cuda: bool
     training: dict  # SFTConfig arguments
@@ -155,7 +156,7 @@ def _validate_body(path: Path, raw: dict, where: str = "") -> None:
         quantized = [n for n, v in variants.items() if v.quantization]
         if variant not in quantized:
             raise TrainError(f"{path}: quantization_from_variant {variant!r} is not a variant with a quantization "
-                             f"block in harness/variants.yaml; choose from {', '.join(quantized)}")
+                             f"block in medbench/models/variants.yaml; choose from {', '.join(quantized)}")
 
 
 def _known(path: Path, where: str, raw: dict, known, kind: str = "key") -> None:

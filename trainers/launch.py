@@ -1,56 +1,47 @@
-"""`just train MODEL METHOD [ARGS]`: the one place that decides how training processes start.
+"""How training processes start: the one place that builds the launch command.
 
---gpus N > 1: `accelerate launch --num_processes N -m trainers.sft ARGS`, one process per GPU (the
-DeepSpeed config reaches each through the training arguments). Otherwise (one GPU, or CPU):
-`python -m trainers.sft ARGS`, with only the first GPU visible unless CUDA_VISIBLE_DEVICES says
-otherwise (one process seeing several GPUs would fall back to nn.DataParallel, which TRL refuses).
-Every argument goes to trainers.sft unchanged, --gpus included.
+One GPU (or CPU): `python -m trainers.sft ARGS`, with only the first GPU visible unless
+CUDA_VISIBLE_DEVICES says otherwise (one process seeing several GPUs would fall back to
+nn.DataParallel, which TRL refuses). Several GPUs or machines: `accelerate launch` with one process
+per GPU; the DeepSpeed config reaches each through the training arguments. Multi-node runs take
+accelerate's own arguments (machine count and rank, main address and port); a scheduler such as
+SLURM starts the same command on every machine (docs/multinode.md).
 """
 
 from __future__ import annotations
 
-import os
-import shlex
-import subprocess
 import sys
 
-
-def gpus_requested(argv: list[str]) -> int:
-    for i, arg in enumerate(argv):
-        value = None
-        if arg == "--gpus" and i + 1 < len(argv):
-            value = argv[i + 1]
-        elif arg.startswith("--gpus="):
-            value = arg.split("=", 1)[1]
-        if value is not None:
-            try:
-                return int(value)
-            except ValueError:
-                sys.exit(f"medbench train: error: --gpus expects a number, got {value!r}")
-    return 1
+from trainers.arguments import TrainArguments
+from trainers.config import TrainError
 
 
-def command(argv: list[str]) -> list[str]:
-    gpus = gpus_requested(argv)
-    if gpus > 1:
-        return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(gpus), "--num_machines", "1",
-                "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "trainers.sft", *argv]
-    return [sys.executable, "-m", "trainers.sft", *argv]
+def check(args: TrainArguments) -> None:
+    if args.gpus < 1 or args.num_machines < 1:
+        raise TrainError("--gpus and --num-machines count from 1")
+    if args.num_machines > 1:
+        if not args.main_process_ip or not args.main_process_port:
+            raise TrainError("a multi-node run (--num-machines > 1) needs --main-process-ip and --main-process-port "
+                             "(the rank-0 machine's address), the same on every machine")
+        if not 0 <= args.machine_rank < args.num_machines:
+            raise TrainError(f"--machine-rank {args.machine_rank} is outside 0..{args.num_machines - 1}")
 
 
-def environment(argv: list[str], env: dict[str, str]) -> dict[str, str]:
+def command(args: TrainArguments, argv: list[str]) -> list[str]:
+    """The command for this machine; `argv` (the user's arguments) goes to every process unchanged."""
+    check(args)
+    if args.gpus == 1 and args.num_machines == 1:
+        return [sys.executable, "-m", "trainers.sft", *argv]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(args.gpus * args.num_machines),
+           "--num_machines", str(args.num_machines), "--mixed_precision", "no", "--dynamo_backend", "no"]
+    if args.num_machines > 1:
+        cmd += ["--machine_rank", str(args.machine_rank), "--main_process_ip", args.main_process_ip,
+                "--main_process_port", str(args.main_process_port)]
+    return [*cmd, "-m", "trainers.sft", *argv]
+
+
+def environment(args: TrainArguments, env: dict[str, str]) -> dict[str, str]:
     env = dict(env)
-    if gpus_requested(argv) <= 1:
+    if args.gpus <= 1 and args.num_machines <= 1:
         env.setdefault("CUDA_VISIBLE_DEVICES", "0")
     return env
-
-
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    cmd = command(argv)
-    print(f"medbench train: {shlex.join(cmd)}", file=sys.stderr, flush=True)
-    sys.exit(subprocess.call(cmd, env=environment(argv, os.environ)))
-
-
-if __name__ == "__main__":
-    main()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
-import resource
 from pathlib import Path
 
-import torch
+from medbench.records.provenance import peak_memory, provenance
 
 # Dense bf16 tensor-core peak per GPU (no sparsity), from NVIDIA's data sheets. Others: no MFU.
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12}
@@ -51,14 +52,6 @@ def with_mfu(steady: dict | None, total_params: int, gpu_name: str | None, gpus:
     return {**steady, "mfu": mfu(total_params, steady["tokens_per_second"], gpu_name, gpus)}
 
 
-def memory() -> dict:
-    out = {"peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30, 3),
-           "peak_gpu_gib": None}
-    if torch.cuda.is_available():
-        out["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
-    return out
-
-
 def last(log_history: list[dict], key: str) -> float | None:
     return next((entry[key] for entry in reversed(log_history) if key in entry), None)
 
@@ -88,3 +81,59 @@ def loss_curve(log_history: list[dict], path: Path, title: str) -> Path | None:
     fig.tight_layout()
     fig.savefig(path)
     return path
+
+
+def build_record(args, plan, data, trainer, timer, train_output, eval_metrics: dict, resume: str | None,
+                 tokens_before: int, wall_seconds: float) -> dict:
+    """train_record.json: what ran (model, method, data, arguments), how fast, how much memory, the losses."""
+    state = trainer.state
+    tokens_this_run = state.num_input_tokens_seen - tokens_before
+    tokens_per_second = tokens_this_run / timer.seconds if timer.seconds else None
+    params = count_parameters(trainer.model)
+    prov = provenance()
+    gpu = prov["hardware"].get("gpu")
+    gpus = trainer.accelerator.num_processes
+    curve = loss_curve(state.log_history, plan.output_dir / "loss_curve.png", f"{plan.spec.alias} {plan.method.name}")
+    return {
+        "model": plan.spec.alias, "model_source": data.base, "params_b": plan.spec.params_b,
+        "method": plan.method.name, "method_config": plan.method.as_dict(),
+        "training_arguments": plan.training, "output_dir": str(plan.output_dir), "created": prov["created"],
+        "data": {
+            "mix": args.mix, "cot": args.cot, "sources": data.sources, "eval_sources": data.eval_sources,
+            "limit": args.limit, "eval_limit": args.eval_limit,
+            "format": "prompt = lm-eval task doc_to_text(row) of the zero-shot mc task; completion = "
+                      "target_delimiter + answer letter (the continuation the mc task scores) + EOS; "
+                      "loss on completion tokens only",
+            "train_examples": len(data.train), "eval_examples": len(data.eval),
+            "train_lengths": data.train_lengths, "eval_lengths": data.eval_lengths,
+        },
+        "examples": len(data.train),
+        "steps": state.global_step, "epochs": state.epoch,
+        "tokens_trained": state.num_input_tokens_seen, "tokens_this_run": tokens_this_run,
+        "resumed_from": resume, "resumed_from_step": int(Path(resume).name.rsplit("-", 1)[1]) if resume else None,
+        "wall_seconds": round(wall_seconds, 2), "train_seconds": round(timer.seconds, 2),
+        "train_tokens_per_second": round(tokens_per_second, 1) if tokens_per_second else None,
+        "params": params,
+        "mfu": mfu(params["total"], tokens_per_second, gpu, gpus),
+        "mfu_formula": MFU_FORMULA, "peak_bf16_flops_per_gpu": peak_flops(gpu),
+        "steady_state": with_mfu(timer.steady_state(), params["total"], gpu, gpus),
+        "memory": peak_memory(),
+        # The last logged loss; a run shorter than logging_steps logged none: its mean loss then.
+        "final_train_loss": last(state.log_history, "loss") or train_output.training_loss,
+        "final_eval_loss": eval_metrics.get("eval_loss"),
+        "mean_train_loss_this_run": train_output.training_loss,
+        "device": "cuda" if plan.cuda else "cpu", "gpus": gpus,
+        "precision": "bf16 mixed" if trainer.args.bf16 else "fp32", **plan.model_info,
+        "deepspeed": deepspeed_record(trainer, plan.ds_path, plan.ds_config) if plan.use_deepspeed else None,
+        "notes": plan.notes,
+        "loss_curve": "loss_curve.png" if curve else None,
+        "versions": prov["versions"], "git_sha": prov["git_sha"], "hardware": prov["hardware"],
+    }
+
+
+def deepspeed_record(trainer, ds_path: Path, ds_config: dict) -> dict:
+    """The config file and, once DeepSpeed filled its "auto" values, the config it actually ran."""
+    filled = None
+    with contextlib.suppress(AttributeError):
+        filled = trainer.accelerator.state.deepspeed_plugin.deepspeed_config
+    return {"file": str(ds_path), "config": ds_config, "resolved": json.loads(json.dumps(filled, default=str))}

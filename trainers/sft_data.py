@@ -1,7 +1,7 @@
 """Supervised examples in exactly the zero-shot evaluation prompt, the answer as the completion.
 
 Prompts are rendered by lm-eval itself, from our task YAMLs (tasks/), on canonical rows from
-harness.data: `task.doc_to_text(row)` is the prompt, and the completion is the task's target delimiter
+medbench.data.loader: `task.doc_to_text(row)` is the prompt, and the completion is the task's target delimiter
 plus the answer's choice (" A" ... " E"), which is exactly the continuation the `mc` tasks score. So
 training and evaluation cannot drift apart: change a template and both change.
 
@@ -20,7 +20,7 @@ from functools import cache
 
 import datasets
 
-from harness.data import KORMEDMCQA_EXAMS, DataError, load_rows
+from medbench.data.loader import KORMEDMCQA_EXAMS, DataError, load_rows
 
 MIXES = ("english", "korean", "both")
 KOREAN_TASKS = {exam: f"medbench_kormedmcqa_{exam}" for exam in KORMEDMCQA_EXAMS}
@@ -44,9 +44,9 @@ def eval_tasks() -> dict:
     """Our zero-shot `mc` tasks, loaded by lm-eval from tasks/ (once per process)."""
     from lm_eval.tasks import TaskManager
 
-    from harness.runner import TASKS_DIR
+    from medbench.paths import tasks_dir
 
-    manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=False)
+    manager = TaskManager(include_path=str(tasks_dir()), include_defaults=False)
     names = [*KOREAN_TASKS.values(), ENGLISH_TASK]
     return manager.load(names)["tasks"]
 

@@ -1,0 +1,51 @@
+"""`medbench report`: tables, paired comparisons, contamination and the chart, from results/ only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from medbench.options import add_arguments, arg, from_args
+from medbench.paths import REPO_ROOT, results_dir
+from medbench.stats import RESAMPLES
+
+HELP = "tables, paired comparisons, contamination check and the chart, from results/ only (seconds)"
+DEFAULT_SEED = 1234
+
+
+@dataclass
+class ReportArguments:
+    results: str | None = arg(None, help="results folder (default: results/, or MEDBENCH_RESULTS)")
+    seed: int = arg(DEFAULT_SEED, help="bootstrap seed (default 1234)")
+    resamples: int = arg(RESAMPLES, help=f"bootstrap resamples (default {RESAMPLES})")
+    readme: str | None = arg(None, help="README whose results block is replaced (default: README.md beside the "
+                                        "results folder, i.e. the repository's for results/; skipped if none)")
+
+
+def make_parser(sub) -> None:
+    add_arguments(sub.add_parser("report", help=HELP, description=HELP), ReportArguments)
+
+
+def run(args) -> int:
+    from medbench.report.build import ReportError, build_report, describe
+
+    opts = from_args(ReportArguments, args)
+    results = Path(opts.results) if opts.results else results_dir()
+    if opts.readme is not None and not Path(opts.readme).exists():
+        raise ReportError(f"{opts.readme}: no such README")
+    readme = Path(opts.readme) if opts.readme else results.resolve().parent / "README.md"
+    out = build_report(results, opts.seed, opts.resamples, readme)
+    for path in out["written"]:
+        print(f"wrote {_shown(path)}")
+    best = out["most_significant"]
+    print(f"{len(out['runs'])} run(s), {len(out['rows'])} summary row(s), {len(out['comparisons'])} paired "
+          "comparison(s)")
+    print("smallest p: " + describe(best) if best else "no paired comparisons (no model has two configurations)")
+    return 0
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)

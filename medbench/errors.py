@@ -1,0 +1,10 @@
+"""The one base class of every error a user can cause and fix; the CLI catches this class only.
+
+Anything else that escapes is a programming error and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class MedbenchError(Exception):
+    """A request medbench refuses; the message says what is wrong and what to do."""

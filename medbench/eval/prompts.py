@@ -1,0 +1,77 @@
+"""Renders tasks/README.md: exactly what each task sends the model, for the first test question.
+
+Generated from the task YAMLs through lm-eval itself, so the README cannot drift from the tasks
+(a test runs `tasks-readme --check`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from medbench.paths import tasks_dir
+
+
+def readme_path() -> Path:
+    return tasks_dir() / "README.md"
+
+SHOWN = [
+    ("medbench_kormedmcqa_doctor", "KorMedMCQA zero-shot, `mc` (also nurse, pharm, dentist; group `medbench_kormedmcqa`)"),
+    ("medbench_kormedmcqa_doctor_gen", "KorMedMCQA zero-shot, `gen`"),
+    ("medbench_kormedmcqa_doctor_fewshot", "KorMedMCQA 5-shot direct answering (the paper's protocol)"),
+    ("medbench_kormedmcqa_doctor_cot", "KorMedMCQA 5-shot chain of thought"),
+    ("medbench_medqa_usmle", "MedQA (USMLE, 4 options) zero-shot, `mc`"),
+    ("medbench_medqa_usmle_gen", "MedQA zero-shot, `gen`"),
+    ("medbench_medqa_usmle_fewshot", "MedQA 5-shot direct answering (shots: first five dev rows)"),
+]
+
+HEADER = """# medbench tasks
+
+lm-eval task YAMLs for MedQA (USMLE) and KorMedMCQA, reading the vendored rows in `data/` through
+`medbench/data/loader.py` (`custom_dataset`). Every name carries the `medbench_` prefix so it never
+collides with lm-eval's built-in `kormedmcqa_*` and `medqa_4options` tasks.
+
+| prompt × mode | KorMedMCQA (per exam; group) | MedQA |
+|---|---|---|
+| zeroshot × mc | `medbench_kormedmcqa_{exam}`; `medbench_kormedmcqa` | `medbench_medqa_usmle` |
+| zeroshot × gen | `medbench_kormedmcqa_{exam}_gen`; `medbench_kormedmcqa_gen` | `medbench_medqa_usmle_gen` |
+| fewshot (5-shot, gen) | `medbench_kormedmcqa_{exam}_fewshot`; `medbench_kormedmcqa_fewshot` | `medbench_medqa_usmle_fewshot` |
+| cot (5-shot CoT, gen) | `medbench_kormedmcqa_{exam}_cot`; `medbench_kormedmcqa_cot` | — (no CoT rows) |
+
+`{exam}` is doctor, nurse, pharm or dentist. Groups average exams weighted by test size, as the
+KorMedMCQA paper does.
+
+- **mc** scores the log-likelihood of each answer letter (" A" … " E") after the prompt; the
+  highest wins (`acc`). No answer can be invalid.
+- **gen** generates greedily (the study's `repetition_penalty` 1.5 is applied by the harness and
+  recorded) until a blank line, then `medbench/eval/answers.py` extracts the letter with the KorMedMCQA
+  paper's Appendix B cascade (plus the documented digit and English extensions). No parsable
+  answer scores wrong and counts as invalid. Budgets: 32 new tokens direct, 512 chain of thought.
+- Prompts longer than 3,500 tokens are cut from the left (the question and options at the end
+  survive) and counted in each record as `truncated_prompts`.
+
+Rendered prompts for the first test question of each kind follow (`just tasks-readme` regenerates
+this file). The text between the fences is sent verbatim; `→` lines show the scored continuations
+or the target.
+"""
+
+
+def render_readme() -> str:
+    from lm_eval.tasks import TaskManager
+
+    tm = TaskManager(include_path=str(tasks_dir()), include_defaults=False)
+    tasks = tm.load([name for name, _ in SHOWN])["tasks"]
+    parts = [HEADER]
+    for name, title in SHOWN:
+        task = tasks[name]
+        task.build_all_requests(limit=1, rank=0, world_size=1)
+        instances = task.instances
+        context = instances[0].args[0]
+        parts.append(f"\n## `{name}`: {title}\n\n```text\n{context}\n```\n")
+        if task.OUTPUT_TYPE == "multiple_choice":
+            parts.append("→ scored continuations: " + ", ".join(f"`{i.args[1]!r}`" for i in instances) + "\n")
+        else:
+            gen = instances[0].args[1]
+            doc = instances[0].doc
+            parts.append(f"→ generation until {gen['until']!r}, at most {gen['max_gen_toks']} new tokens; "
+                         f"target `{doc['answer']}`\n")
+    return "".join(parts)

@@ -1,0 +1,34 @@
+"""The two things lm-eval task YAML cannot say: where the rows come from, and how to read an answer.
+
+Task folders re-export these from their `utils.py` so `!function utils.…` resolves.
+"""
+
+from __future__ import annotations
+
+import datasets
+from lm_eval.api.filter import Filter
+
+from medbench.data.loader import KORMEDMCQA_SPLITS, MEDQA_SPLITS, load_rows
+from medbench.eval.answers import extract_answer
+
+
+def load_dataset(dataset: str, exam: str | None = None, **lm_eval_metadata) -> datasets.DatasetDict:
+    """Every available split of one exam as a DatasetDict of canonical rows.
+
+    lm-eval calls this with the task's `dataset_kwargs` (ours: dataset, exam) and its own metadata
+    (version, config_source, …), which only lm-eval interprets.
+    """
+    splits = KORMEDMCQA_SPLITS if dataset == "kormedmcqa" else MEDQA_SPLITS
+    out = {}
+    for split in splits:
+        if dataset == "medqa" and split == "train":
+            continue  # hub-only; never needed for evaluation
+        out[split] = datasets.Dataset.from_list(load_rows(dataset, exam, split))
+    return datasets.DatasetDict(out)
+
+
+class ExtractAnswerFilter(Filter):
+    """Maps each generation to an option letter ("" when none is parsable)."""
+
+    def apply(self, resps, docs):
+        return [[extract_answer(r, len(doc["options"])) for r in rs] for rs, doc in zip(resps, docs)]

@@ -1,0 +1,127 @@
+"""Spec + variant + settings -> a loaded (model, tokenizer) and the facts the record needs."""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from medbench.eval.settings import EvalSettings
+from medbench.models import embedded
+from medbench.models.registry import ModelSpec, require_local_hub_weights
+from medbench.models.variants import LoadPlan, plan
+
+
+@dataclass
+class Loaded:
+    model: object
+    tokenizer: object
+    source: str  # the weights actually loaded (path or hub id)
+    adapter: str | None
+    device: str
+    dtype: str
+    attn_implementation: str
+    quantization: dict | None  # the quantization config the loaded model reports
+    load_seconds: float
+    footprint_bytes: int
+    sanity_perplexity: float | None
+
+
+def pick_device(setting: str) -> str:
+    if setting != "auto":
+        return setting
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def pick_dtype(setting: str, device: str) -> torch.dtype:
+    if setting != "auto":
+        return getattr(torch, setting)
+    return torch.bfloat16 if device.startswith("cuda") else torch.float32
+
+
+def pick_attention(setting: str, device: str) -> str:
+    if setting != "auto":
+        return setting
+    if device.startswith("cuda") and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def base_weights(spec: ModelSpec) -> str:
+    if spec.path:
+        return spec.path
+    if spec.embedded:
+        return str(embedded.materialize(spec.alias, spec.embedded["package"], spec.embedded["gguf_file"]))
+    require_local_hub_weights(spec.hub_id)
+    return spec.hub_id
+
+
+def quantization_config(quantization: dict | None):
+    if not quantization:
+        return None
+    from transformers import BitsAndBytesConfig
+
+    q = dict(quantization)
+    method = q.pop("quant_method")
+    if method != "bitsandbytes":
+        raise ValueError(f"unsupported load-time quantization {method!r}")
+    q["bnb_4bit_compute_dtype"] = getattr(torch, q["bnb_4bit_compute_dtype"])
+    return BitsAndBytesConfig(**q)
+
+
+def from_pretrained_kwargs(spec: ModelSpec, load_plan: LoadPlan, settings: EvalSettings, device: str) -> dict:
+    kwargs = {
+        "dtype": pick_dtype(settings.dtype, device),
+        "attn_implementation": pick_attention(settings.attn_implementation, device),
+        "trust_remote_code": spec.trust_remote_code,
+    }
+    qconfig = quantization_config(load_plan.quantization)
+    if qconfig is not None:
+        kwargs["quantization_config"] = qconfig
+        kwargs["device_map"] = {"": 0}  # bitsandbytes places weights as it quantizes them
+    return kwargs
+
+
+def load(spec: ModelSpec, variant: str, settings: EvalSettings) -> Loaded:
+    device = pick_device(settings.device)
+    load_plan = plan(spec, variant, cuda_available=device.startswith("cuda"))  # refusals come before any load
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    start = time.perf_counter()
+    base = base_weights(spec)
+    source = base if load_plan.weights == "base" else load_plan.weights
+    if source != base and not Path(source).is_dir():  # an AWQ repo on the hub; checkpoints are local dirs
+        require_local_hub_weights(source)
+    kwargs = from_pretrained_kwargs(spec, load_plan, settings, device)
+    # The tokenizer always comes from the base model: fine-tunes and AWQ checkpoints keep its vocabulary.
+    tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=spec.trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    if "device_map" not in kwargs:
+        model = model.to(device)
+    if load_plan.adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, load_plan.adapter)
+    model.eval()
+    ppl = None
+    if spec.sanity_max_perplexity is not None and load_plan.weights == "base" and not load_plan.quantization \
+            and not load_plan.adapter:
+        # Only the unmodified weights have a known-good perplexity to hold them to.
+        ppl = embedded.sanity_check(model, tokenizer, spec.sanity_max_perplexity)
+    qc = getattr(model.config, "quantization_config", None)
+    return Loaded(
+        model=model,
+        tokenizer=tokenizer,
+        source=source,
+        adapter=load_plan.adapter,
+        device=device,
+        dtype=str(kwargs["dtype"]).replace("torch.", ""),
+        attn_implementation=model.config._attn_implementation,
+        quantization=qc.to_dict() if hasattr(qc, "to_dict") else qc,
+        load_seconds=time.perf_counter() - start,
+        footprint_bytes=model.get_memory_footprint(),
+        sanity_perplexity=ppl,
+    )

@@ -1,0 +1,151 @@
+"""Read results/runs/*/: each record.json checked against the fields the report needs, and the
+per-question scores of each task from its samples_<task>.jsonl.
+
+The report trusts nothing it has not checked: a record without a field it uses, or a task whose
+samples are missing or disagree with the record, stops the report with the file named.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medbench.data.loader import KORMEDMCQA_EXAMS
+from medbench.records import io
+from medbench.records.io import RecordError, read_json
+from medbench.records.schema import Memory, RunRecord, TaskRecord, Timing, required_keys
+
+AVERAGE_TASK = "kormedmcqa_average"
+
+# The fields every record has (medbench/records/schema.py); newer fields are optional, so old runs stay readable.
+REQUIRED_RECORD_FIELDS = required_keys(RunRecord)
+REQUIRED_NESTED_FIELDS = (*(("timing", k) for k in required_keys(Timing)), *(("memory", k) for k in required_keys(Memory)))
+REQUIRED_TASK_FIELDS = required_keys(TaskRecord)
+
+
+class ReportError(RecordError):
+    """Results the report cannot use; the message starts with the offending file."""
+
+
+@dataclass(frozen=True)
+class TaskScores:
+    task: str
+    dataset: str
+    exam: str
+    metric: str
+    record: dict  # the task's entry in record.json
+    ids: tuple[str, ...]  # doc.id per question, in samples order
+    scores: np.ndarray  # 0/1 per question, aligned with ids
+
+    @property
+    def n(self) -> int:
+        return len(self.ids)
+
+
+@dataclass(frozen=True)
+class Run:
+    run_id: str
+    path: Path  # the run directory
+    record: dict
+    tasks: tuple[TaskScores, ...]
+
+    @property
+    def config(self) -> tuple[str, str, str]:
+        return (self.record["variant"], self.record["prompt"], self.record["mode"])
+
+    def scored_tasks(self) -> dict[str, TaskScores]:
+        """Tasks keyed by dataset_exam (the same across prompts and modes), plus the pooled average."""
+        out = {f"{t.dataset}_{t.exam}": t for t in self.tasks}
+        pooled = pooled_kormedmcqa(self.tasks)
+        if pooled is not None:
+            out[AVERAGE_TASK] = pooled
+        return out
+
+
+def pooled_kormedmcqa(tasks) -> TaskScores | None:
+    """All four exams' questions as one task: the mean is the n-weighted exam average.
+
+    Only with all four exams, because a mean over some of them is not the exam average. On full
+    test sets n-weighting is the paper's test-size weighting; on a --sample run it is not.
+    """
+    by_exam = {t.exam: t for t in tasks if t.dataset == "kormedmcqa"}
+    if set(by_exam) != set(KORMEDMCQA_EXAMS):
+        return None
+    parts = [by_exam[e] for e in KORMEDMCQA_EXAMS]
+    n = sum(p.n for p in parts)
+    invalid = sum(p.record["invalid"] for p in parts)
+    correct = int(sum(p.scores.sum() for p in parts))
+    record = {"task": AVERAGE_TASK, "dataset": "kormedmcqa", "exam": "average", "metric": parts[0].metric, "n": n,
+              "correct": correct, "accuracy": correct / n if n else None, "stderr": None, "invalid": invalid,
+              "invalid_rate": invalid / n if n else None,
+              "truncated_prompts": sum(p.record["truncated_prompts"] for p in parts)}
+    return TaskScores(task=AVERAGE_TASK, dataset="kormedmcqa", exam="average", metric=parts[0].metric,
+                      record=record, ids=tuple(i for p in parts for i in p.ids),
+                      scores=np.concatenate([p.scores for p in parts]))
+
+
+def load_runs(results_dir: Path) -> list[Run]:
+    """Every run with a record.json, sorted by directory name (runs still in progress have none)."""
+    return [load_run(p.parent) for p in sorted((Path(results_dir) / "runs").glob("*/record.json"))]
+
+
+def load_run(run_dir: Path) -> Run:
+    record_path = run_dir / "record.json"
+    record = read_json(record_path)
+    check_record(record, record_path)
+    return Run(run_id=record["run_id"], path=run_dir, record=record,
+               tasks=tuple(_task_scores(run_dir, t) for t in record["tasks"]))
+
+
+def check_record(record, record_path: Path) -> None:
+    if not isinstance(record, dict):
+        raise ReportError(f"{record_path}: expected a JSON object, found {type(record).__name__}")
+    missing = [k for k in REQUIRED_RECORD_FIELDS if k not in record]
+    missing += [f"{outer}.{inner}" for outer, inner in REQUIRED_NESTED_FIELDS
+                if isinstance(record.get(outer), dict) and inner not in record[outer]]
+    missing += [k for k in ("timing", "memory", "hardware") if k in record and not isinstance(record[k], dict)]
+    if missing:
+        raise ReportError(f"{record_path}: missing field(s) {', '.join(missing)}")
+    if not isinstance(record["tasks"], list) or not record["tasks"]:
+        raise ReportError(f"{record_path}: field tasks must be a non-empty list")
+    for i, task in enumerate(record["tasks"]):
+        missing = [k for k in REQUIRED_TASK_FIELDS if not isinstance(task, dict) or k not in task]
+        if missing:
+            name = task.get("task", f"#{i}") if isinstance(task, dict) else f"#{i}"
+            raise ReportError(f"{record_path}: task {name} missing field(s) {', '.join(missing)}")
+
+
+def _task_scores(run_dir: Path, task: dict) -> TaskScores:
+    path = io.samples_path(run_dir, task["task"])
+    if not path.exists():
+        raise ReportError(f"{path}: samples file missing for task {task['task']} (listed in {run_dir / 'record.json'})")
+    metric = task["metric"]
+    ids, scores = [], []
+    for line_no, line in io.read_samples(path):
+        if not line.strip():
+            continue
+        try:
+            sample = json.loads(line)
+            doc_id = str(sample["doc"]["id"])
+            score = float(sample[metric])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise ReportError(f"{path}:{line_no}: unusable sample, need doc.id and {metric} "
+                              f"({type(e).__name__}: {e})") from None
+        if score not in (0.0, 1.0):
+            raise ReportError(f"{path}:{line_no}: {metric} is {score}, expected 0 or 1")
+        ids.append(doc_id)
+        scores.append(score)
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise ReportError(f"{path}: question {dup} appears more than once")
+    # A stale or partial samples file would silently change every number derived from it.
+    if len(ids) != task["n"]:
+        raise ReportError(f"{path}: {len(ids)} questions, but record.json says n={task['n']}")
+    if ids and task["accuracy"] is not None and abs(sum(scores) / len(ids) - task["accuracy"]) > 1e-9:
+        raise ReportError(f"{path}: accuracy {sum(scores) / len(ids):.4f} from the samples, "
+                          f"but record.json says {task['accuracy']:.4f}")
+    return TaskScores(task=task["task"], dataset=task["dataset"], exam=task["exam"], metric=metric, record=task,
+                      ids=tuple(ids), scores=np.asarray(scores, dtype=float))

@@ -1,0 +1,128 @@
+"""The record contract between evaluation, training, the report and the explorer (as lm-eval's
+`result_schema.py` states its own). Builders return these types; the reader checks the required
+keys derived from them. Keys added after the first records were written are `NotRequired`, so
+old run directories stay readable.
+"""
+
+
+from typing import NotRequired, TypedDict
+
+
+class TaskRecord(TypedDict):
+    task: str  # the lm-eval task name (medbench_…)
+    dataset: str  # kormedmcqa | medqa
+    exam: str  # doctor | nurse | pharm | dentist | usmle
+    metric: str  # acc (mc) | exact_match (gen)
+    n: int
+    accuracy: float | None
+    stderr: float | None
+    invalid: int  # generations with no parsable answer (scored wrong)
+    invalid_rate: float | None
+    truncated_prompts: int  # prompts cut from the left to prompt_max_tokens
+    correct: NotRequired[int]
+    ci95_low: NotRequired[float]
+    ci95_high: NotRequired[float]
+    ci_method: NotRequired[str]
+
+
+class Timing(TypedDict):
+    questions_per_second: float | None  # None for a resumed run (its time covers only what it computed)
+    load_seconds: NotRequired[float]
+    eval_seconds: NotRequired[float]
+    responses_per_second: NotRequired[float | None]
+    generated_tokens: NotRequired[int]
+    generated_tokens_per_second: NotRequired[float | None]
+
+
+class Memory(TypedDict):
+    peak_gib: float  # GPU where there is one, else process RSS
+    model_footprint_gib: NotRequired[float]
+    peak_rss_gib: NotRequired[float]
+    peak_gpu_gib: NotRequired[float | None]
+
+
+class RunRecord(TypedDict):
+    """results/runs/<run_id>/record.json"""
+
+    run_id: str
+    model: str
+    params_b: float | None
+    weights: str  # real | unverified | random
+    variant: str
+    prompt: str  # zeroshot | fewshot | cot
+    mode: str  # mc | gen
+    device: str
+    tasks: list[TaskRecord]
+    timing: Timing
+    memory: Memory
+    hardware: dict
+    git_sha: str | None
+    created: NotRequired[str]
+    model_source: NotRequired[str]
+    limit: NotRequired[int | None]
+    sample: NotRequired[int | None]
+    settings: NotRequired[dict]
+    generation_kwargs: NotRequired[dict | None]
+    adapter: NotRequired[str | None]
+    quantization: NotRequired[dict | None]
+    dtype: NotRequired[str]
+    attn_implementation: NotRequired[str]
+    sanity_perplexity: NotRequired[float | None]
+    kormedmcqa_average: NotRequired[float | None]
+    responses: NotRequired[dict]
+    versions: NotRequired[dict]
+    notes: NotRequired[list[str]]
+
+
+class TrainRecord(TypedDict):
+    """checkpoints/<alias>-<method>/train_record.json, copied to results/train/<alias>-<method>.json"""
+
+    model: str
+    method: str
+    examples: int
+    steps: int
+    epochs: float | None
+    train_tokens_per_second: float | None
+    mfu: float | None
+    memory: dict
+    final_train_loss: float | None
+    final_eval_loss: float | None
+    device: str
+    gpus: int
+    hardware: dict
+    versions: dict
+    git_sha: str | None
+    created: NotRequired[str]
+    params_b: NotRequired[float | None]
+    model_source: NotRequired[str]
+    method_config: NotRequired[dict]
+    training_arguments: NotRequired[dict]
+    output_dir: NotRequired[str]
+    data: NotRequired[dict]
+    tokens_trained: NotRequired[int]
+    tokens_this_run: NotRequired[int]
+    resumed_from: NotRequired[str | None]
+    resumed_from_step: NotRequired[int | None]
+    wall_seconds: NotRequired[float]
+    train_seconds: NotRequired[float]
+    params: NotRequired[dict]
+    mfu_formula: NotRequired[str]
+    peak_bf16_flops_per_gpu: NotRequired[float | None]
+    steady_state: NotRequired[dict | None]
+    mean_train_loss_this_run: NotRequired[float | None]
+    precision: NotRequired[str]
+    model_dtype: NotRequired[str]
+    attn_implementation: NotRequired[str]
+    quantization: NotRequired[dict | None]
+    deepspeed: NotRequired[dict | None]
+    notes: NotRequired[list[str]]
+    loss_curve: NotRequired[str | None]
+
+
+def required_keys(record_type) -> tuple[str, ...]:
+    """The keys every record of this type has, in declaration order."""
+    return tuple(k for k in record_type.__annotations__ if k in record_type.__required_keys__)
+
+
+def all_keys(record_type) -> frozenset[str]:
+    return frozenset(record_type.__annotations__)
