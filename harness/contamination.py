@@ -14,8 +14,7 @@ n-grams need no tokenizer and work alike for Korean and English; a text shorter 
 own single shingle. The IDF weight, log((N + 1) / df) over all N distinct items checked, keeps exam
 boilerplate from making everything similar: "which of the following" is in 84% of MedQA stems and
 "…으로 옳은 것은?" in one KorMedMCQA stem in seven, so their 5-grams weigh a sixth to a quarter of a rare
-5-gram's, and two unrelated items that share only those score near 0. With no cut-off to tune it works
-the same on the 10,000 real items and on a test's dozen.
+one's. With no cut-off to tune it works the same on the 10,000 real items and on a test's dozen.
 
 Why the whole item and not the stem alone: many Korean stems are one short sentence whose topic recurs
 every year, and a one-word change asks another question over other options: "기체크로마토그래피에 대한
@@ -51,8 +50,6 @@ ALL_SOURCES = "all sources"
 EXACT_STEM, EXACT_STEM_OPTIONS, NEAR = "exact_stem", "exact_stem_options", "near_duplicate"
 CONTAMINATION_FIELDS = ("test", "test_id", "source", "source_id", "match", "similarity", "shared_options",
                         "same_answer", "stem_words", "shares_13gram", "test_stem", "source_stem")
-SUMMARY_FIELDS = ("test", "source", "source_rows", "test_rows", "exact_stem", "exact_stem_options",
-                  "near_duplicate", "matched", "under_13_words", "no_shared_13gram")
 
 
 @dataclass(frozen=True)
@@ -70,9 +67,7 @@ class Contamination:
     notes: list[str]  # sources that could not be checked
 
 
-class _PunctuationToSpace(dict):
-    """str.translate table filled as characters are met: a per-character category lookup is 3x slower."""
-
+class _PunctuationToSpace(dict):  # a str.translate table filled as characters are met: 3x faster than per char
     def __missing__(self, code: int) -> int:
         self[code] = 32 if unicodedata.category(chr(code))[0] in "PS" else code
         return self[code]
@@ -100,7 +95,7 @@ def item_shingles(row: dict) -> set[str]:
     return char_shingles(row["question"]).union(*(char_shingles(o) for o in row["options"]))
 
 
-def row_text(row: dict) -> str:
+def row_text(row: dict) -> str:  # what the first version compared
     return " ".join([row["question"], *row["options"]])
 
 
@@ -128,17 +123,18 @@ def load_plan(loader=load_rows) -> tuple[dict[str, list[dict]], dict[str, list[d
     """Rows of every test and source, which sources precede which test, and notes on sources not found."""
     tests, plan_splits = splits()
     rows = {t.name: [r for s in t.splits for r in loader(t.dataset, t.exam, s)] for t in tests}
-    sources, notes, plan = {}, [], {}
+    sources, missing, plan = {}, set(), {}
     for test, srcs in plan_splits.items():
         for src in srcs:
-            if src.name not in sources and not any(n.startswith(f"{src.name} ") for n in notes):
+            if src.name not in sources and src.name not in missing:
                 try:
                     sources[src.name] = [r for s in src.splits for r in loader(src.dataset, src.exam, s)]
                 except DataError:
                     if src.name != "medqa train":  # the only split with no offline copy
                         raise
-                    notes.append(f"{src.name} not checked: no local copy (`just data --from-hub` fetches it)")
+                    missing.add(src.name)
         plan[test] = [s.name for s in srcs if s.name in sources]
+    notes = ["MedQA train is not checked: no local copy (`just data --from-hub` fetches it)"] if missing else []
     return rows, sources, plan, notes
 
 

@@ -236,8 +236,8 @@ def render_summary_md(runs: list[Run], rows: list[dict], pairs: list[dict], over
         parts += ["", "## Training", "", training.rstrip()]
     parts += ["", "## Contamination check", "",
               ("Every test item against every source that reaches a model before the test: KorMedMCQA train+valid "
-              "of all four exams and MedQA dev (the fine-tuning mix mixes exams; MedQA dev also holds MedQA's "
-              "5-shot exemplars), and for a KorMedMCQA exam its own fewshot split (its 5-shot prompts). **Exact stem**: the stems "
+              "of all four exams and MedQA dev (the fine-tuning mix, which pools the exams; MedQA dev also holds "
+              "MedQA's 5-shot exemplars), and for a KorMedMCQA exam its own fewshot split (its 5-shot prompts). **Exact stem**: the stems "
               "are equal after NFKC, case folding and dropping punctuation, symbols and spaces (includes the next "
               "column). **Exact stem + options**: and the same options, in any order. **Near-duplicate**: no exact "
               f"stem, but an IDF-weighted Jaccard of character {CHAR_NGRAM}-grams of stem and options of at least "
@@ -249,12 +249,12 @@ def render_summary_md(runs: list[Run], rows: list[dict], pairs: list[dict], over
               f"first version of this check (shared word {NGRAM}-grams) could not see. Sources with no match are "
               "left out. Every matched pair, with its similarity, shared options and whether the answer is the "
               "same: `contamination.csv`."
-              + "".join(f" {note[0].upper()}{note[1:]}." for note in overlap.notes)), ""]
+              + "".join(f" {note}." for note in overlap.notes)), ""]
     body, tests = [], list(dict.fromkeys(o["test"] for o in overlap.summary))
     for o in sorted(overlap.summary, key=lambda o: (tests.index(o["test"]), o["source"] != ALL_SOURCES)):
         if o["source"] == ALL_SOURCES or o["matched"]:
             share = f" ({100 * o['matched'] / o['test_rows']:.1f}%)" if o["test_rows"] else ""
-            source = f"{o['source']} ({o['source_rows']})" if o["source"] == ALL_SOURCES else o["source"]
+            source = f"{o['source']} ({o['source_rows']:,} items)" if o["source"] == ALL_SOURCES else o["source"]
             body.append([o["test"], source, o["test_rows"], o["exact_stem"], o["exact_stem_options"],
                          o["near_duplicate"], f"{o['matched']}{share}", o["under_13_words"], o["no_shared_13gram"]])
     parts += [table(["test", "source", "test items", "exact stem", "exact stem + options", "near-duplicate",

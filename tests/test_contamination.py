@@ -107,7 +107,7 @@ def test_plan_skips_only_a_missing_medqa_train():
 
     tests, sources, plan, notes = c.load_plan(loader)
     assert len(tests) == 5 and "medqa train" not in sources and notes == [
-        "medqa train not checked: no local copy (`just data --from-hub` fetches it)"]
+        "MedQA train is not checked: no local copy (`just data --from-hub` fetches it)"]
     assert plan["kormedmcqa/nurse test"][-1] == "kormedmcqa/nurse fewshot"
     assert "kormedmcqa/doctor fewshot" not in plan["kormedmcqa/nurse test"]
     assert "kormedmcqa/dentist train+valid" in plan["medqa test"] and "medqa dev" in plan["kormedmcqa/pharm test"]
