@@ -9,7 +9,7 @@ import pytest
 
 from medbench import stats
 from medbench.cli import main as cli_main
-from medbench.data.contamination import NGRAM, ngram_hashes
+from medbench.data.contamination import CONTAMINATION_FIELDS, NGRAM, ngram_hashes
 from medbench.records import io
 from medbench.records.reader import load_runs
 from medbench.report import summary
@@ -194,13 +194,13 @@ def test_report_writes_every_output_and_is_idempotent(results, capsys):
     assert all(r["run_a"] == "a-zeroshot" and r["run_b"] == "a-fewshot" for r in comp)  # the plainer one is a
     assert {r["n_paired"] for r in comp} == {"30", "120"}
 
-    contamination = read_csv(results / "contamination.csv")
-    assert len(contamination) == 16 + 1 + 4
-    sources = {r["source"] for r in contamination}
-    assert {"kormedmcqa/doctor train+valid", "medqa dev", "kormedmcqa/nurse fewshot"} <= sources
+    contamination = read_csv(results / "contamination.csv")  # every matched pair of the vendored data
+    assert contamination and list(contamination[0]) == list(CONTAMINATION_FIELDS)
+    assert {r["match"] for r in contamination} <= {"exact_stem", "exact_stem_options", "near_duplicate"}
 
     md = (results / "summary.md").read_text()
     assert "## Paired comparisons" in md and "## Contamination check" in md and "| gemma3-270m | 0.27 |" in md
+    assert "| kormedmcqa/nurse test | all sources (" in md
 
     readme = (results.parent / "README.md").read_text()
     assert readme.startswith("# medbench\n\nintro\n\n<!-- results:start -->\n")

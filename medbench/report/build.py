@@ -14,7 +14,14 @@ import os
 from pathlib import Path
 
 from medbench import stats
-from medbench.data.contamination import CONTAMINATION_FIELDS, NEAR_DUPLICATE, NGRAM, contamination
+from medbench.data.contamination import (
+    ALL_SOURCES,
+    CHAR_NGRAM,
+    CONTAMINATION_FIELDS,
+    NEAR_DUPLICATE,
+    NGRAM,
+    contamination,
+)
 from medbench.data.loader import KORMEDMCQA_EXAMS, DataError
 from medbench.records.reader import ReportError, Run, load_runs
 from medbench.report.chart import render_chart
@@ -52,7 +59,7 @@ def build_report(results_dir: Path, seed: int = DEFAULT_SEED, resamples: int = s
 
     written = [write_summary_csv(results_dir / "summary.csv", rows),
                _write_csv(results_dir / "comparisons.csv", COMPARISON_FIELDS, pairs),
-               _write_csv(results_dir / "contamination.csv", CONTAMINATION_FIELDS, overlap)]
+               _write_csv(results_dir / "contamination.csv", CONTAMINATION_FIELDS, overlap.pairs)]
     written += render_chart(rows, load_paper(), results_dir / CHART_NAME)
     summary_md = results_dir / "summary.md"
     training = training_section(results_dir)
@@ -205,16 +212,30 @@ def render_summary_md(runs: list[Run], rows: list[dict], pairs: list[dict], over
     if training:
         parts += ["", "## Training", "", training.rstrip()]
     parts += ["", "## Contamination check", "",
-              (f"Test questions sharing at least one word {NGRAM}-gram (lower-cased, whitespace tokens; question + "
-              f"options) with a source that reaches the model before the test. Near-duplicates: at least "
-              f"{NEAR_DUPLICATE:.0%} of the question's {NGRAM}-grams in the source. MedQA's shared {NGRAM}-grams are "
-              "mostly exam boilerplate (\"… Which of the following is the most appropriate next step in "
-              "management?\"), hence the near-duplicate column. MedQA train has no offline copy and is not "
-              "checked. All rows: `contamination.csv`."), ""]
-    body = [[o["source"], o["test"], o["test_rows"], o["overlapping"], f"{100 * o['share']:.1f}%",
-             o["near_duplicates"]] for o in overlap]
-    parts += [table(["source", "test", "test questions", f"sharing a {NGRAM}-gram", "share", "near-duplicates"],
-                     body), ""]
+              ("Every test item against every source that reaches a model before the test: KorMedMCQA train+valid "
+              "of all four exams and MedQA dev (the fine-tuning mix, which pools the exams; MedQA dev also holds "
+              "MedQA's 5-shot exemplars), and for a KorMedMCQA exam its own fewshot split (its 5-shot prompts). **Exact stem**: the stems "
+              "are equal after NFKC, case folding and dropping punctuation, symbols and spaces (includes the next "
+              "column). **Exact stem + options**: and the same options, in any order. **Near-duplicate**: no exact "
+              f"stem, but an IDF-weighted Jaccard of character {CHAR_NGRAM}-grams of stem and options of at least "
+              f"{NEAR_DUPLICATE} (a reworded copy; rare {CHAR_NGRAM}-grams weigh most, so exam boilerplate does not "
+              "count). "
+              "Counts are of test items; an item matched in several sources counts once in its *all sources* "
+              f"row. < {NGRAM} words: matched items whose stem is shorter than {NGRAM} words; no shared "
+              f"{NGRAM}-gram: matched items that share no word {NGRAM}-gram with what they matched, which the "
+              f"first version of this check (shared word {NGRAM}-grams) could not see. Sources with no match are "
+              "left out. Every matched pair, with its similarity, shared options and whether the answer is the "
+              "same: `contamination.csv`."
+              + "".join(f" {note}." for note in overlap.notes)), ""]
+    body, tests = [], list(dict.fromkeys(o["test"] for o in overlap.summary))
+    for o in sorted(overlap.summary, key=lambda o: (tests.index(o["test"]), o["source"] != ALL_SOURCES)):
+        if o["source"] == ALL_SOURCES or o["matched"]:
+            share = f" ({100 * o['matched'] / o['test_rows']:.1f}%)" if o["test_rows"] else ""
+            source = f"{o['source']} ({o['source_rows']:,} items)" if o["source"] == ALL_SOURCES else o["source"]
+            body.append([o["test"], source, o["test_rows"], o["exact_stem"], o["exact_stem_options"],
+                         o["near_duplicate"], f"{o['matched']}{share}", o["under_13_words"], o["no_shared_13gram"]])
+    parts += [table(["test", "source", "test items", "exact stem", "exact stem + options", "near-duplicate",
+                     "matched", f"< {NGRAM} words", f"no shared {NGRAM}-gram"], body), ""]
     return "\n".join(parts)
 
 
