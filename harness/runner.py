@@ -158,7 +158,7 @@ def run(req: RunRequest, results_dir: Path | None = None) -> dict:
         "limit": req.limit, "sample": req.sample,
         "settings": req.settings.as_dict(),
         "generation_kwargs": req.settings.generation_kwargs() if mode == "gen" else None,
-        "adapter": loaded.adapter, "quantization": loaded.quantization,
+        "adapter": loaded.adapter, "quantization": loaded.quantization, "awq_route": loaded.awq_route,
         "device": loaded.device, "dtype": loaded.dtype, "attn_implementation": loaded.attn_implementation,
         "sanity_perplexity": loaded.sanity_perplexity,
         "tasks": task_records,
