@@ -67,13 +67,6 @@ def task_names(prompt: str, mode: str, wanted: list[str]) -> list[str]:
         if not expanded:
             raise RunError(f"unknown task {name!r}; choose from {', '.join(SHORT_TASKS)}, kormedmcqa, medqa")
         chosen += [t for t in expanded if t not in chosen]
-    if prompt == "cot":
-        dropped = [t for t in chosen if t.startswith("medqa")]
-        chosen = [t for t in chosen if not t.startswith("medqa")]
-        if not chosen:
-            raise RunError("cot is KorMedMCQA only: MedQA has no chain-of-thought rows")
-        if dropped and wanted:
-            raise RunError("cot is KorMedMCQA only: MedQA has no chain-of-thought rows; drop medqa from --tasks")
     suffix = {"mc": "", "gen": "_gen"}[mode] if prompt == "zeroshot" else f"_{prompt}"
     return [f"medbench_{t}{suffix}" for t in chosen]
 
