@@ -64,6 +64,9 @@ def test_letter_beats_digit():
      "needed yet."), "B"),
     ("Let's think step by step. The symptoms fit cyclic vomiting syndrome. The answer is A.", "A"),
     ("Let's think step by step. Answer: C", "C"),
+    # markdown bold around the final answer, with an option list after it
+    ("Let's think step by step. The answer is **C. Ceftriaxone**, not B. Ciprofloxacin.", "C"),
+    ("**Answer:** (D) Trazodone. A. Diazepam would not treat the depression.", "D"),
 ])
 def test_extracts_english_chain_of_thought(text, expected):
     assert extract_answer(text, 4) == expected
