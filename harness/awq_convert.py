@@ -10,9 +10,11 @@ reads the AWQ tensors itself and writes, once, under MEDBENCH_CACHE:
   compressed-tensors 0.19.0 cannot load an asymmetric pack-quantized checkpoint compressed: it builds
   the empty model on the meta device, and its meta-device `compress` (pack_quantized/base.py) shapes
   `weight_packed` but leaves `weight_zero_point` unpacked, [out, groups] int8, so the checkpoint's packed
-  [out/8, groups] int32 zero points do not fit (the mismatch the asymmetric llmcompressor checkpoint hit).
-  Even where that load works (symmetric), compressed-tensors decompresses every layer on the first
-  forward pass, so neither route keeps 4-bit weights in memory under transformers.
+  [out/8, groups] int32 zero points do not fit (the same zero-point shape mismatch our asymmetric
+  llmcompressor checkpoint hit). Even where that load works (symmetric), compressed-tensors decompresses
+  every layer on the first forward pass, so neither route keeps 4-bit weights in memory under transformers.
+`dequantized` is the default for that reason: it computes the same weights and needs no compressed-tensors,
+which only the GPU image installs. MEDBENCH_AWQ_ROUTE picks the other.
 
 The AWQ GEMM layout (AutoAWQ `WQLinear_GEMM.from_linear`, `awq/utils/packing_utils.py`):
     qweight int32 [in_features, out_features / 8]
@@ -52,7 +54,7 @@ def unpack_int32_awq(packed: torch.Tensor) -> torch.Tensor:
     """int32 [rows, cols/8] in AWQ nibble order -> uint8 [rows, cols] in column order, values 0..15."""
     if packed.dtype != torch.int32 or packed.dim() != 2:
         raise AwqFormatError(f"expected a 2-D int32 tensor, got {packed.dtype} {tuple(packed.shape)}")
-    shifts = torch.arange(0, 32, 4, dtype=torch.int32)
+    shifts = torch.arange(0, 32, 4, dtype=torch.int32, device=packed.device)
     # & 0xF after the shift: int32 shifts are arithmetic, and the top nibble carries the sign bit.
     slots = (packed.unsqueeze(-1) >> shifts) & 0xF
     return slots[:, :, list(AWQ_REVERSE_ORDER)].reshape(packed.shape[0], -1).to(torch.uint8)
