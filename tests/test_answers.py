@@ -47,3 +47,31 @@ def test_only_the_questions_own_letters_count():
 
 def test_letter_beats_digit():
     assert extract_answer("정답: B (2번)", 5) == "B"
+
+
+# Realistic MedQA chain-of-thought generations (the shots end "Therefore, the answer is (X)."): the reasoning
+# names other options, by letter and in parentheses, before the final phrase.
+@pytest.mark.parametrize("text,expected", [
+    (("Let's think step by step. The organism is Neisseria gonorrhoeae. Gentamicin (A) acts on the 30S subunit "
+     "and ciprofloxacin (B) on DNA gyrase, so neither blocks the cell wall. Therefore, the answer is (C)."), "C"),
+    (("Let's think step by step. A. Diazepam treats only the insomnia. B. Paroxetine treats depression. "
+     "D. Trazodone treats both. Therefore, the answer is (D)."), "D"),
+    (("Let's think step by step. At first the answer seems to be (B), hyperglycemia, but he is hypotensive "
+     "and tachycardic, so perfusion comes first. Therefore, the answer is (A)."), "A"),
+    (("Let's think step by step. Hepatitis B serology and vitamin D levels do not matter here. "
+     "Therefore, the answer is (B)."), "B"),
+    (("Let's think step by step. This is pyelonephritis. Therefore, the answer is (B). A CT scan (A) is not "
+     "needed yet."), "B"),
+    ("Let's think step by step. The symptoms fit cyclic vomiting syndrome. The answer is A.", "A"),
+    ("Let's think step by step. Answer: C", "C"),
+    # markdown bold around the final answer, with an option list after it
+    ("Let's think step by step. The answer is **C. Ceftriaxone**, not B. Ciprofloxacin.", "C"),
+    ("**Answer:** (D) Trazodone. A. Diazepam would not treat the depression.", "D"),
+])
+def test_extracts_english_chain_of_thought(text, expected):
+    assert extract_answer(text, 4) == expected
+
+
+def test_unfinished_chain_of_thought_without_a_letter_is_invalid():
+    # Cut off by the 512-token budget before any option letter: no answer, counted invalid.
+    assert extract_answer("Let's think step by step. The patient is in diabetic ketoacidosis with", 4) == ""

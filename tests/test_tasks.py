@@ -1,8 +1,11 @@
 """The task YAMLs load through lm-eval's TaskManager and render the prompts we document."""
 
 import pytest
+import yaml
 from lm_eval.tasks import TaskManager
 
+from medbench.data.loader import load_rows
+from medbench.eval.answers import extract_answer
 from medbench.eval.prompts import readme_path, render_readme
 from medbench.eval.runner import SHORT_TASKS, RunError, task_names
 from medbench.paths import tasks_dir
@@ -15,7 +18,7 @@ def tm():
 
 ALL = ([f"medbench_kormedmcqa_{e}{s}" for e in ("doctor", "nurse", "pharm", "dentist")
         for s in ("", "_gen", "_fewshot", "_cot")]
-       + ["medbench_medqa_usmle", "medbench_medqa_usmle_gen", "medbench_medqa_usmle_fewshot"])
+       + ["medbench_medqa_usmle", "medbench_medqa_usmle_gen", "medbench_medqa_usmle_fewshot", "medbench_medqa_usmle_cot"])
 GROUPS = ["medbench_kormedmcqa", "medbench_kormedmcqa_gen", "medbench_kormedmcqa_fewshot", "medbench_kormedmcqa_cot"]
 
 
@@ -85,13 +88,45 @@ def test_fewshot_and_cot_prompts_use_the_fewshot_rows(tm):
     assert medqa.count("Question: ") == 6 and medqa.endswith("D. Refuse to dictate the operative report\nAnswer:")
 
 
+def test_medqa_cot_shots_are_the_direct_shots_with_their_rationales(tm):
+    direct = _first_request(tm, "medbench_medqa_usmle_fewshot")[0].args[0]
+    cot_request = _first_request(tm, "medbench_medqa_usmle_cot")[0]
+    cot = cot_request.args[0]
+    rationales = yaml.safe_load((tasks_dir() / "medqa" / "cot_rationales.yaml").read_text())
+    dev = load_rows("medqa", None, "dev")[:5]
+    assert list(rationales) == [r["id"] for r in dev]
+    direct_shots, cot_shots = direct.split("\n\n")[:5], cot.split("\n\n")[:5]
+    for row, d, c in zip(dev, direct_shots, cot_shots):
+        question, target = c.rsplit("\nAnswer: ", 1)
+        assert d == f"{question}\nAnswer: {row['answer']}"  # the same rows, in the same order
+        assert target == rationales[row["id"]]
+        assert target.startswith("Let's think step by step. ") and target.endswith(f"Therefore, the answer is ({row['answer']}).")
+        assert 3 <= target.count(". ") + 1 <= 6 and "\n" not in target  # lead-in + 2–5 sentences; one paragraph
+        assert extract_answer(target, 4) == row["answer"]
+    assert cot.endswith(direct.split("\n\n")[-1]) and cot.count("Question: ") == 6
+    assert cot_request.args[1]["max_gen_toks"] == 512 and cot_request.args[1]["until"] == ["\n\n"]
+
+
+def test_medqa_cot_refuses_rationales_that_are_not_the_shots(monkeypatch, tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("medqa_task_utils", tasks_dir() / "medqa" / "utils.py")
+    utils = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(utils)
+    stale = tmp_path / "cot_rationales.yaml"
+    stale.write_text("medqa-000000000000: Let's think step by step. Therefore, the answer is (A).\n")
+    monkeypatch.setattr(utils, "RATIONALES_PATH", stale)
+    with pytest.raises(ValueError, match="must hold the first 1 dev rows"):
+        utils.load_dataset_cot(dataset="medqa")
+
+
 def test_task_selection():
     assert task_names("zeroshot", "mc", []) == [f"medbench_{t}" for t in SHORT_TASKS]
     assert task_names("zeroshot", "gen", ["medqa"]) == ["medbench_medqa_usmle_gen"]
-    assert task_names("cot", "gen", []) == [f"medbench_kormedmcqa_{e}_cot" for e in ("doctor", "nurse", "pharm", "dentist")]
+    assert task_names("cot", "gen", []) == [f"medbench_kormedmcqa_{e}_cot" for e in ("doctor", "nurse", "pharm", "dentist")] \
+        + ["medbench_medqa_usmle_cot"]
+    assert task_names("cot", "gen", ["medqa_usmle"]) == ["medbench_medqa_usmle_cot"]
     assert task_names("fewshot", "gen", ["kormedmcqa_pharm"]) == ["medbench_kormedmcqa_pharm_fewshot"]
-    with pytest.raises(RunError, match="cot is KorMedMCQA only"):
-        task_names("cot", "gen", ["medqa_usmle"])
     with pytest.raises(RunError, match="unknown task 'kormedmcqa_surgeon'"):
         task_names("zeroshot", "mc", ["kormedmcqa_surgeon"])
 

@@ -5,7 +5,8 @@ ships): try each pattern in order and take the last match of the first pattern t
 Documented differences from that cascade, each covered by tests:
 - bare letters must be upper case (the built-in's IGNORECASE reads the article "a" as option A);
 - the full-width colon "정답：" (our prompts end with it) and a parenthesised letter "(C)" count;
-- an English "answer is C" / "Answer: C" pattern, for MedQA;
+- an English "answer is C" / "Answer: C" pattern, for MedQA, markdown bold included ("answer is **C**":
+  otherwise an option list in the reasoning, "… not B. Ciprofloxacin", would be read instead);
 - Korean answers often come as digits ("정답: 3", "③"): 1–5 and ①–⑤ map to A–E, tried last;
 - only letters of the question's own options count (an "E" on a 4-option MedQA item is invalid).
 An empty string means no parsable answer: scored wrong and counted as invalid.
@@ -24,7 +25,7 @@ def _cascade(letters: str) -> list[re.Pattern]:
     return [
         re.compile(rf"정답[:：\s]*\(?({L})(?![A-Za-z])"),
         re.compile(rf"정답은\s*\(?({L})\)?\s*입니다"),
-        re.compile(rf"[Aa]nswer(?:\s+is)?[:：\s]*\(?({L})(?![A-Za-z])"),
+        re.compile(rf"[Aa]nswer(?:\s+is)?[:：\s*]*\(?({L})(?![A-Za-z])"),
         re.compile(rf"\b({L})\."),
         re.compile(rf"\b({L})\b"),
     ]

@@ -22,6 +22,7 @@ SHOWN = [
     ("medbench_medqa_usmle", "MedQA (USMLE, 4 options) zero-shot, `mc`"),
     ("medbench_medqa_usmle_gen", "MedQA zero-shot, `gen`"),
     ("medbench_medqa_usmle_fewshot", "MedQA 5-shot direct answering (shots: first five dev rows)"),
+    ("medbench_medqa_usmle_cot", "MedQA 5-shot chain of thought (the same shots, rationales written for medbench)"),
 ]
 
 HEADER = """# medbench tasks
@@ -35,10 +36,13 @@ collides with lm-eval's built-in `kormedmcqa_*` and `medqa_4options` tasks.
 | zeroshot × mc | `medbench_kormedmcqa_{exam}`; `medbench_kormedmcqa` | `medbench_medqa_usmle` |
 | zeroshot × gen | `medbench_kormedmcqa_{exam}_gen`; `medbench_kormedmcqa_gen` | `medbench_medqa_usmle_gen` |
 | fewshot (5-shot, gen) | `medbench_kormedmcqa_{exam}_fewshot`; `medbench_kormedmcqa_fewshot` | `medbench_medqa_usmle_fewshot` |
-| cot (5-shot CoT, gen) | `medbench_kormedmcqa_{exam}_cot`; `medbench_kormedmcqa_cot` | — (no CoT rows) |
+| cot (5-shot CoT, gen) | `medbench_kormedmcqa_{exam}_cot`; `medbench_kormedmcqa_cot` | `medbench_medqa_usmle_cot` |
 
 `{exam}` is doctor, nurse, pharm or dentist. Groups average exams weighted by test size, as the
-KorMedMCQA paper does.
+KorMedMCQA paper does. KorMedMCQA's CoT shots carry the dataset's own expert rationales; MedQA has
+none, so its CoT shots (the same five dev rows as its 5-shot direct task) use rationales written for
+medbench, kept as data in `medqa/cot_rationales.yaml` (provenance in its header). Both end with the
+phrase the extraction reads: "따라서, 정답은 (E) 입니다." and "Therefore, the answer is (C).".
 
 - **mc** scores the log-likelihood of each answer letter (" A" … " E") after the prompt; the
   highest wins (`acc`). No answer can be invalid.

@@ -68,13 +68,6 @@ def task_names(prompt: str, mode: str, wanted: list[str]) -> list[str]:
         if not expanded:
             raise RunError(f"unknown task {name!r}; choose from {', '.join(SHORT_TASKS)}, kormedmcqa, medqa")
         chosen += [t for t in expanded if t not in chosen]
-    if prompt == "cot":
-        dropped = [t for t in chosen if t.startswith("medqa")]
-        chosen = [t for t in chosen if not t.startswith("medqa")]
-        if not chosen:
-            raise RunError("cot is KorMedMCQA only: MedQA has no chain-of-thought rows")
-        if dropped and wanted:
-            raise RunError("cot is KorMedMCQA only: MedQA has no chain-of-thought rows; drop medqa from --tasks")
     suffix = {"mc": "", "gen": "_gen"}[mode] if prompt == "zeroshot" else f"_{prompt}"
     return [f"medbench_{t}{suffix}" for t in chosen]
 
@@ -162,7 +155,7 @@ def run(req: RunRequest, results_dir: Path | None = None) -> dict:
         "limit": req.limit, "sample": req.sample,
         "settings": req.settings.as_dict(),
         "generation_kwargs": req.settings.generation_kwargs() if mode == "gen" else None,
-        "adapter": loaded.adapter, "quantization": loaded.quantization,
+        "adapter": loaded.adapter, "quantization": loaded.quantization, "awq_route": loaded.awq_route,
         "device": loaded.device, "dtype": loaded.dtype, "attn_implementation": loaded.attn_implementation,
         "sanity_perplexity": loaded.sanity_perplexity,
         "tasks": task_records,

@@ -10,9 +10,10 @@ from pathlib import Path
 import torch
 
 from medbench.eval.settings import EvalSettings
-from medbench.models import embedded
+from medbench.models import awq_convert, embedded
 from medbench.models.registry import ModelSpec, require_local_hub_weights
 from medbench.models.variants import LoadPlan, plan
+from medbench.paths import cache_dir
 
 
 @dataclass
@@ -28,6 +29,7 @@ class Loaded:
     load_seconds: float
     footprint_bytes: int
     sanity_perplexity: float | None
+    awq_route: str | None = None  # how an official AWQ checkpoint was made loadable (medbench/models/awq_convert.py)
 
 
 def pick_device(setting: str) -> str:
@@ -95,7 +97,13 @@ def load(spec: ModelSpec, variant: str, settings: EvalSettings) -> Loaded:
     source = base if load_plan.weights == "base" else load_plan.weights
     if source != base and not Path(source).is_dir():  # an AWQ repo on the hub; checkpoints are local dirs
         require_local_hub_weights(source)
-    kwargs = from_pretrained_kwargs(spec, load_plan, settings, device)
+    awq_route = None
+    if source != base:  # an official `quant_method: awq` checkpoint is converted once, then loaded
+        source, awq_route = awq_convert.prepare(source, cache_dir())
+    kwargs = from_pretrained_kwargs(spec, load_plan, settings, device) | awq_convert.load_kwargs(awq_route)
+    if awq_route and settings.dtype == "auto":
+        # AWQ's own kernels compute in fp16 on its fp16 scales; bf16 would round every weight again.
+        kwargs["dtype"] = torch.float16
     # The tokenizer always comes from the base model: fine-tunes and AWQ checkpoints keep its vocabulary.
     tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=spec.trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
@@ -124,4 +132,5 @@ def load(spec: ModelSpec, variant: str, settings: EvalSettings) -> Loaded:
         load_seconds=time.perf_counter() - start,
         footprint_bytes=model.get_memory_footprint(),
         sanity_perplexity=ppl,
+        awq_route=awq_route,
     )
