@@ -201,6 +201,10 @@ async function runData(run) {
 
 async function openRun() {
   const run = runsById.get($("#q-run").value), other = runsById.get($("#q-other").value);
+  if (!run) {
+    $("#q-count").textContent = "No runs in results/runs/ yet.";
+    return;
+  }
   $("#q-count").textContent = "Loading …";
   try {
     [browser.a, browser.b] = await Promise.all([runData(run), other ? runData(other) : null]);
