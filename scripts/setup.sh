@@ -17,3 +17,8 @@ if ! "$PYTHON" -c "import torch" 2>/dev/null; then
   fi
 fi
 "$PYTHON" -m pip install -c "$CONSTRAINTS" -e '.[test]'
+# The headless browser the explorer's test drives (Debian's chromium; skipped where one is present, or with
+# MEDBENCH_SKIP_BROWSER=1, which also skips that test).
+if [ "${MEDBENCH_SKIP_BROWSER:-0}" != "1" ]; then
+  bash scripts/install-browser.sh
+fi

@@ -1,9 +1,10 @@
 """`just report`: tables, paired comparisons, contamination and the chart, from results/ only.
 
 Reads results/runs/*/record.json and samples_*.jsonl (never a model) and writes, in the results
-folder: summary.md, summary.csv, comparisons.csv, contamination.csv, accuracy_vs_params.{png,svg};
-then the README's results block. No timestamps and seeded resampling: the same results give the
-same files, so the outputs can be committed and diffed.
+folder: summary.md, summary.csv, comparisons.csv, contamination.csv, accuracy_vs_params.{png,svg},
+site/ (the static results explorer, harness/site.py); then the README's results block. No timestamps
+and seeded resampling: the same results give the same files, so the outputs can be committed and
+diffed.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from medbench.report.chart import render_chart
 from medbench.report.compare import COMPARISON_FIELDS, comparisons, most_significant, run_order
 from medbench.report.markdown import device, num, table
 from medbench.report.reference import load_paper
+from medbench.report.site import write_site
 from medbench.report.summary import summary_rows, write_summary_csv
 from medbench.report.training import training_section
 
@@ -73,6 +75,7 @@ def build_report(results_dir: Path, seed: int = DEFAULT_SEED, resamples: int = s
         if new != text:
             readme.write_text(new, encoding="utf-8")
         written.append(readme)
+    written.append(write_site(results_dir, runs, rows, pairs, overlap))
     return {"written": written, "runs": runs, "rows": rows, "comparisons": pairs, "contamination": overlap,
             "most_significant": most_significant(pairs)}
 
