@@ -131,9 +131,9 @@ def score(model, tokenizer, device: str, seed: int) -> list[dict]:
 def prove(out: Path, layers: int, routes: list[str], seed: int, device: str = "cuda") -> dict:
     from transformers import AutoTokenizer, Qwen3ForCausalLM
 
-    from medbench.eval.settings import EvalSettings
     from medbench.models.loading import load
     from medbench.models.registry import ModelSpec
+    from medbench.settings import EvalSettings
 
     t0 = time.perf_counter()
     config, reference = build(out, layers, seed, device)

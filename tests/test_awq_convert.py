@@ -196,10 +196,10 @@ def _word_tokenizer(out):
 
 
 def test_load_converts_an_official_awq_source_and_records_the_route(awq_checkpoint, tmp_path, monkeypatch):
-    from medbench.eval.settings import EvalSettings
     from medbench.models import loading
     from medbench.models.registry import ModelSpec
     from medbench.models.variants import LoadPlan
+    from medbench.settings import EvalSettings
 
     src, ref_model = awq_checkpoint
     base = tmp_path / "base"

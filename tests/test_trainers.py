@@ -17,12 +17,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from medbench.cli.train import to_argv
 from medbench.data.loader import DataError, load_rows
 from medbench.errors import MedbenchError
-from medbench.eval.settings import EvalSettings
 from medbench.models.loading import load
 from medbench.models.registry import resolve
 from medbench.models.variants import load_variants
 from medbench.records.io import RecordError, claim_dir
-from trainers import launch, sft, sft_data
+from medbench.settings import EvalSettings
+from trainers import launch, sft, sft_data, timing
 from trainers.arguments import parse_args
 from trainers.config import (
     DEEPSPEED_DIR,
@@ -340,8 +340,8 @@ def test_training_lowers_the_loss_and_saves_what_eval_loads(tiny_gemma_dir, shor
 
 def test_step_timer_leaves_out_the_first_steps(monkeypatch):
     clock = iter([0.0, 10.0] + [x for i in range(1, 12) for x in (float(i * 100), i * 100 + 2.0)])
-    monkeypatch.setattr(sft.time, "perf_counter", lambda: next(clock))
-    timer, state = sft.StepTimer(), type("State", (), {"num_input_tokens_seen": 0})()
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: next(clock))
+    timer, state = timing.StepTimer(), type("State", (), {"num_input_tokens_seen": 0})()
     for step in range(12):  # the first step: 10 s for 50 tokens; then 2 s for 100 tokens each
         timer.on_step_begin(None, state, None)
         state.num_input_tokens_seen += 50 if step == 0 else 100

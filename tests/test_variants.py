@@ -5,10 +5,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from medbench.eval.runner import RunRequest, run
-from medbench.eval.settings import EvalSettings
 from medbench.models.loading import from_pretrained_kwargs, load
 from medbench.models.registry import RegistryError, load_registry, resolve
 from medbench.models.variants import VariantError, load_variants, plan
+from medbench.settings import EvalSettings
 
 STUDY_NF4 = {"quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4",
              "bnb_4bit_use_double_quant": True, "bnb_4bit_compute_dtype": "bfloat16"}

@@ -24,17 +24,15 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import TrainerCallback
 
 from medbench.errors import MedbenchError
-from medbench.models.loading import base_weights, pick_attention, quantization_config
+from medbench.models.loading import base_weights
 from medbench.models.registry import resolve
 from medbench.models.shapes import RANDOM_MARKER
 from medbench.models.variants import checkpoint_path
@@ -54,14 +52,14 @@ from trainers.config import (
     load_method,
     sft_config_fields,
 )
+from trainers.model import load_model, single_process_distributed_env
+from trainers.timing import StepTimer
 
 TRAIN_RECORD = "train_record.json"
 TRAIN_CONFIG = "train_config.json"
 LOSS_CURVE = "loss_curve.png"
 # May change between a run and its resumption; anything else in train_config.json may not.
 RESUMABLE_CHANGES = {"max_steps", "num_train_epochs"}
-# Steps left out of the steady-state throughput (at most a quarter of the run).
-STEADY_SKIP_STEPS = 5
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -273,82 +271,6 @@ def drop_too_long(ds, tokenizer, max_length: int | None):
     stats = {"max_length": max_length, "dropped_too_long": len(ds) - len(kept), "max_tokens": max(n),
              "mean_tokens": round(sum(n) / len(n), 1)}
     return kept.remove_columns("n_tokens"), stats
-
-
-def single_process_distributed_env() -> None:
-    """DeepSpeed in one process without a launcher needs the distributed variables a launcher would set."""
-    if "LOCAL_RANK" in os.environ:
-        return
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-
-
-def load_model(base: str, spec, method: Method, cuda: bool, zero3: bool):
-    """The base weights, in the method's dtype on CUDA (fp32 on CPU), quantized at load for QLoRA."""
-    from transformers import AutoModelForCausalLM
-
-    dtype = getattr(torch, method.model_dtype) if cuda else torch.float32
-    kwargs = {"dtype": dtype, "attn_implementation": pick_attention("auto", "cuda" if cuda else "cpu"),
-              "trust_remote_code": spec.trust_remote_code}
-    quantization = method.quantization
-    if quantization:
-        quantization = dict(quantization)
-        if zero3:
-            # ZeRO-3 shards parameters by dtype: 4-bit weights stored as bf16 can be sharded with the rest.
-            quantization["bnb_4bit_quant_storage"] = "bfloat16"
-        kwargs["quantization_config"] = quantization_config(quantization)
-        if not zero3:
-            from accelerate import PartialState
-
-            kwargs["device_map"] = {"": PartialState().local_process_index}  # bitsandbytes quantizes on the GPU
-    model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
-    info = {"model_dtype": str(dtype).replace("torch.", ""), "attn_implementation": model.config._attn_implementation,
-            "quantization": quantization}
-    return model, info
-
-
-class StepTimer(TrainerCallback):
-    """Seconds and tokens of each optimizer step (forward, backward, update), without evaluation or saving."""
-
-    def __init__(self):
-        self.steps: list[tuple[float, int]] = []
-        self._start = None
-        self._tokens = 0
-
-    @property
-    def seconds(self) -> float:
-        return sum(s for s, _ in self.steps)
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        _sync()
-        self._start = time.perf_counter()
-        self._tokens = state.num_input_tokens_seen
-
-    def on_step_end(self, args, state, control, **kwargs):
-        _sync()
-        if self._start is not None:
-            self.steps.append((time.perf_counter() - self._start, state.num_input_tokens_seen - self._tokens))
-        self._start = None
-
-    def steady_state(self) -> dict | None:
-        """Throughput without the first steps (allocator warm-up, kernel selection, DeepSpeed's first buckets)."""
-        skip = min(STEADY_SKIP_STEPS, len(self.steps) // 4)
-        rest = self.steps[skip:]
-        seconds = sum(s for s, _ in rest)
-        if not rest or not seconds:
-            return None
-        durations = sorted(s for s, _ in rest)
-        return {"skipped_first_steps": skip, "steps": len(rest),
-                "tokens_per_second": round(sum(t for _, t in rest) / seconds, 1),
-                "median_step_seconds": round(durations[len(durations) // 2], 4),
-                "mean_tokens_per_step": round(sum(t for _, t in rest) / len(rest), 1)}
-
-
-def _sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 if __name__ == "__main__":

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from medbench.data.loader import KORMEDMCQA_EXAMS
 from medbench.errors import MedbenchError
-from medbench.eval.settings import EvalSettings
 from medbench.options import add_arguments, arg, from_args
 from medbench.overrides import parse_assignments
+from medbench.settings import EvalSettings
 
 HELP = "our 5-shot KorMedMCQA vs lm-eval's built-in kormedmcqa: same model, rows and settings"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from medbench.eval.settings import EvalSettings
 from medbench.options import add_arguments, arg, from_args
 from medbench.overrides import parse_assignments
+from medbench.settings import EvalSettings
 
 HELP = "evaluate MODEL [VARIANT] [PROMPT] on MedQA and KorMedMCQA"
 

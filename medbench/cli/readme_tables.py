@@ -21,7 +21,7 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def settings_table() -> str:
-    from medbench.eval.settings import EvalSettings
+    from medbench.settings import EvalSettings
 
     rows = [[f"`{f.name}`", f"`{'none' if f.default is None else str(f.default).lower() if isinstance(f.default, bool) else f.default}`",
              f.metadata["help"]] for f in dataclasses.fields(EvalSettings)]

@@ -18,13 +18,13 @@ import torch
 from medbench import paths, stats
 from medbench.data.loader import KORMEDMCQA_EXAMS
 from medbench.errors import MedbenchError
-from medbench.eval.settings import EvalSettings
 from medbench.models.loading import load, pick_device
 from medbench.models.registry import resolve
 from medbench.models.variants import plan
 from medbench.records import io, provenance
 from medbench.records.io import claim_dir
 from medbench.records.schema import RunRecord, TaskRecord
+from medbench.settings import EvalSettings
 
 PROMPTS = ("zeroshot", "fewshot", "cot")
 MODES = ("mc", "gen")

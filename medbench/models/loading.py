@@ -9,11 +9,11 @@ from pathlib import Path
 
 import torch
 
-from medbench.eval.settings import EvalSettings
 from medbench.models import awq_convert, embedded
 from medbench.models.registry import ModelSpec, require_local_hub_weights
 from medbench.models.variants import LoadPlan, plan
 from medbench.paths import cache_dir
+from medbench.settings import EvalSettings
 
 
 @dataclass

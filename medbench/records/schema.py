@@ -65,6 +65,7 @@ class RunRecord(TypedDict):
     generation_kwargs: NotRequired[dict | None]
     adapter: NotRequired[str | None]
     quantization: NotRequired[dict | None]
+    awq_route: NotRequired[str | None]  # how an official AWQ checkpoint was made loadable (models/awq_convert.py)
     dtype: NotRequired[str]
     attn_implementation: NotRequired[str]
     sanity_perplexity: NotRequired[float | None]
