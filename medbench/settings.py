@@ -30,6 +30,9 @@ class EvalSettings:
     device: str = arg("auto", help="`cuda` where visible, else `cpu`")
     seed: int = arg(1234, help="lm-eval's seeds (sampling, few-shot order)")
     fast_mc: bool = arg(True, help="one forward pass per question for one-token answers (medbench/eval/fastlm.py)")
+    fast_gen: bool = arg(True, help="greedy generation that stops each answer at its own stop string and refills the "
+                                    "batch, the repetition penalty on the device (medbench/eval/fastgen.py); the same "
+                                    "tokens as batch-1 `generate`")
 
     @classmethod
     def from_overrides(cls, overrides: dict[str, str | object]) -> EvalSettings:

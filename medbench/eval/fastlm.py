@@ -21,9 +21,11 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 from tqdm import tqdm
 
+from medbench.eval.fastgen import FastGenerationMixin  # generation: medbench/eval/fastgen.py (the fast_gen setting)
+
 
 @register_model("medbench-hf")
-class MedbenchLM(HFLM):
+class MedbenchLM(FastGenerationMixin, HFLM):
     def __init__(self, *args, prompt_max_tokens: int = 3500, fast_mc: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         self.prompt_max_tokens = int(prompt_max_tokens)
@@ -35,7 +37,8 @@ class MedbenchLM(HFLM):
     def from_loaded(cls, loaded, settings) -> MedbenchLM:
         """Wrap a medbench.models.loading.Loaded model with the evaluation settings (runner and consistency check)."""
         return cls(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=settings.batch_size,
-                   device=loaded.device, prompt_max_tokens=settings.prompt_max_tokens, fast_mc=settings.fast_mc)
+                   device=loaded.device, prompt_max_tokens=settings.prompt_max_tokens, fast_mc=settings.fast_mc,
+                   fast_gen=settings.fast_gen)
 
     @property
     def max_length(self) -> int:

@@ -1,0 +1,374 @@
+"""Fast greedy generation with the study's settings, token for token what batch-1 `generate` gives.
+
+lm-eval's stock `generate_until` runs `model.generate` on a padded batch: every sequence keeps
+decoding until the *batch's* longest has met its stop string, the stop strings are checked by
+decoding every sequence's last tokens on the host after every token, and the batch is only as
+wide as the `batch_size` setting. Here (the `fast_gen` setting):
+
+* each sequence stops at its own stop string or EOS (the same test as lm-eval's
+  `MultiTokenEOSCriteria`: the stop string inside the decoded last len(stop tokens)+2 generated
+  tokens, or an EOS token id), checked every `check_every` tokens with one device-to-host copy;
+  the tokens decoded past a stop in between are dropped, as stock lm-eval drops its batch's;
+* finished sequences leave the batch at once (their rows of the KV cache are dropped), and when
+  fewer than `refill_below` of the batch are left, the survivors are put back in the queue with
+  what they generated and the next round fills the batch again: a survivor's prompt and tokens
+  so far are prefilled anew (one forward pass), which on a GPU costs far less than decoding steps
+  for a mostly empty batch;
+* the repetition penalty is HF's `RepetitionPenaltyLogitsProcessor` arithmetic (divide a positive
+  logit, multiply a negative one, once per token id seen in the prompt or the generation), applied
+  on the device from a seen-token mask instead of a gather over the whole sequence every step;
+* batches are left-padded with explicit position ids (each sequence at the positions it has
+  alone), and the prefill is split by rows so no forward pass holds more than `prefill_tokens`.
+
+transformers' own continuous batching (`generate_batch`, paged attention) is not used: in 5.24 it
+drops `RepetitionPenaltyLogitsProcessor` (`supports_continuous_batching = False`), so it cannot
+reproduce the study's repetition_penalty 1.5, and it has no stop strings.
+
+Only greedy decoding with at most a repetition penalty is taken here; any other generation
+setting (sampling, beams, another logits processor from the model's generation config) is
+answered by stock lm-eval (`FastGenerationMixin.generate_until` decides). In fp32 the tokens
+equal batch-1 `model.generate` exactly (tests/test_fastgen.py); in bf16 a batch's kernels may
+round differently from batch 1, which can flip a near-tie of the two best logits (the eval bench
+counts those).
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import insort
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+SUPPORTED_GEN_KWARGS = {"do_sample", "repetition_penalty", "temperature"}
+
+
+@dataclass
+class Row:
+    index: int
+    prompt: list[int]
+    budget: int  # new tokens allowed
+    generated: list[int] = field(default_factory=list)
+    done: bool = False
+
+    @property
+    def length(self) -> int:
+        return len(self.prompt) + len(self.generated)
+
+
+@dataclass
+class GenerationStats:
+    rounds: int = 0
+    prefill_tokens: int = 0  # prompt tokens prefilled (survivors count again in each later round)
+    decode_steps: int = 0
+    row_steps: int = 0  # sequence-steps decoded, including tokens dropped after a stop
+    generated_tokens: int = 0  # kept tokens (up to and including each sequence's stop)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class StopChecker:
+    """lm-eval's MultiTokenEOSCriteria test per generated token, plus EOS ids, without decoding every window.
+
+    A stop string can only appear in a decoded window if some token of the window contributes its
+    first character; `_maybe_tokens` lists those tokens (conservatively: any token whose piece or
+    decoding has that character, decodes to nothing, or holds an incomplete byte). Windows without
+    one are skipped; every other window is decoded exactly as lm-eval decodes it.
+    """
+
+    def __init__(self, tokenizer, stops: list[str], eos_ids: set[int]):
+        self.tokenizer = tokenizer
+        self.eos_ids = set(eos_ids)
+        # (stop, window length) exactly as MultiTokenEOSCriteria: len(tokenizer.encode(stop)) + 2
+        self.stops = [(s, len(tokenizer.encode(s, add_special_tokens=False)) + 2) for s in stops]
+        firsts = "".join(sorted({s[0] for s in stops if s}))
+        self.maybe = _maybe_tokens(tokenizer, firsts) if stops and all(stops) else None  # "" stops at once
+
+    def stop_index(self, generated: list[int], start: int) -> int | None:
+        """The first position >= start at which generation stops (the token there is kept), or None."""
+        for j in range(start, len(generated)):
+            if generated[j] in self.eos_ids:
+                return j
+            for stop, width in self.stops:
+                window = generated[max(0, j + 1 - width) : j + 1]
+                if self.maybe is not None and not any(t >= len(self.maybe) or self.maybe[t] for t in window):
+                    continue
+                if stop in self.tokenizer.batch_decode([window])[0]:
+                    return j
+        return None
+
+
+def _maybe_tokens(tokenizer, chars: str) -> np.ndarray:
+    """Token ids that may contribute one of `chars` to a decoded window (computed once per tokenizer)."""
+    memo = tokenizer.__dict__.setdefault("_medbench_stop_tokens", {})
+    if chars in memo:
+        return memo[chars]
+    ids = list(range(len(tokenizer)))
+    decoded = tokenizer.batch_decode([[i] for i in ids], skip_special_tokens=False)
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    special = set(tokenizer.all_special_ids)
+    out = np.zeros(len(ids), dtype=bool)
+    for i, (text, piece) in enumerate(zip(decoded, pieces)):
+        piece = (piece or "").replace("\u2581", " ").replace("\u0120", " ").replace("\u010a", "\n")
+        out[i] = not text or "\ufffd" in text or i in special or any(c in text or c in piece for c in chars)
+    memo[chars] = out
+    return out
+
+
+def eos_token_ids(model, tokenizer) -> set[int]:
+    """The ids `generate` stops on: the generation config's EOS (an int or a list), else the tokenizer's."""
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    if eos is None:
+        return set()
+    return {int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])}
+
+
+def unsupported_processors(model, repetition_penalty: float) -> list[str]:
+    """Logits processors `generate` would add for greedy decoding here, other than the repetition penalty."""
+    from transformers import GenerationConfig
+
+    config = GenerationConfig.from_dict({**_base_generation_config(model), "do_sample": False, "num_beams": 1,
+                                         "repetition_penalty": repetition_penalty, "temperature": None,
+                                         "top_k": None, "top_p": None})
+    processors = model._get_logits_processor(generation_config=config, input_ids_seq_length=1, device="cpu")
+    return [type(p).__name__ for p in processors if type(p).__name__ != "RepetitionPenaltyLogitsProcessor"]
+
+
+def _base_generation_config(model) -> dict:
+    config = getattr(model, "generation_config", None)
+    return config.to_diff_dict() if config is not None else {}
+
+
+def _cache_of(out):
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
+def _concat_caches(caches: list) -> object:
+    """Several prefill caches of the same width, one after another in the batch dimension."""
+    first = caches[0]
+    if len(caches) == 1:
+        return first
+    for i, layer in enumerate(first.layers):
+        layer.keys = torch.cat([c.layers[i].keys for c in caches], dim=0)
+        layer.values = torch.cat([c.layers[i].values for c in caches], dim=0)
+    return first
+
+
+def _penalize(scores: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    if penalty == 1.0:
+        return scores
+    return torch.where(seen, torch.where(scores < 0, scores * penalty, scores / penalty), scores)
+
+
+@torch.inference_mode()
+def generate_greedy(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, stops: list[str], *,
+                    repetition_penalty: float = 1.0, batch_size: int = 8, check_every: int = 8,
+                    refill_below: float = 0.5, prefill_tokens: int = 32768, pad_token_id: int | None = None,
+                    autocast_dtype: torch.dtype | None = None, progress=None) -> tuple[list[list[int]], GenerationStats]:
+    """Greedy continuations of `prompts` (token ids), each cut after its stop (EOS id or stop string) or budget."""
+    start = time.perf_counter()
+    stats = GenerationStats()
+    checker = StopChecker(tokenizer, stops, eos_token_ids(model, tokenizer))
+    pad = pad_token_id if pad_token_id is not None else (tokenizer.pad_token_id or 0)
+    rows = [Row(i, list(p), max_new_tokens) for i, p in enumerate(prompts)]
+    for r in rows:
+        if r.budget <= 0:
+            r.done = True
+    # Longest first, as lm-eval orders them: memory errors surface at once and padding stays small.
+    pending = sorted((r for r in rows if not r.done), key=lambda r: (-r.length, r.index))
+    device = next(model.parameters()).device
+    autocast = torch.autocast(device_type=device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None)
+    with autocast:
+        while pending:
+            batch, pending = pending[:batch_size], pending[batch_size:]
+            survivors = _round(model, batch, checker, stats, repetition_penalty, check_every,
+                               refill_below * len(batch) if pending else 0, prefill_tokens, pad, device, progress)
+            for r in survivors:  # back into the queue, longest first
+                insort(pending, r, key=lambda r: (-r.length, r.index))
+    stats.generated_tokens = sum(len(r.generated) for r in rows)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    stats.seconds = time.perf_counter() - start
+    return [r.generated for r in rows], stats
+
+
+def _round(model, batch: list[Row], checker: StopChecker, stats: GenerationStats, penalty: float, check_every: int,
+           leave_below: float, prefill_tokens: int, pad: int, device, progress) -> list[Row]:
+    """Prefill `batch` (prompt + tokens so far), decode until done or fewer than `leave_below` rows are left."""
+    stats.rounds += 1
+    seqs = [r.prompt + r.generated for r in batch]
+    width = max(len(s) for s in seqs)
+    n = len(batch)
+    ids = torch.full((n, width), pad, dtype=torch.long)
+    mask = torch.zeros((n, width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, width - len(s) :] = torch.tensor(s, dtype=torch.long)
+        mask[i, width - len(s) :] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    stats.prefill_tokens += int(mask.sum())
+    ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
+
+    chunk = max(1, prefill_tokens // width)
+    caches, logits = [], []
+    for lo in range(0, n, chunk):
+        out = model(input_ids=ids[lo : lo + chunk], attention_mask=mask[lo : lo + chunk],
+                    position_ids=positions[lo : lo + chunk], use_cache=True, logits_to_keep=1)
+        caches.append(_cache_of(out))
+        logits.append(out.logits[:, -1, :].to(dtype=torch.float32))
+    cache = _concat_caches(caches)
+    scores = torch.cat(logits)
+    vocab = scores.shape[-1]
+    # Every token id in the prompt and the generation so far (pads excluded), as the penalty sees them.
+    seen = torch.zeros((n, vocab + 1), dtype=torch.bool, device=device)
+    seen.scatter_(1, torch.where(mask.bool(), ids.clamp(max=vocab), vocab), True)
+    seen = seen[:, :vocab]
+    del ids
+    attn = mask
+    pos = positions[:, -1]
+    alive = list(batch)
+    pending_tokens: list[torch.Tensor] = []
+    room = min(r.budget - len(r.generated) for r in alive)  # steps until the first row runs out of budget
+    while True:
+        next_tokens = torch.argmax(_penalize(scores, seen, penalty), dim=-1)
+        pending_tokens.append(next_tokens)
+        seen[torch.arange(len(alive), device=device), next_tokens] = True
+        stats.decode_steps += 1
+        stats.row_steps += len(alive)
+        if len(pending_tokens) >= min(check_every, room):
+            new = torch.stack(pending_tokens, dim=1).tolist()  # the one host sync per check
+            pending_tokens = []
+            keep = []
+            for i, (row, toks) in enumerate(zip(alive, new)):
+                before = len(row.generated)
+                row.generated.extend(toks[: row.budget - before])
+                cut = checker.stop_index(row.generated, before)
+                if cut is not None:
+                    del row.generated[cut + 1 :]
+                if cut is not None or len(row.generated) >= row.budget:
+                    row.done = True
+                    if progress is not None:
+                        progress(1)
+                else:
+                    keep.append(i)
+            if not keep:
+                return []
+            if len(keep) < leave_below:
+                return [alive[i] for i in keep]
+            if len(keep) < len(alive):
+                index = torch.tensor(keep, device=device)
+                cache.batch_select_indices(index)
+                attn, pos, seen, next_tokens = attn[index], pos[index], seen[index], next_tokens[index]
+                alive = [alive[i] for i in keep]
+            room = min(r.budget - len(r.generated) for r in alive)
+        attn = torch.cat([attn, attn.new_ones((len(alive), 1))], dim=1)
+        pos = pos + 1
+        out = model(input_ids=next_tokens[:, None], attention_mask=attn, position_ids=pos[:, None], cache=cache,
+                    use_cache=True, logits_to_keep=1)
+        cache = _cache_of(out)
+        scores = out.logits[:, -1, :].to(dtype=torch.float32)
+
+
+class FastGenerationMixin:
+    """`generate_until` through `generate_greedy` for lm-eval's HF model (MedbenchLM mixes it in before HFLM).
+
+    Requests are grouped by their generation arguments as stock lm-eval groups them; a group that
+    asks for anything but greedy decoding with a repetition penalty goes to stock lm-eval, and so
+    does everything when `fast_gen` is off. Prompts are encoded, truncated and the answers decoded
+    and cut at the stop strings exactly as stock `generate_until` does.
+    """
+
+    fast_gen_check_every = 8
+    fast_gen_refill_below = 0.5
+    fast_gen_prefill_tokens = 32768
+
+    def __init__(self, *args, fast_gen: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fast_gen = fast_gen
+        self.fast_gen_stats: list[dict] = []  # one entry per group generated here
+        self.fast_gen_fallbacks: list[str] = []  # why a group went to stock lm-eval
+        self.last_generated_ids: dict[int, list[int]] = {}  # request index -> kept token ids (the bench compares)
+
+    def generate_until(self, requests, disable_tqdm: bool = False):
+        from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
+        from tqdm import tqdm
+
+        if not self.fast_gen or self.backend != "causal" or self.think_end_token is not None:
+            return super().generate_until(requests, disable_tqdm)
+        self.last_generated_ids = {}
+        groups: dict[str, list[int]] = {}
+        for i, req in enumerate(requests):
+            groups.setdefault(repr(sorted(req.args[1].items())), []).append(i)
+        results: list = [None] * len(requests)
+        eos = self.tok_decode(self.eot_token_id, skip_special_tokens=False)
+        pbar = tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0, desc="Generating (fast_gen)")
+        for indices in groups.values():
+            gen_kwargs = requests[indices[0]].args[1]
+            kwargs = normalize_gen_kwargs(gen_kwargs, self.max_gen_toks)
+            until = handle_stop_sequences(kwargs.pop("until", None), eos=eos)
+            max_gen_toks = kwargs.pop("max_gen_toks")
+            penalty = float(kwargs.get("repetition_penalty", 1.0))
+            reason = self._fast_gen_refusal(kwargs, penalty)
+            if reason:
+                self.fast_gen_fallbacks.append(reason)
+                for i, text in zip(indices, super().generate_until([requests[i] for i in indices], disable_tqdm)):
+                    results[i] = text
+                    pbar.update(1)
+                continue
+            contexts = [requests[i].args[0] for i in indices]
+            prompts = self._fast_gen_encode(contexts, max_gen_toks)
+            start = time.perf_counter()
+            tokens, stats = generate_greedy(
+                self.model, self.tokenizer, prompts, max_gen_toks, until, repetition_penalty=penalty,
+                batch_size=self.batch_size if isinstance(self.batch_size, int) else 8,
+                check_every=self.fast_gen_check_every, refill_below=self.fast_gen_refill_below,
+                prefill_tokens=self.fast_gen_prefill_tokens, pad_token_id=self.tokenizer.pad_token_id,
+                autocast_dtype=self.mixed_precision_dtype, progress=pbar.update)
+            if hasattr(self, "generate_seconds"):  # MedbenchLM's counters for the record
+                self.generate_seconds += time.perf_counter() - start
+                self.generated_tokens += stats.generated_tokens
+            self.fast_gen_stats.append({"requests": len(indices), "max_gen_toks": max_gen_toks, **stats.as_dict()})
+            for i, context, toks in zip(indices, contexts, tokens):
+                self.last_generated_ids[i] = toks
+                text = postprocess_generated_text(self.tok_decode(toks), until, None)
+                results[i] = text
+                self.cache_hook.add_partial("generate_until", (context, requests[i].args[1]), text)
+        pbar.close()
+        return results
+
+    def _fast_gen_refusal(self, kwargs: dict, penalty: float) -> str | None:
+        """Why stock lm-eval must answer these arguments, or None when generate_greedy reproduces them."""
+        extra = sorted(set(kwargs) - SUPPORTED_GEN_KWARGS)
+        if extra:
+            return f"generation arguments {', '.join(extra)}"
+        if kwargs.get("do_sample") or kwargs.get("temperature", 0.0) not in (0.0, None):
+            return "sampling"
+        try:
+            others = unsupported_processors(self.model, penalty)
+        except Exception as e:  # a model whose generate cannot be inspected: stock is the safe answer
+            return f"could not inspect the model's logits processors ({type(e).__name__}: {e})"
+        return f"logits processors {', '.join(others)} from the generation config" if others else None
+
+    def _fast_gen_encode(self, contexts: list[str], max_gen_toks: int) -> list[list[int]]:
+        """Each context's token ids as stock generate_until encodes it in a batch of its own."""
+        from lm_eval.models.utils import has_bos_prefix
+
+        bos = getattr(self.tokenizer, "bos_token", None)
+        out: list = [None] * len(contexts)
+        by_bos: dict[bool, list[int]] = {}
+        for i, c in enumerate(contexts):  # tok_batch_encode decides BOS from the batch's first string
+            by_bos.setdefault(bool(has_bos_prefix(c, bos)), []).append(i)
+        for indices in by_bos.values():
+            for lo in range(0, len(indices), 256):
+                part = indices[lo : lo + 256]
+                ids, mask = self.tok_batch_encode([contexts[i] for i in part],
+                                                  left_truncate_len=self.max_length - max_gen_toks,
+                                                  truncation=self.truncation)
+                for row, i in enumerate(part):
+                    out[i] = ids[row][mask[row].bool()].tolist()
+        return out

@@ -1,0 +1,147 @@
+"""Fast greedy generation (medbench/eval/fastgen.py) against batch-1 `model.generate`, token for token, in fp32.
+
+The reference is what the study's loop and lm-eval at batch size 1 run: `generate` on one unpadded
+prompt, greedy, repetition_penalty 1.5, stopped by lm-eval's own stop-string criteria. The tiny
+Gemma 3 has a sliding window of 16 tokens, shorter than the prompts and generations here.
+"""
+
+import pytest
+import torch
+from lm_eval.models.utils_hf import stop_sequences_criteria
+from lm_eval.tasks import TaskManager
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from medbench.eval.fastgen import StopChecker, generate_greedy, unsupported_processors
+from medbench.eval.fastlm import MedbenchLM
+from medbench.paths import tasks_dir
+
+TEXTS = ["다음 중 옳은 것은? A. 하나 B. 둘 C. 셋\n정답：", "Question: what is the capital of France?\nAnswer:",
+         "hello " * 30, "x", "The patient presents with fever and cough. " * 4, "A 45-year-old man has chest pain."]
+BUDGET = 40
+
+
+@pytest.fixture(autouse=True)
+def one_thread(_offline):
+    # Tiny matrices on a shared 2-core machine: a second thread only waits for the first (10-20x slower).
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_gemma_dir):
+    torch.set_num_threads(1)
+    model = AutoModelForCausalLM.from_pretrained(tiny_gemma_dir, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_gemma_dir)
+    return model, tok, [tok(t)["input_ids"] for t in TEXTS]
+
+
+def batch1_generate(model, tok, prompts, stops, budget=BUDGET, penalty=1.5):
+    out = []
+    for p in prompts:
+        ids = torch.tensor([p])
+        gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_length=len(p) + budget,
+                             stopping_criteria=stop_sequences_criteria(tok, stops, len(p), 1),
+                             pad_token_id=tok.pad_token_id, do_sample=False, repetition_penalty=penalty)
+        out.append(gen[0, len(p):].tolist())
+    return out
+
+
+@pytest.fixture(scope="module")
+def stops_that_fire(tiny):
+    """Stop strings this random model really produces, at different steps in different prompts."""
+    model, tok, prompts = tiny
+    free = batch1_generate(model, tok, prompts, [])
+    stops = []
+    for row, at in ((0, 6), (2, 17), (4, 29)):
+        piece = tok.decode(free[row][at : at + 1])
+        if piece.strip():
+            stops.append(piece)
+    assert len(stops) >= 2
+    return free, stops
+
+
+@pytest.mark.parametrize("batch_size,check_every,refill_below", [(6, 8, 0.5), (4, 3, 0.9), (2, 1, 0.0)])
+def test_same_tokens_as_batch1_generate(tiny, stops_that_fire, batch_size, check_every, refill_below):
+    model, tok, prompts = tiny
+    _, stops = stops_that_fire
+    expected = batch1_generate(model, tok, prompts, stops)
+    lengths = sorted({len(e) for e in expected})
+    assert len(lengths) >= 3 and lengths[0] < BUDGET  # stops fire, at different steps: the case that matters
+    got, stats = generate_greedy(model, tok, prompts, BUDGET, stops, repetition_penalty=1.5, batch_size=batch_size,
+                                 check_every=check_every, refill_below=refill_below)
+    assert got == expected
+    assert stats.generated_tokens == sum(len(e) for e in expected)
+    if batch_size == 4:  # survivors were put back and prefilled again with what they had generated
+        assert stats.rounds > 2
+
+
+def test_eos_and_budget_and_no_penalty(tiny, stops_that_fire):
+    model, tok, prompts = tiny
+    free, _ = stops_that_fire
+    eos_before = model.generation_config.eos_token_id
+    model.generation_config.eos_token_id = [eos_before, free[1][9]]  # an EOS id this model emits in prompt 1
+    try:
+        for penalty in (1.5, 1.0):
+            expected = batch1_generate(model, tok, prompts, ["<eos>"], budget=25, penalty=penalty)
+            got, _ = generate_greedy(model, tok, prompts, 25, ["<eos>"], repetition_penalty=penalty, batch_size=3)
+            assert got == expected
+            if penalty == 1.5:
+                assert len(got[1]) == 10 and got[1][-1] == free[1][9]
+    finally:
+        model.generation_config.eos_token_id = eos_before
+
+
+def test_prefill_split_by_rows_changes_nothing(tiny, stops_that_fire):
+    model, tok, prompts = tiny
+    _, stops = stops_that_fire
+    whole, _ = generate_greedy(model, tok, prompts, BUDGET, stops, repetition_penalty=1.5, batch_size=6)
+    split, _ = generate_greedy(model, tok, prompts, BUDGET, stops, repetition_penalty=1.5, batch_size=6,
+                               prefill_tokens=20)
+    assert split == whole
+
+
+def test_stop_checker_skips_only_windows_that_cannot_stop(tiny):
+    _, tok, _ = tiny
+    checker = StopChecker(tok, ["\n\n", "<eos>"], eos_ids=set())
+    text_ids = tok("Answer: B\n\nQuestion", add_special_tokens=False)["input_ids"]
+    stop = checker.stop_index(text_ids, 0)
+    assert stop is not None and "\n\n" in tok.decode(text_ids[: stop + 1]) and "\n\n" not in tok.decode(text_ids[:stop])
+    # "\n" then "\n" as two tokens, and the EOS token's text: both stop, as lm-eval's criteria do.
+    nl = tok.convert_tokens_to_ids("\n")
+    assert checker.stop_index([5000, nl, nl, 6000], 0) == 2
+    assert checker.stop_index([5000, tok.eos_token_id], 0) == 1
+    # The filter never hides a window that decodes to a stop: check it on every one-token window.
+    unfiltered = StopChecker(tok, ["\n\n", "<eos>"], eos_ids=set())
+    unfiltered.maybe = None
+    for t in range(0, len(tok), 997):
+        assert checker.stop_index([nl, t], 0) == unfiltered.stop_index([nl, t], 0)
+
+
+def test_only_the_repetition_penalty_is_taken(tiny):
+    model, _, _ = tiny
+    assert unsupported_processors(model, 1.5) == []
+    model.generation_config.no_repeat_ngram_size = 3
+    try:
+        assert unsupported_processors(model, 1.5) == ["NoRepeatNGramLogitsProcessor"]
+    finally:
+        model.generation_config.no_repeat_ngram_size = None
+
+
+def test_generate_until_fast_equals_stock_and_batch1(tiny):
+    """The whole lm-eval path on the zero-shot generative tasks: the answers' text is the same three ways."""
+    model, tok, _ = tiny
+    names = ["medbench_kormedmcqa_doctor_gen", "medbench_medqa_usmle_gen"]
+    tasks = TaskManager(include_path=str(tasks_dir()), include_defaults=False).load(names)["tasks"]
+    requests = []
+    for name in names:
+        tasks[name].build_all_requests(limit=3, rank=0, world_size=1)
+        requests += tasks[name].instances
+    for r in requests:  # the study's setting, as the runner passes it
+        r.arguments = (r.arguments[0], {**r.arguments[1], "repetition_penalty": 1.5, "max_gen_toks": 12})
+    fast = MedbenchLM(pretrained=model, tokenizer=tok, batch_size=4, device="cpu")
+    stock = MedbenchLM(pretrained=model, tokenizer=tok, batch_size=4, device="cpu", fast_gen=False)
+    one = MedbenchLM(pretrained=model, tokenizer=tok, batch_size=1, device="cpu", fast_gen=False)
+    got = fast.generate_until(requests)
+    assert fast.fast_gen_stats and not fast.fast_gen_fallbacks
+    assert got == one.generate_until(requests)
+    assert got == stock.generate_until(requests)
+    assert fast.generated_tokens == sum(len(t) for t in fast.last_generated_ids.values())
