@@ -9,6 +9,7 @@ from medbench.options import add_arguments, arg, from_args
 
 MIXES = ("english", "korean", "both")
 DEEPSPEED_CHOICES = ("zero2", "zero3", "none")
+PROFILES = ("study", "fast")
 
 
 @dataclass
@@ -18,8 +19,11 @@ class TrainArguments:
     method: str = arg(positional=True, help="a method in trainers/methods/: full, lora, qlora")
     mix: str = arg("both", choices=MIXES, help="training data: english (MedQA), korean (KorMedMCQA), both (default)")
     cot: bool = arg(False, help="rows that have a chain of thought (`cot`) train on it instead of the bare letter")
-    deepspeed: str = arg("zero2", help=f"{', '.join(DEEPSPEED_CHOICES)} (trainers/deepspeed/) or a JSON file; used "
-                                       f"on CUDA only (default zero2)")
+    deepspeed: str | None = arg(None, help=f"{', '.join(DEEPSPEED_CHOICES)} (trainers/deepspeed/) or a JSON file; used "
+                                              f"on CUDA only (default: the profile's; the study's is zero2)")
+    profile: str = arg("study", choices=PROFILES, help="study: the reference study's recipe (default); fast: packed "
+                                                       "batches, no gradient checkpointing, no DeepSpeed on one GPU "
+                                                       "(trainers/profiles/fast.yaml)")
     gpus: int = arg(1, help="GPUs on this machine (one process each, started through `accelerate launch`)")
     num_machines: int = arg(1, help="machines in a multi-node run (accelerate launch --num_machines)")
     machine_rank: int = arg(0, help="this machine's rank in a multi-node run (0 is the main machine)")

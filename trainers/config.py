@@ -20,6 +20,7 @@ from medbench.models.variants import load_variants
 
 TRAINERS_DIR = Path(__file__).resolve().parent
 METHODS_DIR = TRAINERS_DIR / "methods"
+PROFILES_DIR = TRAINERS_DIR / "profiles"
 DEEPSPEED_DIR = TRAINERS_DIR / "deepspeed"
 DEEPSPEED_CHOICES = ("zero2", "zero3", "none")
 
@@ -174,6 +175,42 @@ def _deep_merge(base: dict, top: dict) -> dict:
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+# --- Profiles ------------------------------------------------------------------------------------
+
+PROFILE_KEYS = {"description", "deepspeed_one_gpu", "deepspeed_several_gpus", "training"}
+STUDY_DEEPSPEED = "zero2"
+# Attention implementations that keep packed sequences apart: flash-attention through TRL's cu_seq_lens,
+# the others through the block-diagonal mask transformers 5.24 builds from restarting position ids.
+PACKING_ATTENTION = ("flash_attention_2", "flash_attention_3", "sdpa", "eager", "flex_attention")
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    training: dict  # SFTConfig arguments merged over the method's
+    deepspeed_one_gpu: str = STUDY_DEEPSPEED
+    deepspeed_several_gpus: str = STUDY_DEEPSPEED
+
+
+def load_profile(name: str, profiles_dir: Path = PROFILES_DIR) -> Profile:
+    """`study` (the method files as they are) or a file in trainers/profiles/."""
+    if name == "study":
+        return Profile("study", "the reference study's recipe (the method file as it is)", {})
+    path = profiles_dir / f"{name}.yaml"
+    if not path.exists():
+        known = ["study", *sorted(p.stem for p in profiles_dir.glob("*.yaml"))]
+        raise TrainError(f"unknown profile {name!r}; choose from {', '.join(known)}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    _known(path, "profile", raw, PROFILE_KEYS)
+    _validate_body(path, {"training": raw.get("training") or {}})
+    for key in ("deepspeed_one_gpu", "deepspeed_several_gpus"):
+        if raw.get(key, STUDY_DEEPSPEED) not in DEEPSPEED_CHOICES:
+            raise TrainError(f"{path}: {key} must be one of {', '.join(DEEPSPEED_CHOICES)}")
+    return Profile(name, raw.get("description", ""), dict(raw.get("training") or {}),
+                   raw.get("deepspeed_one_gpu", STUDY_DEEPSPEED), raw.get("deepspeed_several_gpus", STUDY_DEEPSPEED))
 
 
 # --- DeepSpeed -------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from medbench.errors import MedbenchError
-from medbench.models.loading import base_weights
+from medbench.models.loading import base_weights, pick_attention
 from medbench.models.registry import resolve
 from medbench.models.shapes import RANDOM_MARKER
 from medbench.models.variants import checkpoint_path
@@ -43,6 +43,7 @@ from trainers import record as rec
 from trainers import sft_data
 from trainers.arguments import TrainArguments, parse_args
 from trainers.config import (
+    PACKING_ATTENTION,
     RESERVED_TRAINING_KEYS,
     Method,
     TrainError,
@@ -50,6 +51,7 @@ from trainers.config import (
     deepspeed_path,
     load_deepspeed,
     load_method,
+    load_profile,
     sft_config_fields,
 )
 from trainers.model import load_model, single_process_distributed_env
@@ -137,12 +139,21 @@ def preflight(args: TrainArguments) -> Plan:
         raise TrainError(f"--gpus {args.gpus} needs one process per GPU: run `just train {args.model} {args.method} "
                          f"--gpus {args.gpus} ...`, which starts them")
     training = training_arguments(method, args)
-    ds_path = deepspeed_path(args.deepspeed)
+    profile = load_profile(args.profile)
+    choice = args.deepspeed or (profile.deepspeed_one_gpu if world_size == 1 else profile.deepspeed_several_gpus)
+    ds_path = deepspeed_path(choice)
     ds_config = None
     if ds_path is not None:  # checked on CPU too, against the arguments a GPU run would use
         ds_config = load_deepspeed(ds_path)
         check_deepspeed(ds_path, ds_config, training, world_size)
     notes = []
+    if profile.name != "study":
+        notes.append(f"profile {profile.name}: {profile.description} (trainers/profiles/{profile.name}.yaml)")
+    if training.get("packing") or training.get("padding_free"):
+        attention = pick_attention("auto", "cuda" if cuda else "cpu")
+        if attention not in PACKING_ATTENTION:
+            raise TrainError(f"packed batches need attention that keeps the packed examples apart "
+                             f"({', '.join(PACKING_ATTENTION)}); this run would use {attention}")
     if spec.path and (Path(spec.path) / RANDOM_MARKER).exists():
         notes.append(f"random-init weights ({RANDOM_MARKER}): the run measures speed and memory, not learning")
     if not cuda:
@@ -237,8 +248,8 @@ def _sft_config_class():
 
 
 def training_arguments(method: Method, args: TrainArguments) -> dict:
-    """The method's SFTConfig arguments, then --set, --epochs, --max-steps (as a GPU run uses them)."""
-    training = dict(method.training)
+    """The method's SFTConfig arguments, the profile's over them, then --set, --epochs, --max-steps (as a GPU run uses them)."""
+    training = {**method.training, **load_profile(args.profile).training}
     allowed = sft_config_fields() - RESERVED_TRAINING_KEYS
     for item in args.set:
         if "=" not in item:
