@@ -13,6 +13,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from medbench import paths
 from medbench.data.loader import load_rows
 from trainers import sft, sft_data
 from trainers.arguments import parse_args
@@ -95,6 +96,7 @@ def test_fast_profile_arguments_and_the_study_left_alone(tiny_gemma_dir, few_exa
                                                                                                        False)
     assert t["learning_rate"] == study.training["learning_rate"] and t["num_train_epochs"] == 3
     assert fast.ds_path is None and fast.notes[0].startswith("profile fast:")
+    assert fast.output_dir.name == study.output_dir.name + "-fast"  # beside the study's checkpoint
     # An explicit choice wins over the profile's; --set wins over the profile's arguments.
     assert _plan(tiny_gemma_dir, "--profile", "fast", "--deepspeed", "zero2").ds_path.name == "zero2.json"
     assert _plan(tiny_gemma_dir, "--profile", "fast", "--set", "gradient_checkpointing=true").training[
@@ -114,9 +116,11 @@ def test_a_fast_profile_run_trains_and_records_it(tiny_gemma_dir, few_examples, 
     record = sft.train(parse_args([str(tiny_gemma_dir), "full", "--mix", "korean", "--profile", "fast", "--max-steps",
                                    "3", "--set", "per_device_train_batch_size=1", "--set", "logging_steps=1",
                                    "--set", "learning_rate=1e-3", "--output-dir", str(tmp_path / "out")]))
-    assert record["steps"] == 3 and record["training_arguments"]["packing"] is True
+    assert record["steps"] == 3 and record["training_arguments"]["packing"] is True and record["profile"] == "fast"
     assert record["notes"][0].startswith("profile fast:") and record["deepspeed"] is None
     # One packed row of all four examples a step, no padding: each step trains every token of the four.
     per_step = record["tokens_trained"] / 3
     assert per_step == pytest.approx(ROWS * record["data"]["train_lengths"]["mean_tokens"], abs=1)
     assert 0 < record["final_train_loss"] < 20
+    published = paths.results_dir() / "train" / f"{record['model']}-full-fast.json"  # beside the study's, not over it
+    assert published.exists() and not published.with_name(f"{record['model']}-full.json").exists()

@@ -6,7 +6,8 @@
 bf16 autocast, sdpa, a fixed batch of 8 x 512 random tokens, no gradient checkpointing, no DeepSpeed.
 Every other configuration is `just train MODEL METHOD --max-steps N` on the real training mix, exactly
 as a user runs it (DeepSpeed ZeRO-2, gradient checkpointing, batch 8), or with one thing changed
-(CONFIGS below; `full-plain` turns off both DeepSpeed and gradient checkpointing). `NAME@G` runs NAME on G GPUs. Each runs in its own process, so each has its own CUDA
+(CONFIGS below; `full-plain` turns off both DeepSpeed and gradient checkpointing; `fast` is
+`--profile fast`: packed rows, no gradient checkpointing, no DeepSpeed on one GPU). `NAME@G` runs NAME on G GPUs. Each runs in its own process, so each has its own CUDA
 context and memory peak; throughput is the steady state (trainers/sft.py drops the first steps).
 The record (results/bench/) is rewritten after every configuration: a run cut short keeps what it
 measured, and the next run with the same model, steps, GPU, git sha and packages measures only the rest
@@ -42,8 +43,17 @@ CONFIGS = {
     "lora": ("lora", []),
     "lora-no-gc": ("lora", ["--set", "gradient_checkpointing=false"]),
     "qlora": ("qlora", []),
+    # The fast profile (trainers/profiles/fast.yaml: packed batches, no gradient checkpointing, no DeepSpeed on
+    # one GPU, up to 4,096 tokens a step), and it with one thing changed.
+    "fast": ("full", ["--profile", "fast"]),
+    "full-packed": ("full", ["--set", "packing=true", "--set", "eval_packing=false"]),  # packing alone, study otherwise
+    "fast-gc": ("full", ["--profile", "fast", "--set", "gradient_checkpointing=true"]),
+    "fast-8rows": ("full", ["--profile", "fast", "--set", "per_device_train_batch_size=8"]),  # up to 8,192 tokens
+    # torch.compile; rows padded to a multiple of 1,024 tokens so that few shapes compile
+    "fast-compile": ("full", ["--profile", "fast", "--set", "torch_compile=true", "--set", "pad_to_multiple_of=1024"]),
+    "lora-fast": ("lora", ["--profile", "fast"]),
 }
-DEFAULT_CONFIGS = "reference,full,full-no-gc,full-no-deepspeed,full-zero3,lora,qlora"
+DEFAULT_CONFIGS = "reference,full,fast,full-no-gc,full-no-deepspeed,full-zero3,lora,lora-fast,qlora"
 # Set by a launcher; a multi-GPU child gets them from accelerate, a single-GPU child from trainers/sft.py.
 DISTRIBUTED_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 

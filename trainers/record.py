@@ -96,7 +96,7 @@ def build_record(args, plan, data, trainer, timer, train_output, eval_metrics: d
     curve = loss_curve(state.log_history, plan.output_dir / "loss_curve.png", f"{plan.spec.alias} {plan.method.name}")
     return {
         "model": plan.spec.alias, "model_source": data.base, "params_b": plan.spec.params_b,
-        "method": plan.method.name, "method_config": plan.method.as_dict(),
+        "method": plan.method.name, "method_config": plan.method.as_dict(), "profile": args.profile,
         "training_arguments": plan.training, "output_dir": str(plan.output_dir), "created": prov["created"],
         "data": {
             "mix": args.mix, "cot": args.cot, "sources": data.sources, "eval_sources": data.eval_sources,

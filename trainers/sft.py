@@ -162,6 +162,8 @@ def preflight(args: TrainArguments) -> Plan:
                      + (f", without DeepSpeed ({ds_path.name} was checked, not used)" if ds_path else ""))
         print(f"medbench train: {notes[-1]}", file=sys.stderr)
     output_dir = Path(args.output_dir) if args.output_dir else checkpoint_path(spec.alias, method.name)
+    if profile.name != "study" and not args.output_dir:  # beside the study's checkpoint, never over it
+        output_dir = output_dir.with_name(f"{output_dir.name}-{profile.name}")
     return Plan(spec=spec, method=method, training=training, ds_path=ds_path, ds_config=ds_config,
                 use_deepspeed=ds_path is not None and cuda, cuda=cuda, output_dir=output_dir, notes=notes)
 
@@ -228,7 +230,9 @@ def publish(record: dict, output_dir: Path) -> None:
     write_json(output_dir / TRAIN_RECORD, record)
     published = results_dir() / "train"
     published.mkdir(parents=True, exist_ok=True)
-    stem = f"{record['model']}-{record['method']}"
+    # A profile other than the study's is published beside the study's record, never over it.
+    profile = record.get("profile", "study")
+    stem = f"{record['model']}-{record['method']}" + (f"-{profile}" if profile != "study" else "")
     if record.get("loss_curve") and (output_dir / LOSS_CURVE).exists():
         shutil.copyfile(output_dir / LOSS_CURVE, published / f"{stem}-loss.png")
     write_json(published / f"{stem}.json", record)

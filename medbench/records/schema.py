@@ -76,7 +76,7 @@ class RunRecord(TypedDict):
 
 
 class TrainRecord(TypedDict):
-    """checkpoints/<alias>-<method>/train_record.json, copied to results/train/<alias>-<method>.json"""
+    """checkpoints/<alias>-<method>/train_record.json, copied to results/train/<alias>-<method>[-<profile>].json"""
 
     model: str
     method: str
@@ -97,6 +97,7 @@ class TrainRecord(TypedDict):
     params_b: NotRequired[float | None]
     model_source: NotRequired[str]
     method_config: NotRequired[dict]
+    profile: NotRequired[str]  # `just train --profile`: study (the default) or fast (trainers/profiles/)
     training_arguments: NotRequired[dict]
     output_dir: NotRequired[str]
     data: NotRequired[dict]

@@ -33,7 +33,8 @@ def finetune_table(results_dir: Path) -> str | None:
     for path, r in runs:
         steady = r.get("steady_state") or {}
         deepspeed = Path((r.get("deepspeed") or {}).get("file") or "none").stem
-        body.append([f"`{path.name}`", r["model"], r["method"], r["data"]["mix"], r["examples"], r["steps"],
+        method = r["method"] + (f" --profile {r['profile']}" if r.get("profile", "study") != "study" else "")
+        body.append([f"`{path.name}`", r["model"], method, r["data"]["mix"], r["examples"], r["steps"],
                      num(r.get("epochs"), ".2f"), f"{deepspeed} x{r.get('gpus', 1)}",
                      num(steady.get("tokens_per_second") or r.get("train_tokens_per_second"), ".0f"),
                      _mfu_pct(steady.get("mfu") if steady else r.get("mfu")),
