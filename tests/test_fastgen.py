@@ -109,11 +109,13 @@ def test_stop_checker_skips_only_windows_that_cannot_stop(tiny):
     nl = tok.convert_tokens_to_ids("\n")
     assert checker.stop_index([5000, nl, nl, 6000], 0) == 2
     assert checker.stop_index([5000, tok.eos_token_id], 0) == 1
-    # The filter never hides a window that decodes to a stop: check it on every one-token window.
+    # The filter never hides a window that decodes to a stop: windows of tokens across the whole vocabulary.
     unfiltered = StopChecker(tok, ["\n\n", "<eos>"], eos_ids=set())
     unfiltered.maybe = None
-    for t in range(0, len(tok), 997):
-        assert checker.stop_index([nl, t], 0) == unfiltered.stop_index([nl, t], 0)
+    for t in [*range(0, len(tok), 97), *tok.all_special_ids, *range(200, 300)]:  # 200-300: byte tokens
+        for window in ([t], [t, t], [nl, t], [t, 5000]):
+            assert checker.stop_index(window, 0) == unfiltered.stop_index(window, 0), window
+    assert checker.maybe[nl] and not checker.maybe[5000]
 
 
 def test_only_the_repetition_penalty_is_taken(tiny):

@@ -1,9 +1,11 @@
-"""`medbench bench quant|train`: benchmarks that print ratios measured side by side in one run (GPU).
+"""`medbench bench quant|train|eval`: benchmarks that print ratios measured side by side in one run.
 
 `quant` (medbench/models/bench_quant.py): one forward pass of a random-init model at a registry
 shape in bf16 and in the `bnb` variant's NF4. `train` (trainers/bench.py): `just train` per method,
-and with one setting changed at a time, beside a plain PyTorch training step.
-Records go to results/bench/ with the GPU named.
+and with one setting changed at a time, beside a plain PyTorch training step. `eval`
+(medbench/eval/bench.py): our `mc` and `gen`/`cot` paths beside stock lm-eval and the simplest
+loops on the same model and questions, with answer agreement (runs on CPU too, with --limit).
+Records go to results/bench/ with the GPU (or CPU) named.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from medbench.errors import MedbenchError
 from medbench.options import add_arguments, arg, from_args
 from medbench.paths import results_dir
 
-HELP = "benchmarks printing side-by-side ratios (GPU): quant (bf16 vs NF4), train (speed per method)"
+HELP = ("benchmarks printing side-by-side ratios: quant (bf16 vs NF4), train (speed per method), eval (our scoring "
+        "and generation vs stock lm-eval)")
 
 
 @dataclass
@@ -39,6 +42,20 @@ class TrainBenchArguments:
                                   "the same machine and code)")
 
 
+@dataclass
+class EvalBenchArguments:
+    model: str = arg("gemma3-270m", help="registry alias, local model directory or hub id")
+    variant: str = arg("base", help="a variant in medbench/models/variants.yaml")
+    modes: str = arg("mc,gen,cot", help="comma separated: mc (zero-shot letters), gen (zero-shot generation), cot "
+                                        "(5-shot chain of thought)")
+    limit: int | None = arg(None, help="questions per task, every method (default: all)")
+    baseline_limit: int | None = arg(None, help="questions per task for stock lm-eval's generate_until (default: "
+                                                "--limit; 0 skips it)")
+    study_limit: int = arg(20, help="questions per task for the study's batch-1 loop (0 skips it)")
+    batch_size: int = arg(64, help="questions per batch for every batched method")
+    device: str = arg("auto", help="cuda where visible, else cpu")
+
+
 def make_parser(sub) -> None:
     p = sub.add_parser("bench", help=HELP, description=__doc__)
     kinds = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
@@ -46,12 +63,16 @@ def make_parser(sub) -> None:
                   QuantBenchArguments)
     add_arguments(kinds.add_parser("train", help="training tokens/s, MFU and memory per method, beside a plain "
                                                  "PyTorch step"), TrainBenchArguments)
+    add_arguments(kinds.add_parser("eval", help="our mc and gen/cot paths vs stock lm-eval and the simplest loops: "
+                                                "questions/s, tokens/s, memory, identical answers"), EvalBenchArguments)
 
 
 def run(args) -> int:
     out_dir = results_dir() / "bench"
     if args.bench == "train":
         return bench_train(from_args(TrainBenchArguments, args), out_dir)
+    if args.bench == "eval":
+        return bench_eval(from_args(EvalBenchArguments, args), out_dir)
     from medbench.models.bench_quant import bench_quant
     from medbench.records.io import write_json
 
@@ -89,5 +110,27 @@ def bench_train(opts: TrainBenchArguments, out_dir: Path) -> int:
         out = out_dir / f"train-{name}-{gpu}{f'-x{gpus}' if gpus > 1 else ''}.json"
         result = bench.bench_train(model_dir, parsed, opts.steps, out, opts.fresh)
     print(bench.table(result))
+    print(f"wrote {out}")
+    return 0
+
+
+def bench_eval(opts: EvalBenchArguments, out_dir: Path) -> int:
+    from medbench.eval import bench
+    from medbench.records.io import write_json
+
+    modes = tuple(m.strip() for m in opts.modes.split(",") if m.strip())
+    unknown = sorted(set(modes) - set(bench.MODES))
+    if unknown or not modes:
+        raise MedbenchError(f"--modes: unknown {', '.join(unknown) or '(none given)'}; choose from "
+                            f"{', '.join(bench.MODES)}")
+    result = bench.bench_eval(bench.EvalBenchOptions(
+        model=opts.model, variant=opts.variant, modes=modes, limit=opts.limit, baseline_limit=opts.baseline_limit,
+        study_limit=opts.study_limit, batch_size=opts.batch_size, device=opts.device))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = result["device"].replace("cpu: ", "cpu-").replace(" ", "-").replace("/", "-")
+    name = f"eval-{opts.model.replace('/', '--')}-{'+'.join(modes)}{f'-limit{opts.limit}' if opts.limit else ''}"
+    out = out_dir / f"{name}-{device}.json"
+    write_json(out, result)
+    print(bench.markdown_table(result))
     print(f"wrote {out}")
     return 0

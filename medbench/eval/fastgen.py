@@ -38,7 +38,6 @@ import time
 from bisect import insort
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 SUPPORTED_GEN_KWARGS = {"do_sample", "repetition_penalty", "temperature"}
@@ -94,28 +93,43 @@ class StopChecker:
                 return j
             for stop, width in self.stops:
                 window = generated[max(0, j + 1 - width) : j + 1]
-                if self.maybe is not None and not any(t >= len(self.maybe) or self.maybe[t] for t in window):
+                if self.maybe is not None and not any(self.maybe[t] for t in window):
                     continue
                 if stop in self.tokenizer.batch_decode([window])[0]:
                     return j
         return None
 
 
-def _maybe_tokens(tokenizer, chars: str) -> np.ndarray:
-    """Token ids that may contribute one of `chars` to a decoded window (computed once per tokenizer)."""
-    memo = tokenizer.__dict__.setdefault("_medbench_stop_tokens", {})
-    if chars in memo:
-        return memo[chars]
-    ids = list(range(len(tokenizer)))
-    decoded = tokenizer.batch_decode([[i] for i in ids], skip_special_tokens=False)
-    pieces = tokenizer.convert_ids_to_tokens(ids)
-    special = set(tokenizer.all_special_ids)
-    out = np.zeros(len(ids), dtype=bool)
-    for i, (text, piece) in enumerate(zip(decoded, pieces)):
+class _MaybeTokens(dict):
+    """token id -> whether it may contribute one of `chars` to a decoded window, decided on first sight.
+
+    Conservative: the token's decoding or its vocabulary piece has one of the characters, or it decodes
+    to nothing, holds an incomplete byte, or is a special token. Generations meet a few thousand
+    distinct tokens, so this costs a few milliseconds where deciding the whole vocabulary costs seconds.
+    """
+
+    def __init__(self, tokenizer, chars: str):
+        super().__init__()
+        self.tokenizer, self.chars = tokenizer, chars
+        self.special = set(tokenizer.all_special_ids)
+
+    def __missing__(self, token: int) -> bool:
+        tok = self.tokenizer
+        text = tok.decode([token], skip_special_tokens=False)
+        piece = tok.convert_ids_to_tokens(token) if 0 <= token < len(tok) else None
         piece = (piece or "").replace("\u2581", " ").replace("\u0120", " ").replace("\u010a", "\n")
-        out[i] = not text or "\ufffd" in text or i in special or any(c in text or c in piece for c in chars)
-    memo[chars] = out
-    return out
+        value = (piece == "" or not text or "\ufffd" in text or token in self.special
+                 or any(c in text or c in piece for c in self.chars))
+        self[token] = value
+        return value
+
+
+def _maybe_tokens(tokenizer, chars: str) -> _MaybeTokens:
+    """One memo per tokenizer and set of first characters, kept on the tokenizer for the process."""
+    memo = tokenizer.__dict__.setdefault("_medbench_stop_tokens", {})
+    if chars not in memo:
+        memo[chars] = _MaybeTokens(tokenizer, chars)
+    return memo[chars]
 
 
 def eos_token_ids(model, tokenizer) -> set[int]:

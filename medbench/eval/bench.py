@@ -1,0 +1,410 @@
+"""`just bench eval`: our evaluation paths beside stock lm-eval and the simplest loops, side by side in one process.
+
+Same model (one load), same questions, same machine, same batch size:
+
+    mc    medbench   MedbenchLM.loglikelihood (the `mc` runs' path, medbench/eval/fastlm.py)
+          stock_hf   lm-eval's own HFLM.loglikelihood on the same model object
+          plain      a one-forward letter scorer in a few lines: length-sorted left-padded batches,
+                     logits_to_keep=1, the answer letters' logits gathered on the device
+    gen   medbench   MedbenchLM.generate_until with fast_gen (medbench/eval/fastgen.py)
+    cot   stock_hf   lm-eval's HFLM.generate_until (HF generate on padded batches)
+          study      the study's loop: one question at a time, HF generate, greedy, repetition_penalty
+                     1.5, stopped by lm-eval's own stop-string criteria
+
+Answers are compared question by question: `mc` by the chosen letter (where they differ, the gap
+between the reference's two best letters says whether it was a near-tie); `gen`/`cot` by the
+generated token ids against the study's loop (where they differ, the gap between the two best
+penalized logits at the first differing token) and by the answer text against stock lm-eval.
+The slow baselines can run on the first questions only (`--baseline-limit`, `--study-limit`); every
+ratio is computed on the questions both sides answered, and our path's numbers on all questions are
+reported beside. Records go to results/bench/eval-<model>-<modes>-<device>.json.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+import torch
+
+from medbench.records import provenance
+
+MODES = ("mc", "gen", "cot")
+PROMPT_OF_MODE = {"mc": ("zeroshot", "mc"), "gen": ("zeroshot", "gen"), "cot": ("cot", "gen")}
+
+
+@dataclass
+class EvalBenchOptions:
+    model: str = "gemma3-270m"
+    variant: str = "base"
+    modes: tuple[str, ...] = MODES
+    limit: int | None = None  # questions per task, every method
+    baseline_limit: int | None = None  # questions per task for stock lm-eval (default: limit)
+    study_limit: int | None = 20  # questions per task for the batch-1 study loop (0: skip)
+    batch_size: int = 64  # mc and the batched generators
+    device: str = "auto"
+
+
+def _sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+class _Meter:
+    """Seconds and peak GPU memory of one measured block (peak RSS of the process on CPU, not per block)."""
+
+    def __enter__(self):
+        _sync()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        _sync()
+        self.seconds = time.perf_counter() - self.start
+        self.peak_gib = round(torch.cuda.max_memory_allocated() / 2**30, 3) if torch.cuda.is_available() else None
+
+
+def _instances(prompt: str, mode: str, limit: int | None, gen_kwargs: dict | None) -> list:
+    from lm_eval.tasks import TaskManager
+
+    from medbench import paths
+    from medbench.eval.runner import task_names
+
+    names = task_names(prompt, mode, [])
+    tasks = TaskManager(include_path=str(paths.tasks_dir()), include_defaults=False).load(names)["tasks"]
+    out = []
+    for name in names:
+        tasks[name].build_all_requests(limit=limit, rank=0, world_size=1)
+        for inst in tasks[name].instances:
+            if gen_kwargs is not None:  # as simple_evaluate(gen_kwargs=...) updates each task's
+                inst.arguments = (inst.arguments[0], {**inst.arguments[1], **gen_kwargs})
+            out.append(inst)
+    return out
+
+
+def _first_questions(instances: list, per_task: int | None) -> list:
+    """The instances of the first `per_task` questions of each task."""
+    if per_task is None:
+        return instances
+    kept: dict[str, set] = defaultdict(set)
+    out = []
+    for inst in instances:
+        ids = kept[inst.task_name]
+        if inst.doc_id in ids or len(ids) < per_task:
+            ids.add(inst.doc_id)
+            out.append(inst)
+    return out
+
+
+# --- mc -----------------------------------------------------------------------------------------------
+
+def _questions(instances: list) -> dict[tuple, list[int]]:
+    by_q: dict[tuple, list[int]] = defaultdict(list)
+    for i, inst in enumerate(instances):
+        by_q[(inst.task_name, inst.doc_id)].append(i)
+    return by_q
+
+
+def _choices(scores: list[float], by_q: dict) -> dict[tuple, int]:
+    return {q: max(range(len(idx)), key=lambda k: scores[idx[k]]) for q, idx in by_q.items()}
+
+
+@torch.inference_mode()
+def plain_letter_scores(model, encode_pair, instances: list, batch_size: int, prompt_max_tokens: int,
+                        pad_id: int) -> list[float]:
+    """The one-forward scorer: each question's answer-letter logits from one forward pass of its context."""
+    device = next(model.parameters()).device
+    by_ctx: dict[tuple, list[tuple[int, int]]] = defaultdict(list)
+    for i, inst in enumerate(instances):
+        ctx, cont = encode_pair(*inst.args)
+        by_ctx[tuple(ctx[-prompt_max_tokens:])].append((i, cont[0]))
+    contexts = sorted(by_ctx, key=len, reverse=True)
+    out = [0.0] * len(instances)
+    for lo in range(0, len(contexts), batch_size):
+        batch = contexts[lo : lo + batch_size]
+        width = len(batch[0])
+        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, ctx in enumerate(batch):
+            ids[row, width - len(ctx) :] = torch.tensor(ctx)
+            mask[row, width - len(ctx) :] = 1
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                       position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(device), logits_to_keep=1).logits[:, -1]
+        rows = [row for row, ctx in enumerate(batch) for _ in by_ctx[ctx]]
+        letters = [tok for ctx in batch for _, tok in by_ctx[ctx]]
+        picked = logits[torch.tensor(rows, device=device), torch.tensor(letters, device=device)].float().tolist()
+        for (i, _), value in zip((p for ctx in batch for p in by_ctx[ctx]), picked):
+            out[i] = value
+    return out
+
+
+def bench_mc(model, tokenizer, opts: EvalBenchOptions, settings) -> dict:
+    from lm_eval.models.huggingface import HFLM
+
+    from medbench.eval.fastlm import MedbenchLM
+
+    instances = _instances("zeroshot", "mc", opts.limit, None)
+    by_q = _questions(instances)
+    ours = MedbenchLM(pretrained=model, tokenizer=tokenizer, batch_size=opts.batch_size,
+                      prompt_max_tokens=settings.prompt_max_tokens)
+    stock = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=opts.batch_size)
+    methods, scores = {}, {}
+    runs = [("medbench", lambda: [s for s, _ in ours.loglikelihood(instances, disable_tqdm=True)]),
+            ("stock_hf", lambda: [s for s, _ in stock.loglikelihood(instances, disable_tqdm=True)]),
+            ("plain", lambda: plain_letter_scores(model, stock._encode_pair, instances, opts.batch_size,
+                                                  settings.prompt_max_tokens, tokenizer.pad_token_id or 0))]
+    warm = instances[: min(len(instances), 2 * opts.batch_size)]
+    for name, fn in runs:
+        _warm_up(name, ours, stock, model, tokenizer, warm, opts, settings)
+        with _Meter() as m:
+            scores[name] = fn()
+        methods[name] = {"questions": len(by_q), "seconds": round(m.seconds, 3),
+                         "questions_per_second": round(len(by_q) / m.seconds, 2), "peak_gpu_gib": m.peak_gib}
+    chosen = {name: _choices(s, by_q) for name, s in scores.items()}
+    same = {}
+    for name in ("stock_hf", "plain"):
+        differ = [q for q in by_q if chosen[name][q] != chosen["medbench"][q]]
+        gaps = []
+        for q in differ:  # the reference's (stock lm-eval's) gap between its two best letters
+            ref = sorted((scores["stock_hf"][i] for i in by_q[q]), reverse=True)
+            gaps.append(round(ref[0] - ref[1], 6))
+        same[name] = {"questions": len(by_q), "different": len(differ), "reference_top2_gaps": gaps}
+    base = methods["stock_hf"]["seconds"]
+    return {"tasks": sorted({i.task_name for i in instances}), "questions": len(by_q), "methods": methods,
+            "same_answer_as_medbench": same,
+            "speedup_over_stock_hf": {k: round(base / v["seconds"], 2) for k, v in methods.items()}}
+
+
+def _warm_up(name, ours, stock, model, tokenizer, warm, opts, settings) -> None:
+    """One untimed pass over a few questions: lazy initialisation and kernel selection are not measured."""
+    if name == "medbench":
+        ours.loglikelihood(warm, disable_tqdm=True)
+    elif name == "stock_hf":
+        stock.loglikelihood(warm, disable_tqdm=True)
+    else:
+        plain_letter_scores(model, stock._encode_pair, warm, opts.batch_size, settings.prompt_max_tokens,
+                            tokenizer.pad_token_id or 0)
+
+
+def _short(instances: list, n: int = 2, tokens: int = 4) -> list:
+    """Copies of the first requests with a tiny generation budget, for warming up."""
+    out = []
+    for inst in instances[:n]:
+        c = copy.copy(inst)
+        c.arguments = (inst.arguments[0], {**inst.arguments[1], "max_gen_toks": tokens})
+        out.append(c)
+    return out
+
+
+# --- gen / cot ----------------------------------------------------------------------------------------
+
+def _stock_generator(model, tokenizer, batch_size: int):
+    """lm-eval's HFLM, counting the tokens its batches generate (kept up to each stop, and in all)."""
+    from lm_eval.models.huggingface import HFLM
+
+    class CountingHFLM(HFLM):
+        generated_all = 0
+
+        def _model_generate(self, context, max_length, stop, **kwargs):
+            out = super()._model_generate(context, max_length, stop, **kwargs)
+            new = out[:, context.shape[1] :]
+            pad = self.tokenizer.pad_token_id
+            self.generated_all += int((new != pad).sum()) if pad is not None else new.numel()
+            return out
+
+    return CountingHFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+
+
+@torch.inference_mode()
+def study_loop(model, tokenizer, prompts: list[list[int]], max_new: int, stops: list[str], penalty: float) -> list:
+    """The study's generation: one prompt at a time through HF generate, greedy, the repetition penalty."""
+    from lm_eval.models.utils_hf import stop_sequences_criteria
+
+    device = next(model.parameters()).device
+    out = []
+    for p in prompts:
+        ids = torch.tensor([p], device=device)
+        gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new,
+                             stopping_criteria=stop_sequences_criteria(tokenizer, stops, len(p), 1),
+                             pad_token_id=tokenizer.pad_token_id, do_sample=False, repetition_penalty=penalty)
+        out.append(gen[0, len(p) :].tolist())
+    return out
+
+
+@torch.inference_mode()
+def top2_gap(model, prompt: list[int], prefix: list[int], penalty: float) -> float:
+    """Gap between the two best penalized logits after prompt + prefix, batch 1 (how near a tie a difference was)."""
+    from medbench.eval.fastgen import _penalize
+
+    device = next(model.parameters()).device
+    seq = prompt + prefix
+    logits = model(input_ids=torch.tensor([seq], device=device), logits_to_keep=1).logits[0, -1].float()
+    seen = torch.zeros_like(logits, dtype=torch.bool)
+    seen[torch.tensor(sorted(set(seq)), device=device)] = True
+    top = torch.topk(_penalize(logits[None], seen[None], penalty)[0], 2).values.tolist()
+    return round(top[0] - top[1], 6)
+
+
+def bench_gen(model, tokenizer, mode: str, opts: EvalBenchOptions, settings) -> dict:
+    from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
+
+    from medbench.eval.fastgen import StopChecker, eos_token_ids
+    from medbench.eval.fastlm import MedbenchLM
+
+    prompt, task_mode = PROMPT_OF_MODE[mode]
+    instances = _instances(prompt, task_mode, opts.limit, settings.generation_kwargs())
+    ours = MedbenchLM(pretrained=model, tokenizer=tokenizer, batch_size=opts.batch_size,
+                      prompt_max_tokens=settings.prompt_max_tokens, fast_gen=True)
+    ours.generate_until(_short(instances), disable_tqdm=True)
+    with _Meter() as m:
+        texts = ours.generate_until(instances, disable_tqdm=True)
+    ids = ours.last_generated_ids
+    methods = {"medbench": _gen_row(len(instances), m, sum(len(t) for t in ids.values()))}
+    methods["medbench"]["fast_gen"] = ours.fast_gen_stats
+    out = {"tasks": sorted({i.task_name for i in instances}), "questions": len(instances), "methods": methods,
+           "fallbacks": ours.fast_gen_fallbacks}
+
+    baseline_n = opts.limit if opts.baseline_limit is None else opts.baseline_limit
+    if baseline_n != 0:
+        subset = _first_questions(instances, baseline_n)
+        index = {id(inst): i for i, inst in enumerate(instances)}
+        stock = _stock_generator(model, tokenizer, opts.batch_size)
+        stock.generate_until(_short(subset), disable_tqdm=True)
+        stock.generated_all = 0
+        with _Meter() as m:
+            stock_texts = stock.generate_until(subset, disable_tqdm=True)
+        kept = sum(len(ids[index[id(inst)]]) for inst in subset)  # the same answers' tokens, where they agree
+        methods["stock_hf"] = _gen_row(len(subset), m, kept)
+        methods["stock_hf"]["generated_tokens_all"] = stock.generated_all
+        ours_subset_seconds = _ours_on(model, tokenizer, subset, opts, settings)
+        methods["medbench_on_stock_questions"] = _gen_row(len(subset), ours_subset_seconds, kept)
+        differ = [k for k, inst in enumerate(subset) if stock_texts[k] != texts[index[id(inst)]]]
+        out["same_text_as_stock_hf"] = {"questions": len(subset), "different": len(differ)}
+        out["speedup_over_stock_hf"] = round(m.seconds / ours_subset_seconds.seconds, 2)
+
+    if opts.study_limit:
+        subset = _first_questions(instances, opts.study_limit)
+        index = {id(inst): i for i, inst in enumerate(instances)}
+        kwargs = normalize_gen_kwargs(subset[0].args[1], ours.max_gen_toks)
+        eos = ours.tok_decode(ours.eot_token_id, skip_special_tokens=False)
+        until = handle_stop_sequences(kwargs.pop("until", None), eos=eos)
+        max_new = kwargs.pop("max_gen_toks")
+        prompts = ours._fast_gen_encode([inst.args[0] for inst in subset], max_new)
+        study_loop(model, tokenizer, prompts[:1], 4, until, settings.repetition_penalty)  # warm-up
+        with _Meter() as m:
+            reference = study_loop(model, tokenizer, prompts, max_new, until, settings.repetition_penalty)
+        # generate keeps a token that completes a stop string; so does fastgen: cut both the same way
+        checker = StopChecker(tokenizer, until, eos_token_ids(model, tokenizer))
+        cuts = [checker.stop_index(r, 0) for r in reference]
+        reference = [r if cut is None else r[: cut + 1] for r, cut in zip(reference, cuts)]
+        methods["study"] = _gen_row(len(subset), m, sum(len(r) for r in reference))
+        differ, gaps = 0, []
+        for k, inst in enumerate(subset):
+            mine = ids[index[id(inst)]]
+            if mine != reference[k]:
+                differ += 1
+                at = next((j for j, (a, b) in enumerate(zip(mine, reference[k])) if a != b), min(len(mine),
+                                                                                                  len(reference[k])))
+                gaps.append({"question": k, "first_different_token": at,
+                             "top2_gap": top2_gap(model, prompts[k], reference[k][:at], settings.repetition_penalty)})
+        out["same_tokens_as_study"] = {"questions": len(subset), "different": differ, "differences": gaps}
+        ours_subset = _ours_on(model, tokenizer, subset, opts, settings)
+        methods["medbench_on_study_questions"] = _gen_row(len(subset), ours_subset,
+                                                          sum(len(ids[index[id(i)]]) for i in subset))
+        out["speedup_over_study"] = round(m.seconds / ours_subset.seconds, 2)
+    return out
+
+
+def _ours_on(model, tokenizer, subset: list, opts: EvalBenchOptions, settings) -> _Meter:
+    from medbench.eval.fastlm import MedbenchLM
+
+    lm = MedbenchLM(pretrained=model, tokenizer=tokenizer, batch_size=opts.batch_size,
+                    prompt_max_tokens=settings.prompt_max_tokens, fast_gen=True)
+    lm.generate_until(_short(subset), disable_tqdm=True)
+    with _Meter() as m:
+        lm.generate_until(subset, disable_tqdm=True)
+    return m
+
+
+def _gen_row(questions: int, meter: _Meter, tokens: int) -> dict:
+    return {"questions": questions, "seconds": round(meter.seconds, 3),
+            "questions_per_second": round(questions / meter.seconds, 3), "generated_tokens": tokens,
+            "generated_tokens_per_second": round(tokens / meter.seconds, 1), "peak_gpu_gib": meter.peak_gib}
+
+
+# --- the whole bench ----------------------------------------------------------------------------------
+
+def bench_eval(opts: EvalBenchOptions) -> dict:
+    from lm_eval.models.huggingface import HFLM
+
+    from medbench.models.loading import load, pick_device
+    from medbench.models.registry import resolve
+    from medbench.settings import EvalSettings
+
+    settings = EvalSettings(device=opts.device, batch_size=opts.batch_size)
+    spec = resolve(opts.model)
+    device = pick_device(opts.device)
+    loaded = load(spec, opts.variant, settings)
+    # lm-eval's own loading of the same weights, for its load time (then dropped).
+    start = time.perf_counter()
+    stock = HFLM(pretrained=loaded.source, dtype=loaded.dtype, device=device, batch_size=1,
+                 trust_remote_code=spec.trust_remote_code) if not loaded.adapter else None
+    stock_load = time.perf_counter() - start if stock is not None else None
+    del stock
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    hardware = provenance.hardware()
+    result = {"bench": "eval", "model": opts.model, "variant": opts.variant, "source": loaded.source,
+              "weights": "real" if (spec.embedded or spec.verified) else "unverified",
+              "device": hardware.get("gpu") or f"cpu: {hardware.get('cpu')}", "dtype": loaded.dtype,
+              "attn_implementation": loaded.attn_implementation, "batch_size": opts.batch_size,
+              "limit": opts.limit, "baseline_limit": opts.baseline_limit, "study_limit": opts.study_limit,
+              "settings": settings.as_dict(),
+              "load_seconds": {"medbench": round(loaded.load_seconds, 2),
+                               "stock_hf": round(stock_load, 2) if stock_load is not None else None},
+              "modes": {}, "hardware": hardware, "versions": provenance.package_versions(),
+              "git_sha": provenance.git_sha()}
+    for mode in opts.modes:
+        if mode == "mc":
+            result["modes"]["mc"] = bench_mc(loaded.model, loaded.tokenizer, opts, settings)
+        else:
+            result["modes"][mode] = bench_gen(loaded.model, loaded.tokenizer, mode, opts, settings)
+    result["peak_rss_gib"] = provenance.peak_memory()["peak_rss_gib"]
+    return result
+
+
+def _fmt(x, spec: str) -> str:
+    return "–" if x is None else format(x, spec)
+
+
+def markdown_table(result: dict) -> str:
+    """README-ready rows: one per mode and method, the speed-up on the same questions, and answer agreement."""
+    device = result["device"]
+    lines = ["| mode | method | questions | seconds | questions/s | generated tok/s | peak GiB | speed-up, same "
+             "questions | same answers as medbench | device |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for mode, r in result["modes"].items():
+        for name, m in r["methods"].items():
+            if mode == "mc":
+                ratio = r["speedup_over_stock_hf"].get(name)
+                speed = f"{ratio:.2f}x stock_hf" if name != "stock_hf" else "1"
+                agree = r["same_answer_as_medbench"].get(name)
+                same = "–" if agree is None else f"{agree['questions'] - agree['different']}/{agree['questions']} letters"
+            else:
+                speed = {"medbench_on_stock_questions": f"{r.get('speedup_over_stock_hf', 0):.2f}x stock_hf",
+                         "medbench_on_study_questions": f"{r.get('speedup_over_study', 0):.2f}x study"}.get(name, "")
+                agree = {"stock_hf": r.get("same_text_as_stock_hf"), "study": r.get("same_tokens_as_study")}.get(name)
+                what = "texts" if name == "stock_hf" else "token ids"
+                same = "–" if agree is None else f"{agree['questions'] - agree['different']}/{agree['questions']} {what}"
+            lines.append(f"| {mode} | {name} | {m['questions']} | {m['seconds']:.1f} | {m['questions_per_second']:.2f} "
+                         f"| {_fmt(m.get('generated_tokens_per_second'), '.0f')} | {_fmt(m.get('peak_gpu_gib'), '.2f')} "
+                         f"| {speed} | {same} | {device} |")
+    load = result["load_seconds"]
+    lines.append("")
+    lines.append(f"Load: medbench {load['medbench']} s (with its perplexity check), lm-eval's HFLM "
+                 f"{_fmt(load['stock_hf'], '.2f')} s. Batch size {result['batch_size']}, {result['dtype']}, "
+                 f"{result['attn_implementation']}.")
+    return "\n".join(lines)
