@@ -72,7 +72,7 @@ docker-run *args:
         -v "${MEDBENCH_CACHE:-$HOME/.cache/medbench}:/cache/medbench" \
         bench "$@"
 
-# Benchmarks printing side-by-side ratios (GPU): `just bench quant` = bf16 vs bitsandbytes NF4, `just bench train` = training speed per method
+# Benchmarks printing side-by-side ratios: `just bench quant` = bf16 vs bitsandbytes NF4, `just bench train` = training speed per method, `just bench eval` = our scoring and generation vs stock lm-eval
 bench *args:
     {{medbench}} bench "$@"
 
@@ -80,7 +80,7 @@ bench *args:
 quantize-awq *args:
     {{medbench}} quantize-awq "$@"
 
-# Fine-tune: just train MODEL METHOD (full|lora|qlora) [--mix english|korean|both] [--deepspeed zero2|zero3|none] [--gpus N] [--max-steps N] [--force]
+# Fine-tune: just train MODEL METHOD (full|lora|qlora) [--profile study|fast] [--mix english|korean|both] [--deepspeed zero2|zero3|none] [--gpus N] [--max-steps N] [--force]
 train *args:
     {{medbench}} train "$@"
 
