@@ -147,3 +147,11 @@ def test_generate_until_fast_equals_stock_and_batch1(tiny):
     assert got == one.generate_until(requests)
     assert got == stock.generate_until(requests)
     assert fast.generated_tokens == sum(len(t) for t in fast.last_generated_ids.values())
+
+
+def test_anything_but_greedy_goes_to_stock_lm_eval(tiny):
+    model, tok, _ = tiny
+    lm = MedbenchLM(pretrained=model, tokenizer=tok, batch_size=2, device="cpu")
+    assert lm._fast_gen_refusal({"do_sample": False, "temperature": 0.0, "repetition_penalty": 1.5}, 1.5) is None
+    assert lm._fast_gen_refusal({"do_sample": True, "temperature": 0.7}, 1.0) == "sampling"
+    assert lm._fast_gen_refusal({"do_sample": False, "num_beams": 4}, 1.0) == "generation arguments num_beams"

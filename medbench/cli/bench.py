@@ -123,14 +123,18 @@ def bench_eval(opts: EvalBenchArguments, out_dir: Path) -> int:
     if unknown or not modes:
         raise MedbenchError(f"--modes: unknown {', '.join(unknown) or '(none given)'}; choose from "
                             f"{', '.join(bench.MODES)}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = f"eval-{opts.model.replace('/', '--')}-{'+'.join(modes)}{f'-limit{opts.limit}' if opts.limit else ''}"
+
+    def path(result: dict) -> Path:
+        device = result["device"].replace("cpu: ", "cpu-").replace(" ", "-").replace("/", "-")
+        return out_dir / f"{name}-{device}.json"
+
+    # Written after every measurement: a run cut short (a device call's time limit) keeps what it measured.
     result = bench.bench_eval(bench.EvalBenchOptions(
         model=opts.model, variant=opts.variant, modes=modes, limit=opts.limit, baseline_limit=opts.baseline_limit,
-        study_limit=opts.study_limit, batch_size=opts.batch_size, device=opts.device))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    device = result["device"].replace("cpu: ", "cpu-").replace(" ", "-").replace("/", "-")
-    name = f"eval-{opts.model.replace('/', '--')}-{'+'.join(modes)}{f'-limit{opts.limit}' if opts.limit else ''}"
-    out = out_dir / f"{name}-{device}.json"
-    write_json(out, result)
+        study_limit=opts.study_limit, batch_size=opts.batch_size, device=opts.device),
+        save=lambda result: write_json(path(result), result))
     print(bench.markdown_table(result))
-    print(f"wrote {out}")
+    print(f"wrote {path(result)}")
     return 0

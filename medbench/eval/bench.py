@@ -249,7 +249,9 @@ def top2_gap(model, prompt: list[int], prefix: list[int], penalty: float) -> flo
     return round(top[0] - top[1], 6)
 
 
-def bench_gen(model, tokenizer, mode: str, opts: EvalBenchOptions, settings) -> dict:
+def bench_gen(model, tokenizer, mode: str, opts: EvalBenchOptions, settings, out: dict | None = None,
+              save=lambda: None) -> dict:
+    """Fills `out` as it goes and calls `save()` after each measurement: a run cut short keeps what it measured."""
     from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
 
     from medbench.eval.fastgen import StopChecker, eos_token_ids
@@ -265,8 +267,10 @@ def bench_gen(model, tokenizer, mode: str, opts: EvalBenchOptions, settings) -> 
     ids = ours.last_generated_ids
     methods = {"medbench": _gen_row(len(instances), m, sum(len(t) for t in ids.values()))}
     methods["medbench"]["fast_gen"] = ours.fast_gen_stats
-    out = {"tasks": sorted({i.task_name for i in instances}), "questions": len(instances), "methods": methods,
-           "fallbacks": ours.fast_gen_fallbacks}
+    out = {} if out is None else out
+    out.update({"tasks": sorted({i.task_name for i in instances}), "questions": len(instances), "methods": methods,
+                "fallbacks": ours.fast_gen_fallbacks})
+    save()
 
     baseline_n = opts.limit if opts.baseline_limit is None else opts.baseline_limit
     if baseline_n != 0:
@@ -280,11 +284,13 @@ def bench_gen(model, tokenizer, mode: str, opts: EvalBenchOptions, settings) -> 
         kept = sum(len(ids[index[id(inst)]]) for inst in subset)  # the same answers' tokens, where they agree
         methods["stock_hf"] = _gen_row(len(subset), m, kept)
         methods["stock_hf"]["generated_tokens_all"] = stock.generated_all
-        ours_subset_seconds = _ours_on(model, tokenizer, subset, opts, settings)
-        methods["medbench_on_stock_questions"] = _gen_row(len(subset), ours_subset_seconds, kept)
         differ = [k for k, inst in enumerate(subset) if stock_texts[k] != texts[index[id(inst)]]]
         out["same_text_as_stock_hf"] = {"questions": len(subset), "different": len(differ)}
+        save()
+        ours_subset_seconds = _ours_on(model, tokenizer, subset, opts, settings)
+        methods["medbench_on_stock_questions"] = _gen_row(len(subset), ours_subset_seconds, kept)
         out["speedup_over_stock_hf"] = round(m.seconds / ours_subset_seconds.seconds, 2)
+        save()
 
     if opts.study_limit:
         subset = _first_questions(instances, opts.study_limit)
@@ -312,6 +318,7 @@ def bench_gen(model, tokenizer, mode: str, opts: EvalBenchOptions, settings) -> 
                 gaps.append({"question": k, "first_different_token": at,
                              "top2_gap": top2_gap(model, prompts[k], reference[k][:at], settings.repetition_penalty)})
         out["same_tokens_as_study"] = {"questions": len(subset), "different": differ, "differences": gaps}
+        save()
         ours_subset = _ours_on(model, tokenizer, subset, opts, settings)
         methods["medbench_on_study_questions"] = _gen_row(len(subset), ours_subset,
                                                           sum(len(ids[index[id(i)]]) for i in subset))
@@ -338,7 +345,8 @@ def _gen_row(questions: int, meter: _Meter, tokens: int) -> dict:
 
 # --- the whole bench ----------------------------------------------------------------------------------
 
-def bench_eval(opts: EvalBenchOptions) -> dict:
+def bench_eval(opts: EvalBenchOptions, save=lambda result: None) -> dict:
+    """Every mode of `opts`; `save(result)` is called after each measurement (the CLI writes the record)."""
     from lm_eval.models.huggingface import HFLM
 
     from medbench.models.loading import load, pick_device
@@ -372,8 +380,11 @@ def bench_eval(opts: EvalBenchOptions) -> dict:
         if mode == "mc":
             result["modes"]["mc"] = bench_mc(loaded.model, loaded.tokenizer, opts, settings)
         else:
-            result["modes"][mode] = bench_gen(loaded.model, loaded.tokenizer, mode, opts, settings)
-    result["peak_rss_gib"] = provenance.peak_memory()["peak_rss_gib"]
+            result["modes"][mode] = {}
+            bench_gen(loaded.model, loaded.tokenizer, mode, opts, settings, result["modes"][mode],
+                      lambda: save(result))
+        result["peak_rss_gib"] = provenance.peak_memory()["peak_rss_gib"]
+        save(result)
     return result
 
 
@@ -387,7 +398,7 @@ def markdown_table(result: dict) -> str:
     lines = ["| mode | method | questions | seconds | questions/s | generated tok/s | peak GiB | speed-up, same "
              "questions | same answers as medbench | device |", "|---|---|---|---|---|---|---|---|---|---|"]
     for mode, r in result["modes"].items():
-        for name, m in r["methods"].items():
+        for name, m in r.get("methods", {}).items():
             if mode == "mc":
                 ratio = r["speedup_over_stock_hf"].get(name)
                 speed = f"{ratio:.2f}x stock_hf" if name != "stock_hf" else "1"

@@ -34,6 +34,7 @@ counts those).
 
 from __future__ import annotations
 
+import sys
 import time
 from bisect import insort
 from dataclasses import dataclass, field
@@ -330,6 +331,7 @@ class FastGenerationMixin:
             reason = self._fast_gen_refusal(kwargs, penalty)
             if reason:
                 self.fast_gen_fallbacks.append(reason)
+                print(f"medbench: fast_gen: {reason}: {len(indices)} requests go to stock lm-eval", file=sys.stderr)
                 for i, text in zip(indices, super().generate_until([requests[i] for i in indices], disable_tqdm)):
                     results[i] = text
                     pbar.update(1)
