@@ -65,9 +65,16 @@ class GenerationStats:
     row_steps: int = 0  # sequence-steps decoded, including tokens dropped after a stop
     generated_tokens: int = 0  # kept tokens (up to and including each sequence's stop)
     seconds: float = 0.0
+    prefill_seconds: float = 0.0  # prefill forward passes (synchronised)
+    host_seconds: float = 0.0  # stop-string checks and bookkeeping on the host, after each device-to-host copy
 
     def as_dict(self) -> dict:
-        return dict(self.__dict__)
+        out = {k: round(v, 3) if isinstance(v, float) else v for k, v in self.__dict__.items()}
+        # seconds a decode step took, prefill and host checks left out; sequences decoded a step on average
+        decode = self.seconds - self.prefill_seconds - self.host_seconds
+        out["decode_step_seconds"] = round(decode / self.decode_steps, 5) if self.decode_steps else None
+        out["mean_rows_per_step"] = round(self.row_steps / self.decode_steps, 1) if self.decode_steps else None
+        return out
 
 
 class StopChecker:
@@ -175,6 +182,11 @@ def _concat_caches(caches: list) -> object:
     return first
 
 
+def _sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def _penalize(scores: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
     if penalty == 1.0:
         return scores
@@ -207,8 +219,7 @@ def generate_greedy(model, tokenizer, prompts: list[list[int]], max_new_tokens: 
             for r in survivors:  # back into the queue, longest first
                 insort(pending, r, key=lambda r: (-r.length, r.index))
     stats.generated_tokens = sum(len(r.generated) for r in rows)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    _sync(device)
     stats.seconds = time.perf_counter() - start
     return [r.generated for r in rows], stats
 
@@ -230,6 +241,8 @@ def _round(model, batch: list[Row], checker: StopChecker, stats: GenerationStats
     ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
 
     chunk = max(1, prefill_tokens // width)
+    _sync(device)
+    prefill_start = time.perf_counter()
     caches, logits = [], []
     for lo in range(0, n, chunk):
         out = model(input_ids=ids[lo : lo + chunk], attention_mask=mask[lo : lo + chunk],
@@ -238,6 +251,8 @@ def _round(model, batch: list[Row], checker: StopChecker, stats: GenerationStats
         logits.append(out.logits[:, -1, :].to(dtype=torch.float32))
     cache = _concat_caches(caches)
     scores = torch.cat(logits)
+    _sync(device)
+    stats.prefill_seconds += time.perf_counter() - prefill_start
     vocab = scores.shape[-1]
     # Every token id in the prompt and the generation so far (pads excluded), as the penalty sees them.
     seen = torch.zeros((n, vocab + 1), dtype=torch.bool, device=device)
@@ -257,6 +272,7 @@ def _round(model, batch: list[Row], checker: StopChecker, stats: GenerationStats
         stats.row_steps += len(alive)
         if len(pending_tokens) >= min(check_every, room):
             new = torch.stack(pending_tokens, dim=1).tolist()  # the one host sync per check
+            host_start = time.perf_counter()
             pending_tokens = []
             keep = []
             for i, (row, toks) in enumerate(zip(alive, new)):
@@ -271,6 +287,7 @@ def _round(model, batch: list[Row], checker: StopChecker, stats: GenerationStats
                         progress(1)
                 else:
                     keep.append(i)
+            stats.host_seconds += time.perf_counter() - host_start
             if not keep:
                 return []
             if len(keep) < leave_below:
