@@ -45,6 +45,8 @@ class EvalBenchOptions:
     study_limit: int | None = 20  # questions per task for the batch-1 study loop (0: skip)
     batch_size: int = 64  # mc and the batched generators
     device: str = "auto"
+    check_every: int = 8  # fastgen: tokens between stop checks
+    refill_below: float = 0.5  # fastgen: refill the batch when fewer than this fraction is left
 
 
 def _sync():
@@ -255,12 +257,10 @@ def bench_gen(model, tokenizer, mode: str, opts: EvalBenchOptions, settings, out
     from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
 
     from medbench.eval.fastgen import StopChecker, eos_token_ids
-    from medbench.eval.fastlm import MedbenchLM
 
     prompt, task_mode = PROMPT_OF_MODE[mode]
     instances = _instances(prompt, task_mode, opts.limit, settings.generation_kwargs())
-    ours = MedbenchLM(pretrained=model, tokenizer=tokenizer, batch_size=opts.batch_size,
-                      prompt_max_tokens=settings.prompt_max_tokens, fast_gen=True)
+    ours = _fast_lm(model, tokenizer, opts, settings)
     ours.generate_until(_short(instances), disable_tqdm=True)
     with _Meter() as m:
         texts = ours.generate_until(instances, disable_tqdm=True)
@@ -326,11 +326,17 @@ def bench_gen(model, tokenizer, mode: str, opts: EvalBenchOptions, settings, out
     return out
 
 
-def _ours_on(model, tokenizer, subset: list, opts: EvalBenchOptions, settings) -> _Meter:
+def _fast_lm(model, tokenizer, opts: EvalBenchOptions, settings):
     from medbench.eval.fastlm import MedbenchLM
 
     lm = MedbenchLM(pretrained=model, tokenizer=tokenizer, batch_size=opts.batch_size,
                     prompt_max_tokens=settings.prompt_max_tokens, fast_gen=True)
+    lm.fast_gen_check_every, lm.fast_gen_refill_below = opts.check_every, opts.refill_below
+    return lm
+
+
+def _ours_on(model, tokenizer, subset: list, opts: EvalBenchOptions, settings) -> _Meter:
+    lm = _fast_lm(model, tokenizer, opts, settings)
     lm.generate_until(_short(subset), disable_tqdm=True)
     with _Meter() as m:
         lm.generate_until(subset, disable_tqdm=True)
@@ -371,6 +377,7 @@ def bench_eval(opts: EvalBenchOptions, save=lambda result: None) -> dict:
               "device": hardware.get("gpu") or f"cpu: {hardware.get('cpu')}", "dtype": loaded.dtype,
               "attn_implementation": loaded.attn_implementation, "batch_size": opts.batch_size,
               "limit": opts.limit, "baseline_limit": opts.baseline_limit, "study_limit": opts.study_limit,
+              "fast_gen": {"check_every": opts.check_every, "refill_below": opts.refill_below},
               "settings": settings.as_dict(),
               "load_seconds": {"medbench": round(loaded.load_seconds, 2),
                                "stock_hf": round(stock_load, 2) if stock_load is not None else None},
