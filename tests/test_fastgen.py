@@ -155,3 +155,9 @@ def test_anything_but_greedy_goes_to_stock_lm_eval(tiny):
     assert lm._fast_gen_refusal({"do_sample": False, "temperature": 0.0, "repetition_penalty": 1.5}, 1.5) is None
     assert lm._fast_gen_refusal({"do_sample": True, "temperature": 0.7}, 1.0) == "sampling"
     assert lm._fast_gen_refusal({"do_sample": False, "num_beams": 4}, 1.0) == "generation arguments num_beams"
+    remote = type("RemoteModel", (type(model),), {"__module__": "transformers_modules.exaone.modeling_exaone"})
+    lm.model.__class__ = remote
+    try:
+        assert lm._fast_gen_refusal({"do_sample": False}, 1.5).startswith("a model class from remote code")
+    finally:
+        lm.model.__class__ = remote.__mro__[1]

@@ -381,6 +381,10 @@ class FastGenerationMixin:
             return f"generation arguments {', '.join(extra)}"
         if kwargs.get("do_sample") or kwargs.get("temperature", 0.0) not in (0.0, None):
             return "sampling"
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        if not type(base).__module__.startswith("transformers."):
+            # Remote code may predate `cache`/`logits_to_keep`/explicit position ids, or return a legacy cache.
+            return f"a model class from remote code ({type(base).__module__})"
         try:
             others = unsupported_processors(self.model, penalty)
         except Exception as e:  # a model whose generate cannot be inspected: stock is the safe answer
