@@ -11,7 +11,7 @@ def test_bench_eval_compares_every_method_on_the_same_questions(tiny_gemma_dir, 
     torch.set_num_threads(1)  # tiny matrices: a second thread on a shared 2-core machine only waits
     opts = EvalBenchArguments(model=str(tiny_gemma_dir), modes="mc,gen", limit=1, study_limit=1, batch_size=4)
     assert bench_eval(opts, results_dir / "bench") == 0
-    (path,) = (results_dir / "bench").glob("eval-*-mc+gen-limit1-cpu-*.json")
+    (path,) = (results_dir / "bench").glob("eval-*-mc+gen-limit1-b4-cpu-*.json")
     record = json.loads(path.read_text())
     mc, gen = record["modes"]["mc"], record["modes"]["gen"]
     assert mc["questions"] == 5 and set(mc["methods"]) == {"medbench", "stock_hf", "plain"}

@@ -54,6 +54,8 @@ class EvalBenchArguments:
     study_limit: int = arg(20, help="questions per task for the study's batch-1 loop (0 skips it)")
     batch_size: int = arg(64, help="questions per batch for every batched method")
     device: str = arg("auto", help="cuda where visible, else cpu")
+    attn_implementation: str = arg("auto", help="as the attn_implementation setting: flash_attention_2 where "
+                                                "installed on a GPU, else sdpa; or name one")
     check_every: int = arg(8, help="fast_gen: generated tokens between two stop checks on the host")
     refill_below: float = arg(0.5, help="fast_gen: refill the batch once fewer than this fraction of it is left")
 
@@ -126,7 +128,8 @@ def bench_eval(opts: EvalBenchArguments, out_dir: Path) -> int:
         raise MedbenchError(f"--modes: unknown {', '.join(unknown) or '(none given)'}; choose from "
                             f"{', '.join(bench.MODES)}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    name = f"eval-{opts.model.replace('/', '--')}-{'+'.join(modes)}{f'-limit{opts.limit}' if opts.limit else ''}"
+    name = (f"eval-{opts.model.replace('/', '--')}-{'+'.join(modes)}{f'-limit{opts.limit}' if opts.limit else ''}"
+            f"-b{opts.batch_size}{'' if opts.attn_implementation == 'auto' else '-' + opts.attn_implementation}")
 
     def path(result: dict) -> Path:
         device = result["device"].replace("cpu: ", "cpu-").replace(" ", "-").replace("/", "-")
@@ -135,7 +138,8 @@ def bench_eval(opts: EvalBenchArguments, out_dir: Path) -> int:
     # Written after every measurement: a run cut short (a device call's time limit) keeps what it measured.
     result = bench.bench_eval(bench.EvalBenchOptions(
         model=opts.model, variant=opts.variant, modes=modes, limit=opts.limit, baseline_limit=opts.baseline_limit,
-        study_limit=opts.study_limit, batch_size=opts.batch_size, device=opts.device, check_every=opts.check_every,
+        study_limit=opts.study_limit, batch_size=opts.batch_size, device=opts.device,
+        attn_implementation=opts.attn_implementation, check_every=opts.check_every,
         refill_below=opts.refill_below),
         save=lambda result: write_json(path(result), result))
     print(bench.markdown_table(result))

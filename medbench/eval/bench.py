@@ -45,6 +45,7 @@ class EvalBenchOptions:
     study_limit: int | None = 20  # questions per task for the batch-1 study loop (0: skip)
     batch_size: int = 64  # mc and the batched generators
     device: str = "auto"
+    attn_implementation: str = "auto"
     check_every: int = 8  # fastgen: tokens between stop checks
     refill_below: float = 0.5  # fastgen: refill the batch when fewer than this fraction is left
 
@@ -359,7 +360,7 @@ def bench_eval(opts: EvalBenchOptions, save=lambda result: None) -> dict:
     from medbench.models.registry import resolve
     from medbench.settings import EvalSettings
 
-    settings = EvalSettings(device=opts.device, batch_size=opts.batch_size)
+    settings = EvalSettings(device=opts.device, batch_size=opts.batch_size, attn_implementation=opts.attn_implementation)
     spec = resolve(opts.model)
     device = pick_device(opts.device)
     loaded = load(spec, opts.variant, settings)
