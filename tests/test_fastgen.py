@@ -59,7 +59,7 @@ def stops_that_fire(tiny):
     return free, stops
 
 
-@pytest.mark.parametrize("batch_size,check_every,refill_below", [(6, 8, 0.5), (4, 3, 0.9), (2, 1, 0.0)])
+@pytest.mark.parametrize("batch_size,check_every,refill_below", [(6, 8, 0.5), (4, 3, 0.9), (2, 1, 0.0), (1, 2, 1.0)])
 def test_same_tokens_as_batch1_generate(tiny, stops_that_fire, batch_size, check_every, refill_below):
     model, tok, prompts = tiny
     _, stops = stops_that_fire
@@ -70,8 +70,21 @@ def test_same_tokens_as_batch1_generate(tiny, stops_that_fire, batch_size, check
                                  check_every=check_every, refill_below=refill_below)
     assert got == expected
     assert stats.generated_tokens == sum(len(e) for e in expected)
-    if batch_size == 4:  # survivors were put back and prefilled again with what they had generated
-        assert stats.rounds > 2
+    if batch_size == 4:  # queued prompts joined the running batch (its all-padding columns dropped first)
+        assert stats.joins > 0
+
+
+def test_caches_that_cannot_take_new_rows_prefill_survivors_again(tiny, stops_that_fire, monkeypatch):
+    from medbench.eval import fastgen
+
+    model, tok, prompts = tiny
+    _, stops = stops_that_fire
+    expected = batch1_generate(model, tok, prompts, stops)
+    monkeypatch.setattr(fastgen, "_layer_kinds", lambda cache: None)
+    got, stats = generate_greedy(model, tok, prompts, BUDGET, stops, repetition_penalty=1.5, batch_size=4,
+                                 check_every=3, refill_below=0.9)
+    assert got == expected
+    assert stats.rounds > 2 and stats.joins == 0  # survivors went back to the queue with what they generated
 
 
 def test_eos_and_budget_and_no_penalty(tiny, stops_that_fire):

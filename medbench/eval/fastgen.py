@@ -59,7 +59,8 @@ class Row:
 
 @dataclass
 class GenerationStats:
-    rounds: int = 0
+    rounds: int = 0  # batches prefilled from scratch
+    joins: int = 0  # times queued rows joined a running batch
     prefill_tokens: int = 0  # prompt tokens prefilled (survivors count again in each later round)
     decode_steps: int = 0
     row_steps: int = 0  # sequence-steps decoded, including tokens dropped after a stop
@@ -213,10 +214,11 @@ def generate_greedy(model, tokenizer, prompts: list[list[int]], max_new_tokens: 
     autocast = torch.autocast(device_type=device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None)
     with autocast:
         while pending:
-            batch, pending = pending[:batch_size], pending[batch_size:]
-            survivors = _round(model, batch, checker, stats, repetition_penalty, check_every,
-                               refill_below * len(batch) if pending else 0, prefill_tokens, pad, device, progress)
-            for r in survivors:  # back into the queue, longest first
+            batch = pending[:batch_size]
+            del pending[:batch_size]
+            survivors = _round(model, batch, pending, checker, stats, repetition_penalty, check_every,
+                               refill_below * batch_size, batch_size, prefill_tokens, pad, device, progress)
+            for r in survivors:  # back into the queue, longest first (only where the cache cannot take new rows)
                 insort(pending, r, key=lambda r: (-r.length, r.index))
     stats.generated_tokens = sum(len(r.generated) for r in rows)
     _sync(device)
@@ -224,25 +226,21 @@ def generate_greedy(model, tokenizer, prompts: list[list[int]], max_new_tokens: 
     return [r.generated for r in rows], stats
 
 
-def _round(model, batch: list[Row], checker: StopChecker, stats: GenerationStats, penalty: float, check_every: int,
-           leave_below: float, prefill_tokens: int, pad: int, device, progress) -> list[Row]:
-    """Prefill `batch` (prompt + tokens so far), decode until done or fewer than `leave_below` rows are left."""
-    stats.rounds += 1
-    seqs = [r.prompt + r.generated for r in batch]
-    width = max(len(s) for s in seqs)
-    n = len(batch)
+def _prefill(model, rows: list[Row], width: int, stats: GenerationStats, prefill_tokens: int, pad: int, device):
+    """Rows (prompt + tokens so far) left-padded to `width`: their cache, 2D mask, last positions, seen ids, scores."""
+    n = len(rows)
     ids = torch.full((n, width), pad, dtype=torch.long)
     mask = torch.zeros((n, width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, width - len(s) :] = torch.tensor(s, dtype=torch.long)
-        mask[i, width - len(s) :] = 1
+    for i, r in enumerate(rows):
+        seq = r.prompt + r.generated
+        ids[i, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+        mask[i, width - len(seq) :] = 1
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     stats.prefill_tokens += int(mask.sum())
     ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
-
     chunk = max(1, prefill_tokens // width)
     _sync(device)
-    prefill_start = time.perf_counter()
+    start = time.perf_counter()
     caches, logits = [], []
     for lo in range(0, n, chunk):
         out = model(input_ids=ids[lo : lo + chunk], attention_mask=mask[lo : lo + chunk],
@@ -251,16 +249,57 @@ def _round(model, batch: list[Row], checker: StopChecker, stats: GenerationStats
         logits.append(out.logits[:, -1, :].to(dtype=torch.float32))
     cache = _concat_caches(caches)
     scores = torch.cat(logits)
-    _sync(device)
-    stats.prefill_seconds += time.perf_counter() - prefill_start
     vocab = scores.shape[-1]
     # Every token id in the prompt and the generation so far (pads excluded), as the penalty sees them.
     seen = torch.zeros((n, vocab + 1), dtype=torch.bool, device=device)
     seen.scatter_(1, torch.where(mask.bool(), ids.clamp(max=vocab), vocab), True)
-    seen = seen[:, :vocab]
-    del ids
-    attn = mask
-    pos = positions[:, -1]
+    _sync(device)
+    stats.prefill_seconds += time.perf_counter() - start
+    return cache, mask, positions[:, -1], seen[:, :vocab], scores
+
+
+def _layer_kinds(cache) -> list[str] | None:
+    """"full" or "sliding" per layer of a DynamicCache whose rows can be trimmed and joined; None otherwise."""
+    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+
+    if type(cache).__name__ != "DynamicCache":
+        return None
+    kinds = []
+    for layer in getattr(cache, "layers", None) or [None]:
+        if type(layer) is DynamicSlidingWindowLayer and not layer.record_past:
+            kinds.append("sliding")
+        elif type(layer) is DynamicLayer:
+            kinds.append("full")
+        else:
+            return None
+    return kinds
+
+
+def _trim_front(cache, kinds: list[str], k: int) -> None:
+    """Drop the first k columns, padding in every row: full layers lose them, sliding layers count k fewer."""
+    for layer, kind in zip(cache.layers, kinds):
+        if kind == "full":
+            layer.keys, layer.values = layer.keys[:, :, k:], layer.values[:, :, k:]
+        else:
+            layer.cumulative_length -= k
+            if layer.keys.shape[-2] > layer.cumulative_length:
+                layer.keys = layer.keys[:, :, -layer.cumulative_length :]
+                layer.values = layer.values[:, :, -layer.cumulative_length :]
+
+
+def _round(model, batch: list[Row], pending: list[Row], checker: StopChecker, stats: GenerationStats,
+           penalty: float, check_every: int, refill_at: float, batch_size: int, prefill_tokens: int, pad: int,
+           device, progress) -> list[Row]:
+    """Prefill `batch`, decode; when fewer than `refill_at` rows are left, join rows from `pending` to the batch.
+
+    Joining (a DynamicCache of full and sliding-window layers): the columns that are padding in every row
+    are dropped, the new rows are prefilled at the batch's width, left-padded like the others, and their
+    cache rows appended. Other caches cannot be joined: the survivors are returned, to be prefilled again
+    with what they generated in a later round.
+    """
+    stats.rounds += 1
+    cache, attn, pos, seen, scores = _prefill(model, batch, max(r.length for r in batch), stats, prefill_tokens,
+                                              pad, device)
     alive = list(batch)
     pending_tokens: list[torch.Tensor] = []
     room = min(r.budget - len(r.generated) for r in alive)  # steps until the first row runs out of budget
@@ -274,26 +313,23 @@ def _round(model, batch: list[Row], checker: StopChecker, stats: GenerationStats
             new = torch.stack(pending_tokens, dim=1).tolist()  # the one host sync per check
             host_start = time.perf_counter()
             pending_tokens = []
-            keep = []
-            for i, (row, toks) in enumerate(zip(alive, new)):
-                before = len(row.generated)
-                row.generated.extend(toks[: row.budget - before])
-                cut = checker.stop_index(row.generated, before)
-                if cut is not None:
-                    del row.generated[cut + 1 :]
-                if cut is not None or len(row.generated) >= row.budget:
-                    row.done = True
-                    if progress is not None:
-                        progress(1)
-                else:
-                    keep.append(i)
+            keep = [i for i, (row, toks) in enumerate(zip(alive, new)) if not _take(row, toks, checker, progress)]
             stats.host_seconds += time.perf_counter() - host_start
             if not keep:
-                return []
-            if len(keep) < leave_below:
-                return [alive[i] for i in keep]
-            if len(keep) < len(alive):
-                index = torch.tensor(keep, device=device)
+                return []  # the next round (if any) starts afresh
+            if pending and len(keep) < refill_at:
+                kinds = _layer_kinds(cache)
+                if kinds is None or not _fits(pending, batch_size - len(keep), attn, keep):
+                    return [alive[i] for i in keep]
+                index = torch.tensor(keep, device=device, dtype=torch.long)
+                cache.batch_select_indices(index)
+                attn, pos, seen, next_tokens = attn[index], pos[index], seen[index], next_tokens[index]
+                alive = [alive[i] for i in keep]
+                cache, attn, pos, seen, next_tokens, alive = _join(
+                    model, cache, kinds, attn, pos, seen, next_tokens, alive, pending, batch_size, checker, stats,
+                    penalty, prefill_tokens, pad, device, progress)
+            elif len(keep) < len(alive):
+                index = torch.tensor(keep, device=device, dtype=torch.long)
                 cache.batch_select_indices(index)
                 attn, pos, seen, next_tokens = attn[index], pos[index], seen[index], next_tokens[index]
                 alive = [alive[i] for i in keep]
@@ -304,6 +340,60 @@ def _round(model, batch: list[Row], checker: StopChecker, stats: GenerationStats
                     use_cache=True, logits_to_keep=1)
         cache = _cache_of(out)
         scores = out.logits[:, -1, :].to(dtype=torch.float32)
+
+
+def _fits(pending: list[Row], n: int, attn: torch.Tensor, keep: list[int]) -> bool:
+    """Whether the next n queued rows fit the running batch's columns (they do when the queue is longest first)."""
+    return all(r.length <= attn.shape[1] for r in pending[:n])
+
+
+def _pop(pending: list[Row], n: int) -> list[Row]:
+    taken = pending[:n]
+    del pending[:n]
+    return taken
+
+
+def _take(row: Row, tokens: list[int], checker: StopChecker, progress) -> bool:
+    """Append decoded tokens to a row, cut at its stop or budget; True when the row is finished."""
+    before = len(row.generated)
+    row.generated.extend(tokens[: row.budget - before])
+    cut = checker.stop_index(row.generated, before)
+    if cut is not None:
+        del row.generated[cut + 1 :]
+    if cut is not None or len(row.generated) >= row.budget:
+        row.done = True
+        if progress is not None:
+            progress(1)
+    return row.done
+
+
+def _join(model, cache, kinds, attn, pos, seen, next_tokens, alive, pending, batch_size, checker, stats, penalty,
+          prefill_tokens, pad, device, progress):
+    """Rows from `pending` into the running batch (see _round); returns the batch's new state."""
+    if alive:
+        lead = int((attn.shape[1] - attn.sum(dim=1)).min())  # columns that are padding in every row
+        if lead:
+            _trim_front(cache, kinds, lead)
+            attn = attn[:, lead:]
+    width = attn.shape[1]
+    # Each fits (_fits): it is no longer than the rows taken before it, the queue being longest first.
+    joining = _pop(pending, batch_size - len(alive))
+    stats.joins += 1
+    new_cache, new_attn, new_pos, new_seen, new_scores = _prefill(model, joining, width, stats, prefill_tokens, pad,
+                                                                  device)
+    first = torch.argmax(_penalize(new_scores, new_seen, penalty), dim=-1)
+    new_seen[torch.arange(len(joining), device=device), first] = True
+    stay = [i for i, (row, tok) in enumerate(zip(joining, first.tolist())) if not _take(row, [tok], checker, progress)]
+    if len(stay) < len(joining):
+        index = torch.tensor(stay, device=device, dtype=torch.long)
+        new_cache.batch_select_indices(index)
+        new_attn, new_pos, new_seen, first = new_attn[index], new_pos[index], new_seen[index], first[index]
+        joining = [joining[i] for i in stay]
+    if not joining:
+        return cache, attn, pos, seen, next_tokens, alive
+    cache = _concat_caches([cache, new_cache])
+    return (cache, torch.cat([attn, new_attn]), torch.cat([pos, new_pos]), torch.cat([seen, new_seen]),
+            torch.cat([next_tokens, first]), alive + joining)
 
 
 class FastGenerationMixin:
