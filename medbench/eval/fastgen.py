@@ -7,13 +7,15 @@ wide as the `batch_size` setting. Here (the `fast_gen` setting):
 
 * each sequence stops at its own stop string or EOS (the same test as lm-eval's
   `MultiTokenEOSCriteria`: the stop string inside the decoded last len(stop tokens)+2 generated
-  tokens, or an EOS token id), checked every `check_every` tokens with one device-to-host copy;
-  the tokens decoded past a stop in between are dropped, as stock lm-eval drops its batch's;
+  tokens, or an EOS token id), checked with one device-to-host copy after 1, 2, 4, ... and then
+  every `check_every` tokens; the tokens decoded past a stop in between are dropped, as stock
+  lm-eval drops its batch's;
 * finished sequences leave the batch at once (their rows of the KV cache are dropped), and when
-  fewer than `refill_below` of the batch are left, the survivors are put back in the queue with
-  what they generated and the next round fills the batch again: a survivor's prompt and tokens
-  so far are prefilled anew (one forward pass), which on a GPU costs far less than decoding steps
-  for a mostly empty batch;
+  fewer than `refill_below` of the batch are left, queued prompts join it: the columns that are
+  padding in every row are dropped, the new prompts are prefilled at the batch's width (left-padded
+  like the rest) and their cache rows appended. Where the cache is not a DynamicCache of full and
+  sliding-window layers, the survivors go back to the queue with what they generated and are
+  prefilled again in a later round;
 * the repetition penalty is HF's `RepetitionPenaltyLogitsProcessor` arithmetic (divide a positive
   logit, multiply a negative one, once per token id seen in the prompt or the generation), applied
   on the device from a seen-token mask instead of a gather over the whole sequence every step;
@@ -303,16 +305,20 @@ def _round(model, batch: list[Row], pending: list[Row], checker: StopChecker, st
     alive = list(batch)
     pending_tokens: list[torch.Tensor] = []
     room = min(r.budget - len(r.generated) for r in alive)  # steps until the first row runs out of budget
+    # Checks after 1, 2, 4, ... tokens, then every `check_every`: short answers (a letter and a blank line)
+    # leave after a step or two, long ones cost one host sync per check_every tokens.
+    interval = 1
     while True:
         next_tokens = torch.argmax(_penalize(scores, seen, penalty), dim=-1)
         pending_tokens.append(next_tokens)
         seen[torch.arange(len(alive), device=device), next_tokens] = True
         stats.decode_steps += 1
         stats.row_steps += len(alive)
-        if len(pending_tokens) >= min(check_every, room):
+        if len(pending_tokens) >= min(interval, room):
             new = torch.stack(pending_tokens, dim=1).tolist()  # the one host sync per check
             host_start = time.perf_counter()
             pending_tokens = []
+            interval = min(2 * interval, check_every)
             keep = [i for i, (row, toks) in enumerate(zip(alive, new)) if not _take(row, toks, checker, progress)]
             stats.host_seconds += time.perf_counter() - host_start
             if not keep:
@@ -328,6 +334,7 @@ def _round(model, batch: list[Row], pending: list[Row], checker: StopChecker, st
                 cache, attn, pos, seen, next_tokens, alive = _join(
                     model, cache, kinds, attn, pos, seen, next_tokens, alive, pending, batch_size, checker, stats,
                     penalty, prefill_tokens, pad, device, progress)
+                interval = 1
             elif len(keep) < len(alive):
                 index = torch.tensor(keep, device=device, dtype=torch.long)
                 cache.batch_select_indices(index)
