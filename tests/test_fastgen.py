@@ -11,7 +11,9 @@ from lm_eval.models.utils_hf import stop_sequences_criteria
 from lm_eval.tasks import TaskManager
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from medbench.eval.fastgen import StopChecker, generate_greedy, unsupported_processors
+from medbench.eval.fastgen import generate_greedy
+from medbench.eval.fastgen_lm import unsupported_processors
+from medbench.eval.fastgen_stop import StopChecker
 from medbench.eval.fastlm import MedbenchLM
 from medbench.paths import tasks_dir
 

@@ -22,7 +22,6 @@ reported beside. Records go to results/bench/eval-<model>-<modes>-<device>.json.
 
 from __future__ import annotations
 
-import copy
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -193,163 +192,6 @@ def _warm_up(name, ours, stock, model, tokenizer, warm, opts, settings) -> None:
                             tokenizer.pad_token_id or 0)
 
 
-def _short(instances: list, n: int = 2, tokens: int = 4) -> list:
-    """Copies of the first requests with a tiny generation budget, for warming up."""
-    out = []
-    for inst in instances[:n]:
-        c = copy.copy(inst)
-        c.arguments = (inst.arguments[0], {**inst.arguments[1], "max_gen_toks": tokens})
-        out.append(c)
-    return out
-
-
-# --- gen / cot ----------------------------------------------------------------------------------------
-
-def _stock_generator(model, tokenizer, batch_size: int):
-    """lm-eval's HFLM, counting the tokens its batches generate (kept up to each stop, and in all)."""
-    from lm_eval.models.huggingface import HFLM
-
-    class CountingHFLM(HFLM):
-        generated_all = 0
-
-        def _model_generate(self, context, max_length, stop, **kwargs):
-            out = super()._model_generate(context, max_length, stop, **kwargs)
-            new = out[:, context.shape[1] :]
-            pad = self.tokenizer.pad_token_id
-            self.generated_all += int((new != pad).sum()) if pad is not None else new.numel()
-            return out
-
-    return CountingHFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
-
-
-@torch.inference_mode()
-def study_loop(model, tokenizer, prompts: list[list[int]], max_new: int, stops: list[str], penalty: float) -> list:
-    """The study's generation: one prompt at a time through HF generate, greedy, the repetition penalty."""
-    from lm_eval.models.utils_hf import stop_sequences_criteria
-
-    device = next(model.parameters()).device
-    out = []
-    for p in prompts:
-        ids = torch.tensor([p], device=device)
-        gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new,
-                             stopping_criteria=stop_sequences_criteria(tokenizer, stops, len(p), 1),
-                             pad_token_id=tokenizer.pad_token_id, do_sample=False, repetition_penalty=penalty)
-        out.append(gen[0, len(p) :].tolist())
-    return out
-
-
-@torch.inference_mode()
-def top2_gap(model, prompt: list[int], prefix: list[int], penalty: float) -> float:
-    """Gap between the two best penalized logits after prompt + prefix, batch 1 (how near a tie a difference was)."""
-    from medbench.eval.fastgen import _penalize
-
-    device = next(model.parameters()).device
-    seq = prompt + prefix
-    logits = model(input_ids=torch.tensor([seq], device=device), logits_to_keep=1).logits[0, -1].float()
-    seen = torch.zeros_like(logits, dtype=torch.bool)
-    seen[torch.tensor(sorted(set(seq)), device=device)] = True
-    top = torch.topk(_penalize(logits[None], seen[None], penalty)[0], 2).values.tolist()
-    return round(top[0] - top[1], 6)
-
-
-def bench_gen(model, tokenizer, mode: str, opts: EvalBenchOptions, settings, out: dict | None = None,
-              save=lambda: None) -> dict:
-    """Fills `out` as it goes and calls `save()` after each measurement: a run cut short keeps what it measured."""
-    from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
-
-    from medbench.eval.fastgen import StopChecker, eos_token_ids
-
-    prompt, task_mode = PROMPT_OF_MODE[mode]
-    instances = _instances(prompt, task_mode, opts.limit, settings.generation_kwargs())
-    ours = _fast_lm(model, tokenizer, opts, settings)
-    ours.generate_until(_short(instances), disable_tqdm=True)
-    with _Meter() as m:
-        texts = ours.generate_until(instances, disable_tqdm=True)
-    ids = ours.last_generated_ids
-    methods = {"medbench": _gen_row(len(instances), m, sum(len(t) for t in ids.values()))}
-    methods["medbench"]["fast_gen"] = ours.fast_gen_stats
-    out = {} if out is None else out
-    out.update({"tasks": sorted({i.task_name for i in instances}), "questions": len(instances), "methods": methods,
-                "fallbacks": ours.fast_gen_fallbacks})
-    save()
-
-    baseline_n = opts.limit if opts.baseline_limit is None else opts.baseline_limit
-    if baseline_n != 0:
-        subset = _first_questions(instances, baseline_n)
-        index = {id(inst): i for i, inst in enumerate(instances)}
-        stock = _stock_generator(model, tokenizer, opts.batch_size)
-        stock.generate_until(_short(subset), disable_tqdm=True)
-        stock.generated_all = 0
-        with _Meter() as m:
-            stock_texts = stock.generate_until(subset, disable_tqdm=True)
-        kept = sum(len(ids[index[id(inst)]]) for inst in subset)  # the same answers' tokens, where they agree
-        methods["stock_hf"] = _gen_row(len(subset), m, kept)
-        methods["stock_hf"]["generated_tokens_all"] = stock.generated_all
-        differ = [k for k, inst in enumerate(subset) if stock_texts[k] != texts[index[id(inst)]]]
-        out["same_text_as_stock_hf"] = {"questions": len(subset), "different": len(differ)}
-        save()
-        ours_subset_seconds = _ours_on(model, tokenizer, subset, opts, settings)
-        methods["medbench_on_stock_questions"] = _gen_row(len(subset), ours_subset_seconds, kept)
-        out["speedup_over_stock_hf"] = round(m.seconds / ours_subset_seconds.seconds, 2)
-        save()
-
-    if opts.study_limit:
-        subset = _first_questions(instances, opts.study_limit)
-        index = {id(inst): i for i, inst in enumerate(instances)}
-        kwargs = normalize_gen_kwargs(subset[0].args[1], ours.max_gen_toks)
-        eos = ours.tok_decode(ours.eot_token_id, skip_special_tokens=False)
-        until = handle_stop_sequences(kwargs.pop("until", None), eos=eos)
-        max_new = kwargs.pop("max_gen_toks")
-        prompts = ours._fast_gen_encode([inst.args[0] for inst in subset], max_new)
-        study_loop(model, tokenizer, prompts[:1], 4, until, settings.repetition_penalty)  # warm-up
-        with _Meter() as m:
-            reference = study_loop(model, tokenizer, prompts, max_new, until, settings.repetition_penalty)
-        # generate keeps a token that completes a stop string; so does fastgen: cut both the same way
-        checker = StopChecker(tokenizer, until, eos_token_ids(model, tokenizer))
-        cuts = [checker.stop_index(r, 0) for r in reference]
-        reference = [r if cut is None else r[: cut + 1] for r, cut in zip(reference, cuts)]
-        methods["study"] = _gen_row(len(subset), m, sum(len(r) for r in reference))
-        differ, gaps = 0, []
-        for k, inst in enumerate(subset):
-            mine = ids[index[id(inst)]]
-            if mine != reference[k]:
-                differ += 1
-                at = next((j for j, (a, b) in enumerate(zip(mine, reference[k])) if a != b), min(len(mine),
-                                                                                                  len(reference[k])))
-                gaps.append({"question": k, "first_different_token": at,
-                             "top2_gap": top2_gap(model, prompts[k], reference[k][:at], settings.repetition_penalty)})
-        out["same_tokens_as_study"] = {"questions": len(subset), "different": differ, "differences": gaps}
-        save()
-        ours_subset = _ours_on(model, tokenizer, subset, opts, settings)
-        methods["medbench_on_study_questions"] = _gen_row(len(subset), ours_subset,
-                                                          sum(len(ids[index[id(i)]]) for i in subset))
-        out["speedup_over_study"] = round(m.seconds / ours_subset.seconds, 2)
-    return out
-
-
-def _fast_lm(model, tokenizer, opts: EvalBenchOptions, settings):
-    from medbench.eval.fastlm import MedbenchLM
-
-    lm = MedbenchLM(pretrained=model, tokenizer=tokenizer, batch_size=opts.batch_size,
-                    prompt_max_tokens=settings.prompt_max_tokens, fast_gen=True)
-    lm.fast_gen_check_every, lm.fast_gen_refill_below = opts.check_every, opts.refill_below
-    return lm
-
-
-def _ours_on(model, tokenizer, subset: list, opts: EvalBenchOptions, settings) -> _Meter:
-    lm = _fast_lm(model, tokenizer, opts, settings)
-    lm.generate_until(_short(subset), disable_tqdm=True)
-    with _Meter() as m:
-        lm.generate_until(subset, disable_tqdm=True)
-    return m
-
-
-def _gen_row(questions: int, meter: _Meter, tokens: int) -> dict:
-    return {"questions": questions, "seconds": round(meter.seconds, 3),
-            "questions_per_second": round(questions / meter.seconds, 3), "generated_tokens": tokens,
-            "generated_tokens_per_second": round(tokens / meter.seconds, 1), "peak_gpu_gib": meter.peak_gib}
-
-
 # --- the whole bench ----------------------------------------------------------------------------------
 
 def bench_eval(opts: EvalBenchOptions, save=lambda result: None) -> dict:
@@ -389,6 +231,8 @@ def bench_eval(opts: EvalBenchOptions, save=lambda result: None) -> dict:
             result["modes"]["mc"] = bench_mc(loaded.model, loaded.tokenizer, opts, settings)
         else:
             result["modes"][mode] = {}
+            from medbench.eval.bench_gen import bench_gen
+
             bench_gen(loaded.model, loaded.tokenizer, mode, opts, settings, result["modes"][mode],
                       lambda: save(result))
         result["peak_rss_gib"] = provenance.peak_memory()["peak_rss_gib"]

@@ -28,7 +28,8 @@ reproduce the study's repetition_penalty 1.5, and it has no stop strings.
 
 Only greedy decoding with at most a repetition penalty is taken here; any other generation
 setting (sampling, beams, another logits processor from the model's generation config) is
-answered by stock lm-eval (`FastGenerationMixin.generate_until` decides). In fp32 the tokens
+answered by stock lm-eval (`FastGenerationMixin.generate_until` in medbench/eval/fastgen_lm.py decides;
+the stop test is medbench/eval/fastgen_stop.py). In fp32 the tokens
 equal batch-1 `model.generate` exactly (tests/test_fastgen.py); in bf16 a batch's kernels may
 round differently from batch 1, which can flip a near-tie of the two best logits (the eval bench
 counts those).
@@ -36,14 +37,13 @@ counts those).
 
 from __future__ import annotations
 
-import sys
 import time
 from bisect import insort
 from dataclasses import dataclass, field
 
 import torch
 
-SUPPORTED_GEN_KWARGS = {"do_sample", "repetition_penalty", "temperature"}
+from medbench.eval.fastgen_stop import StopChecker, eos_token_ids
 
 
 @dataclass
@@ -78,95 +78,6 @@ class GenerationStats:
         out["decode_step_seconds"] = round(decode / self.decode_steps, 5) if self.decode_steps else None
         out["mean_rows_per_step"] = round(self.row_steps / self.decode_steps, 1) if self.decode_steps else None
         return out
-
-
-class StopChecker:
-    """lm-eval's MultiTokenEOSCriteria test per generated token, plus EOS ids, without decoding every window.
-
-    A stop string can only appear in a decoded window if some token of the window contributes its
-    first character; `_maybe_tokens` lists those tokens (conservatively: any token whose piece or
-    decoding has that character, decodes to nothing, or holds an incomplete byte). Windows without
-    one are skipped; every other window is decoded exactly as lm-eval decodes it.
-    """
-
-    def __init__(self, tokenizer, stops: list[str], eos_ids: set[int]):
-        self.tokenizer = tokenizer
-        self.eos_ids = set(eos_ids)
-        # (stop, window length) exactly as MultiTokenEOSCriteria: len(tokenizer.encode(stop)) + 2
-        self.stops = [(s, len(tokenizer.encode(s, add_special_tokens=False)) + 2) for s in stops]
-        firsts = "".join(sorted({s[0] for s in stops if s}))
-        self.maybe = _maybe_tokens(tokenizer, firsts) if stops and all(stops) else None  # "" stops at once
-
-    def stop_index(self, generated: list[int], start: int) -> int | None:
-        """The first position >= start at which generation stops (the token there is kept), or None."""
-        for j in range(start, len(generated)):
-            if generated[j] in self.eos_ids:
-                return j
-            for stop, width in self.stops:
-                window = generated[max(0, j + 1 - width) : j + 1]
-                if self.maybe is not None and not any(self.maybe[t] for t in window):
-                    continue
-                if stop in self.tokenizer.batch_decode([window])[0]:
-                    return j
-        return None
-
-
-class _MaybeTokens(dict):
-    """token id -> whether it may contribute one of `chars` to a decoded window, decided on first sight.
-
-    Conservative: the token's decoding or its vocabulary piece has one of the characters, or it decodes
-    to nothing, holds an incomplete byte, or is a special token. Generations meet a few thousand
-    distinct tokens, so this costs a few milliseconds where deciding the whole vocabulary costs seconds.
-    """
-
-    def __init__(self, tokenizer, chars: str):
-        super().__init__()
-        self.tokenizer, self.chars = tokenizer, chars
-        self.special = set(tokenizer.all_special_ids)
-
-    def __missing__(self, token: int) -> bool:
-        tok = self.tokenizer
-        text = tok.decode([token], skip_special_tokens=False)
-        piece = tok.convert_ids_to_tokens(token) if 0 <= token < len(tok) else None
-        piece = (piece or "").replace("\u2581", " ").replace("\u0120", " ").replace("\u010a", "\n")
-        value = (piece == "" or not text or "\ufffd" in text or token in self.special
-                 or any(c in text or c in piece for c in self.chars))
-        self[token] = value
-        return value
-
-
-def _maybe_tokens(tokenizer, chars: str) -> _MaybeTokens:
-    """One memo per tokenizer and set of first characters, kept on the tokenizer for the process."""
-    memo = tokenizer.__dict__.setdefault("_medbench_stop_tokens", {})
-    if chars not in memo:
-        memo[chars] = _MaybeTokens(tokenizer, chars)
-    return memo[chars]
-
-
-def eos_token_ids(model, tokenizer) -> set[int]:
-    """The ids `generate` stops on: the generation config's EOS (an int or a list), else the tokenizer's."""
-    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if eos is None:
-        eos = tokenizer.eos_token_id
-    if eos is None:
-        return set()
-    return {int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])}
-
-
-def unsupported_processors(model, repetition_penalty: float) -> list[str]:
-    """Logits processors `generate` would add for greedy decoding here, other than the repetition penalty."""
-    from transformers import GenerationConfig
-
-    config = GenerationConfig.from_dict({**_base_generation_config(model), "do_sample": False, "num_beams": 1,
-                                         "repetition_penalty": repetition_penalty, "temperature": None,
-                                         "top_k": None, "top_p": None})
-    processors = model._get_logits_processor(generation_config=config, input_ids_seq_length=1, device="cpu")
-    return [type(p).__name__ for p in processors if type(p).__name__ != "RepetitionPenaltyLogitsProcessor"]
-
-
-def _base_generation_config(model) -> dict:
-    config = getattr(model, "generation_config", None)
-    return config.to_diff_dict() if config is not None else {}
 
 
 def _cache_of(out):
@@ -401,108 +312,3 @@ def _join(model, cache, kinds, attn, pos, seen, next_tokens, alive, pending, bat
     cache = _concat_caches([cache, new_cache])
     return (cache, torch.cat([attn, new_attn]), torch.cat([pos, new_pos]), torch.cat([seen, new_seen]),
             torch.cat([next_tokens, first]), alive + joining)
-
-
-class FastGenerationMixin:
-    """`generate_until` through `generate_greedy` for lm-eval's HF model (MedbenchLM mixes it in before HFLM).
-
-    Requests are grouped by their generation arguments as stock lm-eval groups them; a group that
-    asks for anything but greedy decoding with a repetition penalty goes to stock lm-eval, and so
-    does everything when `fast_gen` is off. Prompts are encoded, truncated and the answers decoded
-    and cut at the stop strings exactly as stock `generate_until` does.
-    """
-
-    fast_gen_check_every = 8
-    fast_gen_refill_below = 0.5
-    fast_gen_prefill_tokens = 32768
-
-    def __init__(self, *args, fast_gen: bool = True, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fast_gen = fast_gen
-        self.fast_gen_stats: list[dict] = []  # one entry per group generated here
-        self.fast_gen_fallbacks: list[str] = []  # why a group went to stock lm-eval
-        self.last_generated_ids: dict[int, list[int]] = {}  # request index -> kept token ids (the bench compares)
-
-    def generate_until(self, requests, disable_tqdm: bool = False):
-        from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
-        from tqdm import tqdm
-
-        if not self.fast_gen or self.backend != "causal" or self.think_end_token is not None:
-            return super().generate_until(requests, disable_tqdm)
-        self.last_generated_ids = {}
-        groups: dict[str, list[int]] = {}
-        for i, req in enumerate(requests):
-            groups.setdefault(repr(sorted(req.args[1].items())), []).append(i)
-        results: list = [None] * len(requests)
-        eos = self.tok_decode(self.eot_token_id, skip_special_tokens=False)
-        pbar = tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0, desc="Generating (fast_gen)")
-        for indices in groups.values():
-            gen_kwargs = requests[indices[0]].args[1]
-            kwargs = normalize_gen_kwargs(gen_kwargs, self.max_gen_toks)
-            until = handle_stop_sequences(kwargs.pop("until", None), eos=eos)
-            max_gen_toks = kwargs.pop("max_gen_toks")
-            penalty = float(kwargs.get("repetition_penalty", 1.0))
-            reason = self._fast_gen_refusal(kwargs, penalty)
-            if reason:
-                self.fast_gen_fallbacks.append(reason)
-                print(f"medbench: fast_gen: {reason}: {len(indices)} requests go to stock lm-eval", file=sys.stderr)
-                for i, text in zip(indices, super().generate_until([requests[i] for i in indices], disable_tqdm)):
-                    results[i] = text
-                    pbar.update(1)
-                continue
-            contexts = [requests[i].args[0] for i in indices]
-            prompts = self._fast_gen_encode(contexts, max_gen_toks)
-            start = time.perf_counter()
-            tokens, stats = generate_greedy(
-                self.model, self.tokenizer, prompts, max_gen_toks, until, repetition_penalty=penalty,
-                batch_size=self.batch_size if isinstance(self.batch_size, int) else 8,
-                check_every=self.fast_gen_check_every, refill_below=self.fast_gen_refill_below,
-                prefill_tokens=self.fast_gen_prefill_tokens, pad_token_id=self.tokenizer.pad_token_id,
-                autocast_dtype=self.mixed_precision_dtype, progress=pbar.update)
-            if hasattr(self, "generate_seconds"):  # MedbenchLM's counters for the record
-                self.generate_seconds += time.perf_counter() - start
-                self.generated_tokens += stats.generated_tokens
-            self.fast_gen_stats.append({"requests": len(indices), "max_gen_toks": max_gen_toks, **stats.as_dict()})
-            for i, context, toks in zip(indices, contexts, tokens):
-                self.last_generated_ids[i] = toks
-                text = postprocess_generated_text(self.tok_decode(toks), until, None)
-                results[i] = text
-                self.cache_hook.add_partial("generate_until", (context, requests[i].args[1]), text)
-        pbar.close()
-        return results
-
-    def _fast_gen_refusal(self, kwargs: dict, penalty: float) -> str | None:
-        """Why stock lm-eval must answer these arguments, or None when generate_greedy reproduces them."""
-        extra = sorted(set(kwargs) - SUPPORTED_GEN_KWARGS)
-        if extra:
-            return f"generation arguments {', '.join(extra)}"
-        if kwargs.get("do_sample") or kwargs.get("temperature", 0.0) not in (0.0, None):
-            return "sampling"
-        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-        if not type(base).__module__.startswith("transformers."):
-            # Remote code may predate `cache`/`logits_to_keep`/explicit position ids, or return a legacy cache.
-            return f"a model class from remote code ({type(base).__module__})"
-        try:
-            others = unsupported_processors(self.model, penalty)
-        except Exception as e:  # a model whose generate cannot be inspected: stock is the safe answer
-            return f"could not inspect the model's logits processors ({type(e).__name__}: {e})"
-        return f"logits processors {', '.join(others)} from the generation config" if others else None
-
-    def _fast_gen_encode(self, contexts: list[str], max_gen_toks: int) -> list[list[int]]:
-        """Each context's token ids as stock generate_until encodes it in a batch of its own."""
-        from lm_eval.models.utils import has_bos_prefix
-
-        bos = getattr(self.tokenizer, "bos_token", None)
-        out: list = [None] * len(contexts)
-        by_bos: dict[bool, list[int]] = {}
-        for i, c in enumerate(contexts):  # tok_batch_encode decides BOS from the batch's first string
-            by_bos.setdefault(bool(has_bos_prefix(c, bos)), []).append(i)
-        for indices in by_bos.values():
-            for lo in range(0, len(indices), 256):
-                part = indices[lo : lo + 256]
-                ids, mask = self.tok_batch_encode([contexts[i] for i in part],
-                                                  left_truncate_len=self.max_length - max_gen_toks,
-                                                  truncation=self.truncation)
-                for row, i in enumerate(part):
-                    out[i] = ids[row][mask[row].bool()].tolist()
-        return out

@@ -21,7 +21,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 from tqdm import tqdm
 
-from medbench.eval.fastgen import FastGenerationMixin  # generation: medbench/eval/fastgen.py (the fast_gen setting)
+from medbench.eval.fastgen_lm import FastGenerationMixin  # generation: medbench/eval/fastgen.py (the fast_gen setting)
 
 
 @register_model("medbench-hf")
