@@ -22,8 +22,8 @@ def _short(instances: list, n: int = 2, tokens: int = 4) -> list:
     return out
 
 
-def _stock_generator(model, tokenizer, batch_size: int):
-    """lm-eval's HFLM, counting the tokens its batches generate (kept up to each stop, and in all)."""
+def _stock_generator(model, tokenizer, batch_size: int, max_length: int):
+    """lm-eval's HFLM, counting the tokens its batches generate; `max_length` gives it the study's prompt cut."""
     from lm_eval.models.huggingface import HFLM
 
     class CountingHFLM(HFLM):
@@ -36,7 +36,7 @@ def _stock_generator(model, tokenizer, batch_size: int):
             self.generated_all += int((new != pad).sum()) if pad is not None else new.numel()
             return out
 
-    return CountingHFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    return CountingHFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length)
 
 
 @torch.inference_mode()
@@ -94,7 +94,9 @@ def bench_gen(model, tokenizer, mode: str, opts: EvalBenchOptions, settings, out
     if baseline_n != 0:
         subset = _first_questions(instances, baseline_n)
         index = {id(inst): i for i, inst in enumerate(instances)}
-        stock = _stock_generator(model, tokenizer, opts.batch_size)
+        # Stock cuts prompts to max_length - max_gen_toks from the left: the study's prompt_max_tokens, as ours.
+        budget = normalize_gen_kwargs(subset[0].args[1], ours.max_gen_toks)["max_gen_toks"]
+        stock = _stock_generator(model, tokenizer, opts.batch_size, settings.prompt_max_tokens + budget)
         stock.generate_until(_short(subset), disable_tqdm=True)
         stock.generated_all = 0
         with _Meter() as m:
