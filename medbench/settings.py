@@ -30,10 +30,20 @@ class EvalSettings:
     device: str = arg("auto", help="`cuda` where visible, else `cpu`")
     seed: int = arg(1234, help="lm-eval's seeds (sampling, few-shot order)")
     fast_mc: bool = arg(True, help="one forward pass per question for one-token answers (medbench/eval/fastlm.py)")
+    permute: str = arg("none", help="`cyclic`: every question also asked with its options rotated by each cyclic "
+                                    "shift; the record adds position-debiased and circular accuracy (k x the cost)")
+    canary: int = arg(4, help="questions of each task also scored alone and compared with their batched scores; a "
+                              "mismatch stops the run (0: off)")
 
     @classmethod
     def from_overrides(cls, overrides: dict[str, str | object]) -> EvalSettings:
         return cls(**typed_overrides(cls, {k.replace("-", "_"): v for k, v in overrides.items()}))
+
+    def __post_init__(self):
+        from medbench.eval.permute import SCHEMES
+
+        if self.permute not in SCHEMES:
+            raise SettingsError(f"setting permute expects one of {', '.join(SCHEMES)}, got {self.permute!r}")
 
     def generation_kwargs(self) -> dict:
         out = {"do_sample": self.do_sample, "repetition_penalty": self.repetition_penalty}

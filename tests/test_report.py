@@ -132,13 +132,13 @@ def test_paired_comparison_matches_questions_by_id(tmp_path):
     assert result["acc_a"] == pytest.approx(4 / 12) and result["acc_b"] == pytest.approx(10 / 12)
     assert result["difference"] == pytest.approx(6 / 12)
     assert (result["only_a_correct"], result["only_b_correct"]) == (0, 6)
-    assert result["mcnemar_p"] == pytest.approx(2 * 0.5**6)
+    assert result["p_value"] == pytest.approx(2 * 0.5**6) and result["test"] == "mcnemar_exact"
     assert result["diff_ci95_low"] <= 0.5 <= result["diff_ci95_high"] and result["diff_ci95_low"] > 0
 
     rows = comparisons(list(runs.values()), seed=3)
     assert {(r["run_a"], r["run_b"]) for r in rows} == {("a", "b"), ("a-again", "b")}
     assert all(r["task"] == "kormedmcqa_doctor" for r in rows)
-    assert most_significant(rows)["mcnemar_p"] == pytest.approx(2 * 0.5**6)
+    assert most_significant(rows)["p_value"] == pytest.approx(2 * 0.5**6)
 
 
 def test_exam_average_pools_questions(tmp_path):

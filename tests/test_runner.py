@@ -20,7 +20,7 @@ from medbench.settings import EvalSettings, SettingsError
 
 # The record contract is medbench/records/schema.py: a run writes every key it declares and no other.
 RECORD_KEYS = all_keys(RunRecord) - {"notes"}  # notes: added by hand to older records, never by a run
-TASK_KEYS = all_keys(TaskRecord)
+TASK_KEYS = all_keys(TaskRecord) - {"permutation"}  # permutation: only with --set permute=cyclic
 
 
 def test_mc_run_writes_a_complete_record(tiny_gemma_dir, results_dir):

@@ -16,18 +16,31 @@ import time
 from collections import defaultdict
 
 import torch
-import torch.nn.functional as F
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 from tqdm import tqdm
 
+from medbench.errors import MedbenchError
+
+# Largest |batched - alone| letter log-probability allowed by the canary, per compute dtype: fp32
+# differs by summation order only; bf16 batching changes rounding of whole activations.
+CANARY_TOLERANCE = {"float32": 1e-3, "bfloat16": 0.25, "float16": 0.1}
+
+
+class CanaryError(MedbenchError):
+    """Batched scores disagree with the same questions scored alone."""
+
 
 @register_model("medbench-hf")
 class MedbenchLM(HFLM):
-    def __init__(self, *args, prompt_max_tokens: int = 3500, fast_mc: bool = True, **kwargs):
+    def __init__(self, *args, prompt_max_tokens: int = 3500, fast_mc: bool = True, canary_size: int = 4, **kwargs):
         super().__init__(*args, **kwargs)
         self.prompt_max_tokens = int(prompt_max_tokens)
         self.fast_mc = fast_mc
+        self.canary_size = canary_size
+        self.dtype_name = str(next(self.model.parameters()).dtype).replace("torch.", "")
+        self.canary_tolerance = CANARY_TOLERANCE.get(self.dtype_name, 0.25)
+        self.canary_report: list[dict] = []  # one entry per scoring call, for the record
         self.generated_tokens = 0  # for the record's generated tokens/s
         self.generate_seconds = 0.0
 
@@ -35,7 +48,8 @@ class MedbenchLM(HFLM):
     def from_loaded(cls, loaded, settings) -> MedbenchLM:
         """Wrap a medbench.models.loading.Loaded model with the evaluation settings (runner and consistency check)."""
         return cls(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=settings.batch_size,
-                   device=loaded.device, prompt_max_tokens=settings.prompt_max_tokens, fast_mc=settings.fast_mc)
+                   device=loaded.device, prompt_max_tokens=settings.prompt_max_tokens, fast_mc=settings.fast_mc,
+                   canary_size=settings.canary)
 
     @property
     def max_length(self) -> int:
@@ -55,6 +69,23 @@ class MedbenchLM(HFLM):
         pad = self.tokenizer.pad_token_id
         self.generated_tokens += int((new != pad).sum()) if pad is not None else new.numel()
         return out
+
+    def loglikelihood(self, requests, disable_tqdm: bool = False):
+        """Each task's questions in batches of that task only, tasks in name order.
+
+        Batches that mix tasks make a task's padding, and so its rounding on a GPU, depend on what ran
+        beside it (MedQA's bf16 accuracy moved by 0.5 points that way); per task, a task's numbers are
+        its own.
+        """
+        by_task: dict[str, list[int]] = defaultdict(list)
+        for i, req in enumerate(requests):
+            by_task[str(getattr(req, "task_name", ""))].append(i)
+        results: list = [None] * len(requests)
+        for task in sorted(by_task):
+            idx = by_task[task]
+            for i, res in zip(idx, super().loglikelihood([requests[i] for i in idx], disable_tqdm), strict=True):
+                results[i] = res
+        return results
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
         if not self.fast_mc or self.backend != "causal":
@@ -77,41 +108,103 @@ class MedbenchLM(HFLM):
         for i, (_, context_enc, _) in enumerate(requests):
             by_context[tuple(context_enc[-self.prompt_max_tokens :])].append(i)
         # Longest first, as lm-eval does: memory errors surface at once and padding stays small.
+        # Ties in length keep the requests' order, so the batches are the same on every run.
         contexts = sorted(by_context, key=len, reverse=True)
         bs = self.batch_size if isinstance(self.batch_size, int) else 1
-        results: list = [None] * len(requests)
+        scores: dict[tuple[int, ...], tuple[torch.Tensor, dict[int, float], int]] = {}
         pbar = tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0, desc="Scoring answer letters")
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         for start in range(0, len(contexts), bs):
             batch = contexts[start : start + bs]
-            width = len(batch[0])
-            # Left padding puts every context's last token in the last column; explicit position ids
-            # keep each sequence's positions as if it were alone.
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, ctx in enumerate(batch):
-                ids[row, width - len(ctx) :] = torch.tensor(ctx)
-                mask[row, width - len(ctx) :] = 1
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            with torch.autocast(
-                device_type=self.device.type,
-                dtype=self.mixed_precision_dtype,
-                enabled=self.mixed_precision_dtype is not None,
-            ):
-                logits = self.model(
-                    input_ids=ids.to(self.device),
-                    attention_mask=mask.to(self.device),
-                    position_ids=positions.to(self.device),
-                    logits_to_keep=1,
-                ).logits[:, -1, :]
-            logprobs = F.log_softmax(logits.float(), dim=-1).cpu()
-            greedy = logprobs.argmax(dim=-1)
-            for row, ctx in enumerate(batch):
-                for i in by_context[ctx]:
-                    token = requests[i][2][0]
-                    answer = (float(logprobs[row, token]), bool(greedy[row] == token))
-                    results[i] = answer
-                    self.cache_hook.add_partial("loglikelihood", requests[i][0], answer)
-                    pbar.update(1)
+            wanted = sorted({requests[i][2][0] for ctx in batch for i in by_context[ctx]})
+            for ctx, row in zip(batch, self._score_batch(batch, wanted), strict=True):
+                scores[ctx] = row
+                pbar.update(len(by_context[ctx]))
         pbar.close()
+        self._canary(contexts, scores, requests, by_context)
+        results: list = [None] * len(requests)
+        for ctx, (_, letter_logprobs, greedy) in scores.items():
+            for i in by_context[ctx]:
+                token = requests[i][2][0]
+                answer = (letter_logprobs[token], greedy == token)
+                results[i] = answer
+                self.cache_hook.add_partial("loglikelihood", requests[i][0], answer)
         return results
+
+    def _score_batch(self, batch: list[tuple[int, ...]], wanted: list[int]):
+        """Per context: (hidden state, {token: log p in fp32}, greedy token) for the `wanted` tokens.
+
+        The answer letters' logits are computed in fp32 from the final hidden state and the output
+        head's rows for those tokens: in bf16, logits of this size have a resolution of 0.125, and
+        letters that round to the same value would be chosen by their order (218 exact ties in 1,273
+        MedQA questions did so). The normaliser (log-sum-exp over the vocabulary) is the same for
+        every letter of a context, so it cannot reorder them; it comes from the model's own logits.
+        """
+        width = max(len(c) for c in batch)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        # Left padding puts every context's last token in the last column; explicit position ids
+        # keep each sequence's positions as if it were alone.
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, ctx in enumerate(batch):
+            ids[row, width - len(ctx) :] = torch.tensor(ctx)
+            mask[row, width - len(ctx) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        head = self.model.get_output_embeddings()
+        captured = {}
+        hook = head.register_forward_hook(lambda _m, inputs, _o: captured.__setitem__("hidden", inputs[0][:, -1, :]))
+        try:
+            with torch.autocast(device_type=self.device.type, dtype=self.mixed_precision_dtype,
+                                enabled=self.mixed_precision_dtype is not None):
+                logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                    position_ids=positions.to(self.device), logits_to_keep=1).logits[:, -1, :]
+        finally:
+            hook.remove()
+        logits = logits.float()
+        normaliser = torch.logsumexp(logits, dim=-1)
+        letters = exact_logits(captured["hidden"], head, wanted, self.model.config)
+        greedy = logits.argmax(dim=-1)
+        out = []
+        for row in range(len(batch)):
+            logprobs = {tok: float(letters[row, j] - normaliser[row]) for j, tok in enumerate(wanted)}
+            out.append((letters[row].detach().cpu(), logprobs, int(greedy[row])))
+        return out
+
+    def _canary(self, contexts, scores, requests, by_context) -> None:
+        """Re-score a fixed handful of contexts alone (batch 1, no padding) and compare with their batched scores.
+
+        A batched kernel that returns wrong numbers (seen once: fp32 attention on an H200 at some
+        padded widths gave 72 questions scores that did not depend on the question) then stops the
+        run instead of being recorded as the model's answers.
+        """
+        if not self.canary_size or not contexts:
+            return
+        step = max(1, len(contexts) // self.canary_size)
+        chosen = contexts[::step][: self.canary_size]
+        worst = 0.0
+        for ctx in chosen:
+            wanted = sorted({requests[i][2][0] for i in by_context[ctx]})
+            (_, alone, _), = self._score_batch([ctx], wanted)
+            batched = scores[ctx][1]
+            worst = max(worst, *(abs(alone[t] - batched[t]) for t in wanted))
+        tolerance = self.canary_tolerance
+        self.canary_report.append({"checked": len(chosen), "max_abs_diff": worst, "tolerance": tolerance,
+                                   "passed": worst <= tolerance})
+        if worst > tolerance:
+            raise CanaryError(
+                f"batched scores differ from the same questions scored alone by up to {worst:.4g} "
+                f"(tolerance {tolerance:g} for {self.dtype_name}): a batched kernel is computing wrong "
+                f"numbers. Nothing was recorded for this batch. Try --set attn_implementation=eager, another "
+                f"batch size, or report it with the record's hardware and versions."
+            )
+
+
+def exact_logits(hidden: torch.Tensor, head, tokens: list[int], config) -> torch.Tensor:
+    """fp32 logits of `tokens` from the final hidden state (after the final norm) and the head's rows."""
+    weight = head.weight[tokens].float()
+    out = hidden.float() @ weight.T
+    if getattr(head, "bias", None) is not None:
+        out = out + head.bias[tokens].float()
+    cap = getattr(config, "final_logit_softcapping", None)
+    if cap:  # Gemma 2 style soft-capping, applied by the model after the head
+        out = torch.tanh(out / cap) * cap
+    return out

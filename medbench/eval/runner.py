@@ -15,15 +15,17 @@ from pathlib import Path
 
 import torch
 
-from medbench import paths, stats
+from medbench import paths
 from medbench.data.loader import KORMEDMCQA_EXAMS
 from medbench.errors import MedbenchError
+from medbench.eval import permute
+from medbench.eval.task_records import task_record, weighted_average
 from medbench.models.loading import load, pick_device
 from medbench.models.registry import resolve
 from medbench.models.variants import plan
 from medbench.records import io, provenance
 from medbench.records.io import claim_dir
-from medbench.records.schema import RunRecord, TaskRecord
+from medbench.records.schema import RunRecord
 from medbench.settings import EvalSettings
 
 PROMPTS = ("zeroshot", "fewshot", "cot")
@@ -116,11 +118,13 @@ def run(req: RunRequest, results_dir: Path | None = None) -> dict:
     (run_dir / "cache").mkdir(exist_ok=True)
 
     task_manager = TaskManager(include_path=str(paths.tasks_dir()), include_defaults=False)
+    specs, rotated = permute.expand(names, task_manager, req.settings.permute)
     samples = None
     if req.sample:
         loaded_tasks = task_manager.load(names)["tasks"]
         samples = {name: seeded_sample(len(t.eval_docs), req.sample, req.settings.seed)
                    for name, t in loaded_tasks.items()}
+        samples.update({r: samples[name] for name, rs in rotated.items() for r in rs})  # the same questions
 
     loaded = load(spec, req.variant, req.settings)
     lm = MedbenchLM.from_loaded(loaded, req.settings)
@@ -129,7 +133,7 @@ def run(req: RunRequest, results_dir: Path | None = None) -> dict:
     cached_before = _cache_size(run_dir)
     start = time.perf_counter()
     out = simple_evaluate(
-        model=lm, tasks=names, task_manager=task_manager, limit=req.limit, samples=samples,
+        model=lm, tasks=specs, task_manager=task_manager, limit=req.limit, samples=samples,
         use_cache=str(run_dir / "cache" / "responses"), gen_kwargs=req.settings.generation_kwargs(),
         log_samples=True, random_seed=req.settings.seed, numpy_random_seed=req.settings.seed,
         torch_random_seed=req.settings.seed, fewshot_random_seed=req.settings.seed,
@@ -137,11 +141,13 @@ def run(req: RunRequest, results_dir: Path | None = None) -> dict:
     eval_seconds = time.perf_counter() - start
     responses_computed = _cache_size(run_dir) - cached_before
 
-    task_records = []
-    for name in names:
-        task_samples = out["samples"][name]
-        io.write_samples(io.samples_path(run_dir, name), task_samples)
-        task_records.append(_task_record(name, task_samples, out["results"][name], lm, req.settings.prompt_max_tokens))
+    for name in out["samples"]:
+        io.write_samples(io.samples_path(run_dir, name), out["samples"][name])
+    task_records = [
+        task_record(name, out["samples"][name], out["results"][name], lambda text: len(lm.tok_encode(text)),
+                    req.settings.prompt_max_tokens, {r: out["samples"][r] for r in rotated.get(name, [])},
+                    req.settings.seed)
+        for name in names]
     n_questions = sum(t["n"] for t in task_records)
     out_no_samples = {k: v for k, v in out.items() if k != "samples"}
     io.write_json(run_dir / "results.json", out_no_samples)
@@ -159,7 +165,7 @@ def run(req: RunRequest, results_dir: Path | None = None) -> dict:
         "device": loaded.device, "dtype": loaded.dtype, "attn_implementation": loaded.attn_implementation,
         "sanity_perplexity": loaded.sanity_perplexity,
         "tasks": task_records,
-        "kormedmcqa_average": _weighted_average([t for t in task_records if t["dataset"] == "kormedmcqa"]),
+        "kormedmcqa_average": weighted_average([t for t in task_records if t["dataset"] == "kormedmcqa"]),
         "timing": {"load_seconds": round(loaded.load_seconds, 2), "eval_seconds": round(eval_seconds, 2),
                    # A resumed run's time covers only what it computed: no questions/s for it.
                    "questions_per_second": round(n_questions / eval_seconds, 3)
@@ -170,34 +176,19 @@ def run(req: RunRequest, results_dir: Path | None = None) -> dict:
                    if lm.generate_seconds else None},
         "memory": _memory(loaded.footprint_bytes),
         "responses": {"computed": responses_computed, "from_cache": cached_before},
+        "canary": canary_summary(lm.canary_report),
         "versions": prov["versions"], "git_sha": prov["git_sha"], "hardware": prov["hardware"],
     }
     io.write_json(run_dir / "record.json", record)
     return record
 
 
-def _task_record(name: str, samples: list[dict], result: dict, lm, prompt_max_tokens: int) -> TaskRecord:
-    generative = "exact_match" in samples[0] if samples else False
-    metric = "exact_match" if generative else "acc"
-    correct = sum(int(s[metric]) for s in samples)
-    n = len(samples)
-    invalid = sum(1 for s in samples if generative and s["filtered_resps"][0] in ("", None))
-    truncated = sum(1 for s in samples if len(lm.tok_encode(s["arguments"][0][0])) > prompt_max_tokens)
-    low, high = stats.wilson_interval(correct, n)
-    stderr_key = next((k for k in result if k.startswith(f"{metric}_stderr")), None)
-    doc = samples[0]["doc"] if samples else {}
-    return {
-        "task": name, "dataset": doc.get("dataset"), "exam": doc.get("exam"), "metric": metric,
-        "n": n, "correct": correct, "accuracy": correct / n if n else None,
-        "stderr": result.get(stderr_key) if stderr_key else None,
-        "ci95_low": low, "ci95_high": high, "ci_method": "wilson",
-        "invalid": invalid, "invalid_rate": invalid / n if n else None, "truncated_prompts": truncated,
-    }
-
-
-def _weighted_average(tasks: list[dict]) -> float | None:
-    n = sum(t["n"] for t in tasks)
-    return sum(t["correct"] for t in tasks) / n if n else None
+def canary_summary(reports: list[dict]) -> dict | None:
+    """The canary over every scoring call of the run: questions re-scored alone, worst difference."""
+    if not reports:
+        return None
+    return {"checked": sum(r["checked"] for r in reports), "max_abs_diff": max(r["max_abs_diff"] for r in reports),
+            "tolerance": reports[0]["tolerance"], "passed": all(r["passed"] for r in reports)}
 
 
 def _memory(footprint_bytes: int) -> dict:

@@ -39,6 +39,10 @@ class TaskScores:
     record: dict  # the task's entry in record.json
     ids: tuple[str, ...]  # doc.id per question, in samples order
     scores: np.ndarray  # 0/1 per question, aligned with ids
+    # With permuted options (--set permute=cyclic): per question, the mean score over rotations
+    # (position-debiased) and whether it was right under every rotation (circular); else None.
+    debiased: np.ndarray | None = None
+    circular: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -84,7 +88,13 @@ def pooled_kormedmcqa(tasks) -> TaskScores | None:
               "truncated_prompts": sum(p.record["truncated_prompts"] for p in parts)}
     return TaskScores(task=AVERAGE_TASK, dataset="kormedmcqa", exam="average", metric=parts[0].metric,
                       record=record, ids=tuple(i for p in parts for i in p.ids),
-                      scores=np.concatenate([p.scores for p in parts]))
+                      scores=np.concatenate([p.scores for p in parts]),
+                      debiased=_pooled(parts, "debiased"), circular=_pooled(parts, "circular"))
+
+
+def _pooled(parts, field: str) -> np.ndarray | None:
+    arrays = [getattr(p, field) for p in parts]
+    return None if any(a is None for a in arrays) else np.concatenate(arrays)
 
 
 def load_runs(results_dir: Path) -> list[Run]:
@@ -119,10 +129,37 @@ def check_record(record, record_path: Path) -> None:
 
 
 def _task_scores(run_dir: Path, task: dict) -> TaskScores:
+    ids, scores = _sample_scores(run_dir, task["task"], task["metric"])
+    # A stale or partial samples file would silently change every number derived from it.
     path = io.samples_path(run_dir, task["task"])
+    if len(ids) != task["n"]:
+        raise ReportError(f"{path}: {len(ids)} questions, but record.json says n={task['n']}")
+    if ids and task["accuracy"] is not None and abs(sum(scores) / len(ids) - task["accuracy"]) > 1e-9:
+        raise ReportError(f"{path}: accuracy {sum(scores) / len(ids):.4f} from the samples, "
+                          f"but record.json says {task['accuracy']:.4f}")
+    debiased = circular = None
+    permutation = task.get("permutation")
+    if permutation:
+        columns = [np.asarray(scores, dtype=float)]
+        for name in permutation["rotated_tasks"]:
+            rot_ids, rot_scores = _sample_scores(run_dir, name, task["metric"])
+            by_id = dict(zip(rot_ids, rot_scores, strict=True))
+            if set(by_id) != set(ids):
+                raise ReportError(f"{io.samples_path(run_dir, name)}: not the questions of {task['task']}")
+            columns.append(np.asarray([by_id[i] for i in ids], dtype=float))
+        matrix = np.stack(columns, axis=1)
+        debiased, circular = matrix.mean(axis=1), matrix.min(axis=1)
+        if abs(float(debiased.mean()) - permutation["debiased_accuracy"]) > 1e-9:
+            raise ReportError(f"{run_dir / 'record.json'}: {task['task']} debiased accuracy disagrees with its samples")
+    return TaskScores(task=task["task"], dataset=task["dataset"], exam=task["exam"], metric=task["metric"],
+                      record=task, ids=tuple(ids), scores=np.asarray(scores, dtype=float),
+                      debiased=debiased, circular=circular)
+
+
+def _sample_scores(run_dir: Path, name: str, metric: str) -> tuple[list[str], list[float]]:
+    path = io.samples_path(run_dir, name)
     if not path.exists():
-        raise ReportError(f"{path}: samples file missing for task {task['task']} (listed in {run_dir / 'record.json'})")
-    metric = task["metric"]
+        raise ReportError(f"{path}: samples file missing for task {name} (listed in {run_dir / 'record.json'})")
     ids, scores = [], []
     for line_no, line in io.read_samples(path):
         if not line.strip():
@@ -141,11 +178,4 @@ def _task_scores(run_dir: Path, task: dict) -> TaskScores:
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise ReportError(f"{path}: question {dup} appears more than once")
-    # A stale or partial samples file would silently change every number derived from it.
-    if len(ids) != task["n"]:
-        raise ReportError(f"{path}: {len(ids)} questions, but record.json says n={task['n']}")
-    if ids and task["accuracy"] is not None and abs(sum(scores) / len(ids) - task["accuracy"]) > 1e-9:
-        raise ReportError(f"{path}: accuracy {sum(scores) / len(ids):.4f} from the samples, "
-                          f"but record.json says {task['accuracy']:.4f}")
-    return TaskScores(task=task["task"], dataset=task["dataset"], exam=task["exam"], metric=metric, record=task,
-                      ids=tuple(ids), scores=np.asarray(scores, dtype=float))
+    return ids, scores

@@ -23,6 +23,9 @@ class TaskRecord(TypedDict):
     ci95_low: NotRequired[float]
     ci95_high: NotRequired[float]
     ci_method: NotRequired[str]
+    ties: NotRequired[int]  # questions whose best two choices scored exactly equal
+    letters: NotRequired[dict]  # gold/predicted letter counts, majority and prior-matched baselines
+    permutation: NotRequired[dict]  # per-rotation, debiased and circular accuracy (--set permute=cyclic)
 
 
 class Timing(TypedDict):
@@ -71,6 +74,7 @@ class RunRecord(TypedDict):
     sanity_perplexity: NotRequired[float | None]
     kormedmcqa_average: NotRequired[float | None]
     responses: NotRequired[dict]
+    canary: NotRequired[dict | None]  # questions re-scored alone vs batched: checked, max_abs_diff, passed
     versions: NotRequired[dict]
     notes: NotRequired[list[str]]
 

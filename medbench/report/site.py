@@ -159,7 +159,7 @@ def _accuracy_row(row: dict) -> dict:
 def _comparison_row(row: dict) -> dict:
     return {**_clean(row), "pct_a": _pct(row["acc_a"]), "pct_b": _pct(row["acc_b"]),
             "diff": (f"{100 * row['difference']:+.1f} ({100 * row['diff_ci95_low']:+.1f} to "
-                     f"{100 * row['diff_ci95_high']:+.1f})"), "p": f"{row['mcnemar_p']:.3g}"}
+                     f"{100 * row['diff_ci95_high']:+.1f})"), "p": f"{row['p_value']:.3g}", "holm": f"{row['holm_p']:.3g}"}
 
 
 def _letter_row(run: Run, task, rows: list[dict]) -> dict:
