@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from medbench.errors import MedbenchError
 from medbench.options import add_arguments, arg, from_args
 from medbench.overrides import parse_assignments
 from medbench.settings import EvalSettings
@@ -25,6 +26,8 @@ class RunOptions:
     batch_size: int | None = arg(None, help="questions per forward pass (default 8)")
     set: list[str] = arg(default_factory=list, metavar="KEY=VALUE",
                          help=f"an evaluation setting; known: {', '.join(EvalSettings.__dataclass_fields__)}")
+    quiet: bool = arg(False, help="no progress bars, only warnings, errors and the result table")
+    verbose: bool = arg(False, help="every library message (no filtering of known-harmless ones)")
 
 
 @dataclass
@@ -41,41 +44,76 @@ def make_parser(sub) -> None:
     add_arguments(p, RunOptions)
 
 
+def record_location(record: dict) -> str:
+    from medbench.paths import REPO_ROOT, runs_dir
+
+    path = runs_dir() / record["run_id"] / "record.json"
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
 def request(opts: RunOptions, model: str, variant: str, prompt: str):
     from medbench.eval.runner import RunRequest
 
     overrides = parse_assignments(opts.set)
     if opts.batch_size is not None:
         overrides["batch_size"] = opts.batch_size
+    if opts.quiet and opts.verbose:
+        raise MedbenchError("--quiet and --verbose exclude each other")
+    level = "quiet" if opts.quiet else "verbose" if opts.verbose else "normal"
+    from medbench.eval import console
+
+    console.configure(level)
     return RunRequest(model=model, variant=variant, prompt=prompt, mode=opts.mode,
                       tasks=[t for t in opts.tasks.split(",") if t], limit=opts.limit, sample=opts.sample,
-                      run_id=opts.run_id, force=opts.force, settings=EvalSettings.from_overrides(overrides))
+                      run_id=opts.run_id, force=opts.force, settings=EvalSettings.from_overrides(overrides),
+                      progress=console.progress_enabled(level))
 
 
 def run(args) -> int:
     from medbench.eval.runner import run as run_eval
 
     target, opts = from_args(EvalTarget, args), from_args(RunOptions, args)
-    print_table(run_eval(request(opts, target.model, target.variant, target.prompt)))
+    record = run_eval(request(opts, target.model, target.variant, target.prompt))
+    print_table(record, record_location(record))
     return 0
 
 
-def print_table(record: dict) -> None:
+def _pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"
+
+
+def print_table(record: dict, record_path: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"{record['model']} · {record['variant']} · {record['prompt']} · {record['mode']}")
-    for col in ("task", "n", "accuracy", "95% CI", "invalid", "truncated"):
+    permuted = any("permutation" in t for t in record["tasks"])
+    columns = ["task", "n", "accuracy %", "95% CI", "invalid", "truncated", "top letter"]
+    columns += ["debiased %", "circular %"] if permuted else []
+    for col in columns:
         table.add_column(col, justify="left" if col == "task" else "right")
     for t in record["tasks"]:
-        table.add_row(t["task"].removeprefix("medbench_"), str(t["n"]), f"{t['accuracy']:.3f}",
-                      f"{t['ci95_low']:.3f}–{t['ci95_high']:.3f}", str(t["invalid"]), str(t["truncated_prompts"]))
+        letters = t.get("letters") or {}
+        predicted = letters.get("predicted") or {}
+        valid = sum(predicted.values())
+        top = max(predicted, key=predicted.get) if valid else None
+        row = [t["task"].removeprefix("medbench_"), str(t["n"]), _pct(t["accuracy"]),
+               f"{_pct(t['ci95_low'])}–{_pct(t['ci95_high'])}", str(t["invalid"]), str(t["truncated_prompts"]),
+               f"{top} {_pct(predicted[top] / valid)}%" + (" ⚠" if letters.get("dominant") else "") if top else "–"]
+        if permuted:
+            perm = t.get("permutation") or {}
+            row += [_pct(perm.get("debiased_accuracy")), _pct(perm.get("circular_accuracy"))]
+        table.add_row(*row)
     if record.get("kormedmcqa_average") is not None:
-        table.add_row("kormedmcqa (weighted avg)", "", f"{record['kormedmcqa_average']:.3f}", "", "", "")
+        table.add_row("kormedmcqa (pooled)", "", _pct(record["kormedmcqa_average"]), *[""] * (len(columns) - 3))
     console = Console()
     console.print(table)
-    timing = record["timing"]
-    console.print(f"load {timing['load_seconds']} s · eval {timing['eval_seconds']} s · "
-                  f"{timing['questions_per_second']} questions/s · peak memory {record['memory']['peak_gib']} GiB · "
-                  f"answers computed {record['responses']['computed']}, from cache {record['responses']['from_cache']}")
-    console.print(f"record: results/runs/{record['run_id']}/record.json")
+    timing, responses = record["timing"], record["responses"]
+    speed = (f"{timing['questions_per_second']} questions/s" if timing["questions_per_second"] is not None
+             else f"resumed: {responses['from_cache']} answers from the cache, so no questions/s")
+    console.print(f"load {timing['load_seconds']} s · eval {timing['eval_seconds']} s · {speed} · "
+                  f"peak memory {record['memory']['peak_gib']} GiB · answers computed {responses['computed']}")
+    console.print(f"record: {record_path}")

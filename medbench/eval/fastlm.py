@@ -33,7 +33,8 @@ class CanaryError(MedbenchError):
 
 @register_model("medbench-hf")
 class MedbenchLM(HFLM):
-    def __init__(self, *args, prompt_max_tokens: int = 3500, fast_mc: bool = True, canary_size: int = 4, **kwargs):
+    def __init__(self, *args, prompt_max_tokens: int = 3500, fast_mc: bool = True, canary_size: int = 4,
+                 progress: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         self.prompt_max_tokens = int(prompt_max_tokens)
         self.fast_mc = fast_mc
@@ -41,15 +42,17 @@ class MedbenchLM(HFLM):
         self.dtype_name = str(next(self.model.parameters()).dtype).replace("torch.", "")
         self.canary_tolerance = CANARY_TOLERANCE.get(self.dtype_name, 0.25)
         self.canary_report: list[dict] = []  # one entry per scoring call, for the record
+        self.progress = progress
+        self._pbar = None
         self.generated_tokens = 0  # for the record's generated tokens/s
         self.generate_seconds = 0.0
 
     @classmethod
-    def from_loaded(cls, loaded, settings) -> MedbenchLM:
+    def from_loaded(cls, loaded, settings, progress: bool = True) -> MedbenchLM:
         """Wrap a medbench.models.loading.Loaded model with the evaluation settings (runner and consistency check)."""
         return cls(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=settings.batch_size,
                    device=loaded.device, prompt_max_tokens=settings.prompt_max_tokens, fast_mc=settings.fast_mc,
-                   canary_size=settings.canary)
+                   canary_size=settings.canary, progress=progress)
 
     @property
     def max_length(self) -> int:
@@ -81,10 +84,17 @@ class MedbenchLM(HFLM):
         for i, req in enumerate(requests):
             by_task[str(getattr(req, "task_name", ""))].append(i)
         results: list = [None] * len(requests)
-        for task in sorted(by_task):
-            idx = by_task[task]
-            for i, res in zip(idx, super().loglikelihood([requests[i] for i in idx], disable_tqdm), strict=True):
-                results[i] = res
+        # One bar for the whole scoring phase, over every task's answers.
+        self._pbar = tqdm(total=len(requests), disable=disable_tqdm or not self.progress or self.rank != 0,
+                          desc="Scoring answer letters", unit="answer")
+        try:
+            for task in sorted(by_task):
+                idx = by_task[task]
+                for i, res in zip(idx, super().loglikelihood([requests[i] for i in idx], True), strict=True):
+                    results[i] = res
+        finally:
+            self._pbar.close()
+            self._pbar = None
         return results
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
@@ -112,14 +122,16 @@ class MedbenchLM(HFLM):
         contexts = sorted(by_context, key=len, reverse=True)
         bs = self.batch_size if isinstance(self.batch_size, int) else 1
         scores: dict[tuple[int, ...], tuple[torch.Tensor, dict[int, float], int]] = {}
-        pbar = tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0, desc="Scoring answer letters")
+        pbar = self._pbar or tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0,
+                                  desc="Scoring answer letters", unit="answer")
         for start in range(0, len(contexts), bs):
             batch = contexts[start : start + bs]
             wanted = sorted({requests[i][2][0] for ctx in batch for i in by_context[ctx]})
             for ctx, row in zip(batch, self._score_batch(batch, wanted), strict=True):
                 scores[ctx] = row
                 pbar.update(len(by_context[ctx]))
-        pbar.close()
+        if pbar is not self._pbar:
+            pbar.close()
         self._canary(contexts, scores, requests, by_context)
         results: list = [None] * len(requests)
         for ctx, (_, letter_logprobs, greedy) in scores.items():

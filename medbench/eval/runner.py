@@ -50,6 +50,7 @@ class RunRequest:
     run_id: str | None = None
     force: bool = False
     settings: EvalSettings = field(default_factory=EvalSettings)
+    progress: bool = True  # progress bars (off with --quiet)
 
     def resolved_mode(self) -> str:
         if self.prompt not in PROMPTS:
@@ -127,7 +128,7 @@ def run(req: RunRequest, results_dir: Path | None = None) -> dict:
         samples.update({r: samples[name] for name, rs in rotated.items() for r in rs})  # the same questions
 
     loaded = load(spec, req.variant, req.settings)
-    lm = MedbenchLM.from_loaded(loaded, req.settings)
+    lm = MedbenchLM.from_loaded(loaded, req.settings, progress=req.progress)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     cached_before = _cache_size(run_dir)

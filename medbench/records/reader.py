@@ -97,9 +97,21 @@ def _pooled(parts, field: str) -> np.ndarray | None:
     return None if any(a is None for a in arrays) else np.concatenate(arrays)
 
 
-def load_runs(results_dir: Path) -> list[Run]:
-    """Every run with a record.json, sorted by directory name (runs still in progress have none)."""
-    return [load_run(p.parent) for p in sorted((Path(results_dir) / "runs").glob("*/record.json"))]
+def load_runs(results_dir: Path, *more_dirs: Path) -> list[Run]:
+    """Every run with a record.json in these results folders, sorted by run id (runs still in progress
+    have none). A run id found in two folders must be the same run: the second copy is skipped when
+    its record is identical, and refused otherwise (two different runs under one name)."""
+    runs: dict[str, Run] = {}
+    for folder in (results_dir, *more_dirs):
+        for path in sorted((Path(folder) / "runs").glob("*/record.json")):
+            run = load_run(path.parent)
+            if run.run_id in runs:
+                if runs[run.run_id].record != run.record:
+                    raise ReportError(f"{path}: run id {run.run_id} also names a different run in "
+                                      f"{runs[run.run_id].path}; rename one (--run-id) before reporting both")
+                continue
+            runs[run.run_id] = run
+    return [runs[k] for k in sorted(runs)]
 
 
 def load_run(run_dir: Path) -> Run:

@@ -47,12 +47,13 @@ MAX_COMPARISONS_SHOWN = 40
 
 
 def build_report(results_dir: Path, seed: int = DEFAULT_SEED, resamples: int = stats.RESAMPLES,
-                 readme: Path | None = None) -> dict:
-    """Write every output; returns what was written and the most significant comparison."""
+                 readme: Path | None = None, also: tuple[Path, ...] = ()) -> dict:
+    """Write every output into results_dir from its runs and those of the `also` folders; returns what
+    was written and the most significant comparison."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise ReportError(f"{results_dir}: no such results folder")
-    runs = load_runs(results_dir)
+    runs = load_runs(results_dir, *(Path(a) for a in also if Path(a).is_dir()))
     rows = summary_rows(runs, seed, resamples)
     pairs = comparisons(runs, seed, resamples)
     try:
