@@ -189,20 +189,19 @@ def test_dependencies_are_installed_before_the_code_is_copied():
     assert len(after) == 1 and "--no-deps" in after[0] and after[0].rstrip().endswith("-e ."), after
 
 
-def test_dockerfile_runs_the_suite_as_a_non_root_user_with_a_cache_volume():
+def test_the_image_runs_as_a_user_and_keeps_results_and_weights_outside_it():
+    """What a user relies on, not how the file spells it: a non-root user, results in the folder
+    `just docker-run` mounts, the model caches in volumes, offline mode left to the user."""
     text = DOCKERFILE.read_text()
     env_lines = re.findall(r"^ENV\s+(.*)$", re.sub(r"\\\n", " ", text), re.MULTILINE)
     env = dict(re.findall(r"(\w+)=(\S+)", " ".join(env_lines)))
-    assert env["PYTHON"] == "python3" and env["MEDBENCH_RESULTS"] == "/opt/medbench/results"
-    volumes = json.loads(re.search(r"^VOLUME\s+(\[.*\])", text, re.MULTILINE)[1])
-    assert env["HF_HOME"] in volumes
-    assert "HF_HUB_OFFLINE" not in env  # passed through at run time, never fixed in the image
     users = re.findall(r"^USER\s+(\S+)", text, re.MULTILINE)
     assert users and users[-1] not in {"root", "0"}
-    assert re.search(r"^ENTRYPOINT \[\"/opt/medbench/docker/entrypoint.sh\"\]", text, re.MULTILINE)
-    assert "DS_BUILD_OPS=0" in text and "--no-build-isolation" in text
-    assert re.search(r"^ARG FLASH_ATTN=auto$", text, re.MULTILINE) and "docker/flash-attn.sh" in text
-    assert "FLASH_ATTENTION_FORCE_BUILD" not in text and "flash-attn" not in " ".join(pip_installs(DOCKERFILE))
+    volumes = json.loads(re.search(r"^VOLUME\s+(\[.*\])", text, re.MULTILINE)[1])
+    assert env["HF_HOME"] in volumes and env["MEDBENCH_CACHE"] in volumes
+    mounts = {m.rsplit(":", 1)[1] for m in re.findall(r'-v "([^"]+)"', (ROOT / "justfile").read_text())}
+    assert env["MEDBENCH_RESULTS"] in mounts  # where the image writes is where docker-run mounts results/
+    assert "HF_HUB_OFFLINE" not in env  # passed through at run time, never fixed in the image
 
 
 def test_dockerignore_leaves_out_history_caches_and_weights_but_not_the_code():
@@ -336,19 +335,6 @@ def test_suite_evaluates_the_default_model_and_every_alias_in_medbench_suite(tmp
     assert log.read_text().splitlines() == ["eval gemma3-270m", "eval broken", "eval qwen3"]
 
 
-def test_docker_recipes_build_and_run_the_bench_image():
-    def dry(*args):
-        run = subprocess.run([tool("just"), "--dry-run", *args], cwd=ROOT, capture_output=True, text=True, check=False)
-        return run.stderr
-
-    build = dry("docker-build")
-    assert "docker build" in build and "-t bench" in build and build.rstrip().endswith(" .")
-    run = " ".join(dry("docker-run", "just", "eval", "qwen3").split())
-    assert "docker run --rm --gpus all" in run and "-e HF_HUB_OFFLINE" in run
-    assert f'-v "{ROOT}/results:/opt/medbench/results"' in run and ':/cache/huggingface"' in run
-    assert run.endswith('bench "$@"')
-
-
 def test_every_recipe_has_a_doc_comment():
     dump = json.loads(subprocess.run([tool("just"), "--dump", "--dump-format", "json"], cwd=ROOT,
                                      capture_output=True, text=True, check=True).stdout)
@@ -399,43 +385,20 @@ def test_actionlint_passes_on_every_workflow():
     assert run.returncode == 0, run.stdout + run.stderr
 
 
+def test_every_just_command_in_the_workflows_and_the_image_is_a_recipe_that_runs():
+    """Each `just …` a workflow, the entry point or the Dockerfile runs resolves to a recipe (a renamed
+    recipe fails here, not on a GitHub runner): `just --dry-run` prints the command it would run."""
+    sources = [*WORKFLOWS, DOCKERFILE, ROOT / "docker" / "entrypoint.sh", ROOT / ".ci" / "run"]
+    commands = {m for path in sources for m in re.findall(r"\bjust ([a-z][\w-]*)", path.read_text())}
+    assert {"test", "lint", "eval", "suite"} <= commands
+    for name in commands:
+        run = subprocess.run([tool("just"), "--dry-run", name], cwd=ROOT, capture_output=True, text=True, check=False)
+        assert run.returncode == 0, f"just {name}: {run.stderr}"
+
+
 def test_every_action_is_pinned_to_a_release():
     for path in WORKFLOWS:
         for ref in re.findall(r"uses:\s*(\S+)", path.read_text()):
             assert re.fullmatch(r"[\w.-]+/[\w./-]+@(v\d+(\.\d+)*|[0-9a-f]{40})", ref), f"{path.name}: {ref}"
 
 
-def test_ci_workflow_lints_tests_and_smokes_with_cpu_torch_and_caches():
-    wf = load_workflow("ci.yml")
-    assert {"push", "pull_request"} <= set(wf["on"])
-    jobs = wf["jobs"]
-    assert {"lint", "test", "smoke"} <= jobs.keys()
-    assert wf["env"]["TORCH_INDEX"] == "https://download.pytorch.org/whl/cpu"
-    assert "just lint" in steps_text(jobs["lint"])
-    test = steps_text(jobs["test"])
-    assert test.index("bash scripts/setup.sh") < test.index("just test")
-    smoke = steps_text(jobs["smoke"])
-    assert 'just eval "$RUNNER_TEMP/tiny-gemma3" --limit 2' in smoke and "just eval gemma3-270m --limit 2" in smoke
-    for name in ("test", "smoke"):
-        withs = [step.get("with", {}) for step in jobs[name]["steps"]]
-        assert any(w.get("cache") == "pip" for w in withs) and any(w.get("path") == "~/.cache/medbench" for w in withs)
-
-
-def test_docker_workflow_pushes_the_image_to_the_repositorys_registry():
-    wf = load_workflow("docker.yml")
-    assert wf["on"]["push"]["branches"] == ["main"] and wf["on"]["push"]["tags"]
-    assert wf["permissions"]["packages"] == "write"
-    steps = wf["jobs"]["image"]["steps"]
-    uses = {step.get("uses", "").split("@")[0]: step for step in steps}
-    assert uses["docker/login-action"]["with"]["registry"] == "ghcr.io"
-    assert "ghcr.io/${{ github.repository }}" in uses["docker/metadata-action"]["with"]["images"]
-    assert uses["docker/build-push-action"]["with"]["push"] is True
-
-
-def test_gpu_workflow_is_manual_on_a_self_hosted_gpu_runner_and_uploads_results():
-    wf = load_workflow("gpu.yml")
-    assert list(wf["on"]) == ["workflow_dispatch"]
-    job = wf["jobs"]["eval"]
-    assert job["runs-on"] == ["self-hosted", "gpu"]
-    text = steps_text(job)
-    assert "just eval gemma3-270m --limit 20" in text and "actions/upload-artifact" in text
