@@ -133,3 +133,15 @@ def test_task_selection():
 
 def test_tasks_readme_is_current():
     assert readme_path().read_text() == render_readme(), "run `just tasks-readme`"
+
+
+def test_readme_tables_copy_their_source_of_truth():
+    """Settings, variants, methods and models tables between markers equal what their YAML/dataclass says."""
+    from medbench.cli import readme_tables
+
+    for path in readme_tables.readme_paths():
+        text = path.read_text()
+        assert readme_tables.render(text) == text, f"{path} is out of date: run `just tasks-readme`"
+    readme = readme_tables.readme_paths()[0].read_text()
+    for name in readme_tables.TABLES:
+        assert f"<!-- table:{name}:start -->" in readme
