@@ -142,8 +142,12 @@ def run(req: RunRequest, results_dir: Path | None = None) -> dict:
     eval_seconds = time.perf_counter() - start
     responses_computed = _cache_size(run_dir) - cached_before
 
+    rotated_names = {r for rs in rotated.values() for r in rs}
     for name in out["samples"]:
-        io.write_samples(io.samples_path(run_dir, name), out["samples"][name])
+        samples_out = out["samples"][name]
+        if name in rotated_names:
+            samples_out = [permute.slim(s) for s in samples_out]
+        io.write_samples(io.samples_path(run_dir, name), samples_out)
     task_records = [
         task_record(name, out["samples"][name], out["results"][name], lambda text: len(lm.tok_encode(text)),
                     req.settings.prompt_max_tokens, {r: out["samples"][r] for r in rotated.get(name, [])},
