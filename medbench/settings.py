@@ -6,12 +6,17 @@ repetition_penalty to a misspelt key.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 
 from medbench.options import arg
 from medbench.overrides import SettingsError, parse_assignments, typed_overrides
 
 __all__ = ["EvalSettings", "SettingsError", "parse_assignments"]
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+ATTN_IMPLEMENTATIONS = ("auto", "eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 @dataclass
@@ -30,6 +35,22 @@ class EvalSettings:
     device: str = arg("auto", help="`cuda` where visible, else `cpu`")
     seed: int = arg(1234, help="lm-eval's seeds (sampling, few-shot order)")
     fast_mc: bool = arg(True, help="one forward pass per question for one-token answers (medbench/eval/fastlm.py)")
+
+    def __post_init__(self):
+        """Every value in its domain, before anything loads (the machine is checked by models.loading)."""
+        for name, low in (("batch_size", 1), ("prompt_max_tokens", 1), ("max_gen_toks", 1), ("seed", 0)):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+                raise SettingsError(f"setting {name} must be a whole number >= {low}, got {value!r}")
+        if self.seed >= 2**32:
+            raise SettingsError(f"setting seed must be below 2**32 (numpy's seeds), got {self.seed}")
+        if not self.repetition_penalty > 0:
+            raise SettingsError(f"setting repetition_penalty must be > 0 (1.0: none), got {self.repetition_penalty!r}")
+        for name, allowed in (("dtype", DTYPES), ("attn_implementation", ATTN_IMPLEMENTATIONS)):
+            if getattr(self, name) not in allowed:
+                raise SettingsError(f"setting {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if not DEVICE_PATTERN.fullmatch(self.device):
+            raise SettingsError(f"setting device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
 
     @classmethod
     def from_overrides(cls, overrides: dict[str, str | object]) -> EvalSettings:
