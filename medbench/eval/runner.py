@@ -212,7 +212,7 @@ def run(req: RunRequest, results_dir: Path | None = None) -> dict:
             return _evaluate(req, prepared, store)
         except BaseException:
             # A start that computed nothing leaves no claim; answers already computed stay, to resume from.
-            if created and (store is None or store.count() == 0):
+            if created and _no_answers(store):
                 if store is not None:
                     store.close()
                     store = None
@@ -221,6 +221,13 @@ def run(req: RunRequest, results_dir: Path | None = None) -> dict:
         finally:
             if store is not None:
                 store.close()
+
+
+def _no_answers(store: response_cache.ResponseStore | None) -> bool:
+    try:
+        return store is None or store.count() == 0
+    except MedbenchError:
+        return False  # an unreadable cache is kept for the user to look at
 
 
 def _evaluate(req: RunRequest, prepared: Prepared, store: response_cache.ResponseStore) -> dict:
