@@ -6,12 +6,21 @@ repetition_penalty to a misspelt key.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 
 from medbench.options import arg
 from medbench.overrides import SettingsError, parse_assignments, typed_overrides
 
 __all__ = ["EvalSettings", "SettingsError", "parse_assignments"]
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+ATTN_IMPLEMENTATIONS = ("auto", "eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+# medbench/eval/permute.py reads these names; kept here so settings import nothing of eval.
+PERMUTE_SCHEMES = ("none", "cyclic")
 
 
 @dataclass
@@ -35,15 +44,29 @@ class EvalSettings:
     canary: int = arg(4, help="questions of each task also scored alone and compared with their batched scores; a "
                               "mismatch stops the run (0: off)")
 
+    def __post_init__(self):
+        """Every value in its domain, before anything loads (the machine is checked by models.loading)."""
+        for name, low in (("batch_size", 1), ("prompt_max_tokens", 1), ("max_gen_toks", 1), ("seed", 0)):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+                raise SettingsError(f"setting {name} must be a whole number >= {low}, got {value!r}")
+        if self.seed >= 2**32:
+            raise SettingsError(f"setting seed must be below 2**32 (numpy's seeds), got {self.seed}")
+        if not self.repetition_penalty > 0:
+            raise SettingsError(f"setting repetition_penalty must be > 0 (1.0: none), got {self.repetition_penalty!r}")
+        for name, allowed in (("dtype", DTYPES), ("attn_implementation", ATTN_IMPLEMENTATIONS)):
+            if getattr(self, name) not in allowed:
+                raise SettingsError(f"setting {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if not DEVICE_PATTERN.fullmatch(self.device):
+            raise SettingsError(f"setting device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+        if self.permute not in PERMUTE_SCHEMES:
+            raise SettingsError(f"setting permute expects one of {', '.join(PERMUTE_SCHEMES)}, got {self.permute!r}")
+        if self.canary < 0:
+            raise SettingsError(f"setting canary must be a whole number >= 0, got {self.canary!r}")
+
     @classmethod
     def from_overrides(cls, overrides: dict[str, str | object]) -> EvalSettings:
         return cls(**typed_overrides(cls, {k.replace("-", "_"): v for k, v in overrides.items()}))
-
-    def __post_init__(self):
-        from medbench.eval.permute import SCHEMES
-
-        if self.permute not in SCHEMES:
-            raise SettingsError(f"setting permute expects one of {', '.join(SCHEMES)}, got {self.permute!r}")
 
     def generation_kwargs(self) -> dict:
         out = {"do_sample": self.do_sample, "repetition_penalty": self.repetition_penalty}

@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -11,6 +10,7 @@ import time
 import pytest
 
 from medbench import stats
+from medbench.eval import response_cache
 from medbench.eval.runner import RunError, RunRequest, run
 from medbench.models.registry import RegistryError
 from medbench.records import io
@@ -60,14 +60,7 @@ def test_gen_run_counts_invalid_and_truncated(tiny_gemma_dir, results_dir):
 
 
 def _cache_rows(run_dir):
-    db = run_dir / "cache" / "responses_rank0.db"
-    if not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(db, timeout=0.1) as con:
-            return con.execute("SELECT COUNT(*) FROM unnamed").fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0
+    return response_cache.count_rows(run_dir / "cache" / response_cache.FILENAME)
 
 
 def test_killed_run_resumes_and_rerun_recomputes_nothing(tiny_gemma_dir, results_dir):

@@ -39,6 +39,8 @@ def test_registry_refuses_unknown_keys(tmp_path):
 
 
 def test_local_directory_is_a_model(tmp_path):
+    (tmp_path / "config.json").write_text("{}")  # an empty folder is refused (tests/test_reliability.py)
+    (tmp_path / "tokenizer.json").write_text("{}")
     spec = resolve(str(tmp_path))
     assert spec.path == str(tmp_path.resolve()) and spec.alias == tmp_path.name
 

@@ -100,6 +100,7 @@ def build_record(args, plan, data, trainer, timer, train_output, eval_metrics: d
         "training_arguments": plan.training, "output_dir": str(plan.output_dir), "created": prov["created"],
         "data": {
             "mix": args.mix, "cot": args.cot, "sources": data.sources, "eval_sources": data.eval_sources,
+            "files": data.files,
             "limit": args.limit, "eval_limit": args.eval_limit,
             "format": "prompt = lm-eval task doc_to_text(row) of the zero-shot mc task; completion = "
                       "target_delimiter + answer letter (the continuation the mc task scores) + EOS; "
@@ -127,7 +128,8 @@ def build_record(args, plan, data, trainer, timer, train_output, eval_metrics: d
         "deepspeed": deepspeed_record(trainer, plan.ds_path, plan.ds_config) if plan.use_deepspeed else None,
         "notes": plan.notes,
         "loss_curve": "loss_curve.png" if curve else None,
-        "versions": prov["versions"], "git_sha": prov["git_sha"], "hardware": prov["hardware"],
+        "versions": prov["versions"], "git_sha": prov["git_sha"], "git_dirty": prov["git_dirty"],
+        "hardware": prov["hardware"],
     }
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from medbench.data.loader import verify_splits
 from medbench.errors import MedbenchError
 from medbench.models.loading import base_weights
 from medbench.models.registry import resolve
@@ -103,12 +104,15 @@ def train(args: TrainArguments, callbacks: tuple = ()) -> dict:
         print(f"medbench train: {plan.spec.alias} {plan.method.name} is already trained ({record_path}); "
               f"--force trains it again")
         return json.loads(record_path.read_text())
+    # The data verified against SHA256SUMS before the run claims its folder or loads a model.
+    data_files = verify_splits(sft_data.splits_read(args.mix))
     if is_rank0():
         claim_dir(plan.output_dir, {**plan.run_config, "mix": args.mix, "cot": args.cot, "limit": args.limit,
                                     "eval_limit": args.eval_limit},
                   config_name=TRAIN_CONFIG, markers=(TRAIN_RECORD,), force=args.force, what="training run",
                   allowed_changes=frozenset(f"training.{k}" for k in RESUMABLE_CHANGES))
     data = prepare_data(args, plan)
+    data.files = data_files
     trainer, timer, resume, tokens_before = build_trainer(plan, data, callbacks)
     train_output = trainer.train(resume_from_checkpoint=resume)
     eval_metrics = trainer.evaluate() if trainer.eval_dataset is not None else {}
@@ -165,6 +169,7 @@ class Data:
     eval_lengths: dict
     tokenizer: object
     base: str
+    files: dict = field(default_factory=dict)  # {file under data/: sha256}, verified
 
 
 def prepare_data(args: TrainArguments, plan: Plan) -> Data:

@@ -20,7 +20,7 @@ from functools import cache
 
 import datasets
 
-from medbench.data.loader import KORMEDMCQA_EXAMS, DataError, load_rows
+from medbench.data.loader import KORMEDMCQA_EXAMS, DataError, Source, load_rows, source_path
 
 MIXES = ("english", "korean", "both")
 KOREAN_TASKS = {exam: f"medbench_kormedmcqa_{exam}" for exam in KORMEDMCQA_EXAMS}
@@ -78,6 +78,20 @@ def english_rows() -> tuple[list[dict], SourceInfo]:
         note = (f"MedQA train unavailable ({e}); trained on MedQA dev instead. dev's first five rows are also the "
                 f"shots of the medqa fewshot prompt")
         return rows, SourceInfo("medqa", "usmle", "dev", ENGLISH_TASK, len(rows), note)
+
+
+def splits_read(mix: str) -> list[tuple[str, str | None, str]]:
+    """(dataset, exam, split) of every split a mix trains on, and the validation splits (verified before a run)."""
+    if mix not in MIXES:
+        raise DataError(f"unknown mix {mix!r}; choose from {', '.join(MIXES)}")
+    out = [("kormedmcqa", exam, "train") for exam in KORMEDMCQA_EXAMS] if mix in ("korean", "both") else []
+    if mix in ("english", "both"):
+        try:
+            source_path(Source("medqa", None, "train"))
+            out.append(("medqa", None, "train"))
+        except DataError:
+            out.append(("medqa", None, "dev"))
+    return out + [("kormedmcqa", exam, "valid") for exam in KORMEDMCQA_EXAMS]
 
 
 def build_examples(parts: list[tuple[list[dict], str]], cot: bool, limit: int | None, seed: int) -> datasets.Dataset:

@@ -14,8 +14,8 @@ paired statistics line up per question.
 from __future__ import annotations
 
 from medbench.data.loader import LETTERS, OPTION_COUNT
+from medbench.settings import PERMUTE_SCHEMES as SCHEMES  # noqa: F401  (the one list)
 
-SCHEMES = ("none", "cyclic")
 ROTATED_SPLIT = "test"
 
 

@@ -13,7 +13,7 @@ from medbench.models import awq_convert, embedded
 from medbench.models.registry import ModelSpec, require_local_hub_weights
 from medbench.models.variants import LoadPlan, plan
 from medbench.paths import cache_dir
-from medbench.settings import EvalSettings
+from medbench.settings import EvalSettings, SettingsError
 
 
 @dataclass
@@ -36,6 +36,43 @@ def pick_device(setting: str) -> str:
     if setting != "auto":
         return setting
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_machine(settings: EvalSettings) -> None:
+    """Refuse, before anything loads, settings this machine cannot honour (values were checked by EvalSettings)."""
+    device = settings.device
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            why = "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise SettingsError(f"setting device={device}, but {why}; use device=cpu (or auto)")
+        index = int(device.split(":", 1)[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise SettingsError(f"setting device={device}, but only {torch.cuda.device_count()} CUDA GPU(s) are "
+                                f"visible (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise SettingsError("setting device=mps, but no Apple GPU is available; use device=cpu (or auto)")
+    attn = settings.attn_implementation
+    if attn.startswith("flash_attention"):
+        if not pick_device(device).startswith("cuda"):
+            raise SettingsError(f"setting attn_implementation={attn} needs a CUDA GPU, and this run is on "
+                                f"{pick_device(device)}; use sdpa or eager (or auto)")
+        package = {"flash_attention_2": "flash_attn", "flash_attention_3": "flash_attn_interface"}[attn]
+        if importlib.util.find_spec(package) is None:
+            raise SettingsError(f"setting attn_implementation={attn} needs the {package} package, which is not "
+                                f"installed; use sdpa (or auto)")
+
+
+def weight_sources(spec: ModelSpec, variant: str, device: str) -> dict[str, str]:
+    """What a load of this variant reads, by role, decided without loading: `model` (the weights), `tokenizer`
+    (the base model, when the weights are another checkpoint) and `adapter` (a PEFT adapter directory)."""
+    load_plan = plan(spec, variant, cuda_available=device.startswith("cuda"))
+    base = base_weights(spec)
+    out = {"model": base if load_plan.weights == "base" else load_plan.weights}
+    if out["model"] != base:
+        out["tokenizer"] = base
+    if load_plan.adapter:
+        out["adapter"] = load_plan.adapter
+    return out
 
 
 def pick_dtype(setting: str, device: str) -> torch.dtype:

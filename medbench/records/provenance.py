@@ -22,9 +22,10 @@ PACKAGES = ("medbench", "torch", "transformers", "tokenizers", "lm_eval", "peft"
 
 
 def provenance() -> dict:
-    """The fields every record carries: created, versions, git_sha, hardware."""
+    """The fields every record carries: created, versions, git_sha, git_dirty, hardware."""
+    sha, dirty = git_state()
     return {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": package_versions(),
-            "git_sha": git_sha(), "hardware": hardware()}
+            "git_sha": sha, "git_dirty": dirty, "hardware": hardware()}
 
 
 def package_versions() -> dict[str, str | None]:
@@ -38,15 +39,37 @@ def package_versions() -> dict[str, str | None]:
 
 
 def git_sha() -> str | None:
+    return git_state()[0]
+
+
+MAX_DIRTY_LISTED = 50
+
+
+def git_state() -> tuple[str | None, list[str] | None]:
+    """(HEAD, suffixed `-dirty` when a tracked file differs from it; the differing tracked paths).
+
+    `-dirty` alone says nothing (runs and the report rewrite tracked files under results/), so the
+    record also lists which tracked files differed (at most 50). None, None without git
+    (MEDBENCH_GIT_SHA gives the sha of a copied tree, whose state is unknown).
+    """
     if os.environ.get("MEDBENCH_GIT_SHA"):  # a copy of the tree without .git (e.g. a GPU machine)
-        return os.environ["MEDBENCH_GIT_SHA"]
+        return os.environ["MEDBENCH_GIT_SHA"], None
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, check=True)
-        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "-z"], cwd=REPO_ROOT,
+                                capture_output=True, text=True, check=True)
     except (OSError, subprocess.CalledProcessError):
-        return None
+        return None, None
+    dirty, entries = [], iter(status.stdout.split("\0"))
+    for entry in entries:
+        if len(entry) > 3:
+            dirty.append(entry[3:])
+            if entry[0] in "RC":  # a rename or copy: its source path follows
+                next(entries, None)
+    dirty.sort()
+    listed = dirty[:MAX_DIRTY_LISTED] + ([f"... and {len(dirty) - MAX_DIRTY_LISTED} more"]
+                                         if len(dirty) > MAX_DIRTY_LISTED else [])
+    return sha.stdout.strip() + ("-dirty" if dirty else ""), listed
 
 
 def hardware() -> dict:

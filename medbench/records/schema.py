@@ -77,6 +77,9 @@ class RunRecord(TypedDict):
     canary: NotRequired[dict | None]  # questions re-scored alone vs batched: checked, max_abs_diff, passed
     versions: NotRequired[dict]
     notes: NotRequired[list[str]]
+    git_dirty: NotRequired[list[str] | None]  # the tracked files that differed from git_sha's commit
+    data_files: NotRequired[dict[str, str]]  # {file under data/: sha256} of every file the run read, verified
+    weights_fingerprint: NotRequired[dict]  # {role: fingerprint} of the weights loaded (models/fingerprint.py)
 
 
 class TrainRecord(TypedDict):
@@ -122,6 +125,7 @@ class TrainRecord(TypedDict):
     deepspeed: NotRequired[dict | None]
     notes: NotRequired[list[str]]
     loss_curve: NotRequired[str | None]
+    git_dirty: NotRequired[list[str] | None]
 
 
 def required_keys(record_type) -> tuple[str, ...]:
