@@ -7,6 +7,7 @@ repetition_penalty to a misspelt key.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 from medbench.options import arg
 from medbench.overrides import SettingsError, parse_assignments, typed_overrides
@@ -30,6 +31,13 @@ class EvalSettings:
     device: str = arg("auto", help="`cuda` where visible, else `cpu`")
     seed: int = arg(1234, help="lm-eval's seeds (sampling, few-shot order)")
     fast_mc: bool = arg(True, help="one forward pass per question for one-token answers (medbench/eval/fastlm.py)")
+    chat: Literal["auto", "on", "off"] = arg("auto", help="chat template: `auto` applies the model's own for registry chat models in `gen` "
+                                 "(zeroshot gen, fewshot, cot) and keeps `mc` a plain completion; `on` also for "
+                                 "`mc`; `off` never (medbench/eval/chat.py)")
+    system_instruction: str | None = arg(None, help="a system turn for chat runs (prepended as plain text otherwise)")
+    fewshot_as_multiturn: bool = arg(True, help="chat runs send each shot as its own user/assistant turn pair")
+    thinking: bool = arg(False, help="models with a thinking switch (Qwen3): let them think; the <think> block is "
+                                     "stripped before answer extraction. Needs chat and `gen`")
 
     @classmethod
     def from_overrides(cls, overrides: dict[str, str | object]) -> EvalSettings:
