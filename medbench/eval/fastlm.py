@@ -32,10 +32,13 @@ class MedbenchLM(HFLM):
         self.generate_seconds = 0.0
 
     @classmethod
-    def from_loaded(cls, loaded, settings) -> MedbenchLM:
-        """Wrap a medbench.models.loading.Loaded model with the evaluation settings (runner and consistency check)."""
+    def from_loaded(cls, loaded, settings, chat_template_args: dict | None = None) -> MedbenchLM:
+        """Wrap a medbench.models.loading.Loaded model with the evaluation settings (runner and consistency check).
+
+        `chat_template_args` reach the tokenizer's chat template when lm-eval applies it (medbench/eval/chat.py)."""
         return cls(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=settings.batch_size,
-                   device=loaded.device, prompt_max_tokens=settings.prompt_max_tokens, fast_mc=settings.fast_mc)
+                   device=loaded.device, prompt_max_tokens=settings.prompt_max_tokens, fast_mc=settings.fast_mc,
+                   chat_template_args=chat_template_args or None)
 
     @property
     def max_length(self) -> int:

@@ -18,6 +18,7 @@ import torch
 from medbench import paths, stats
 from medbench.data.loader import KORMEDMCQA_EXAMS
 from medbench.errors import MedbenchError
+from medbench.eval import chat as chat_templates
 from medbench.models.loading import load, pick_device
 from medbench.models.registry import resolve
 from medbench.models.variants import plan
@@ -80,6 +81,10 @@ def default_run_id(req: RunRequest, mode: str) -> str:
         parts.append(f"limit{req.limit}")
     if req.sample:
         parts.append(f"sample{req.sample}")
+    if req.settings.chat != "auto":
+        parts.append(f"chat{req.settings.chat}")
+    if req.settings.thinking:
+        parts.append("thinking")
     return "-".join(parts)
 
 
@@ -107,6 +112,7 @@ def run(req: RunRequest, results_dir: Path | None = None) -> dict:
     names = task_names(req.prompt, mode, req.tasks)
     spec = resolve(req.model)  # unknown aliases, variants and missing CUDA fail here, before anything loads
     plan(spec, req.variant, cuda_available=pick_device(req.settings.device).startswith("cuda"))
+    chat = chat_templates.plan_chat(spec, mode, req.settings)
     run_id = req.run_id or default_run_id(req, mode)
     run_dir = results_dir / "runs" / run_id
     config = {"model": req.model, "variant": req.variant, "prompt": req.prompt, "mode": mode, "tasks": names,
@@ -123,14 +129,24 @@ def run(req: RunRequest, results_dir: Path | None = None) -> dict:
                    for name, t in loaded_tasks.items()}
 
     loaded = load(spec, req.variant, req.settings)
-    lm = MedbenchLM.from_loaded(loaded, req.settings)
+    gen_kwargs = req.settings.generation_kwargs()
+    if chat.apply:
+        template = chat_templates.require_template(loaded.tokenizer, req.model)
+        (run_dir / "chat_template.jinja").write_text(template)
+        if mode == "gen":
+            # A chat turn ends at the template's end-of-turn token (lm-eval adds EOS), not at a blank line.
+            eot = chat_templates.end_of_turn(loaded.tokenizer, chat.template_kwargs)
+            gen_kwargs["until"] = [eot] if eot else []
+    lm = MedbenchLM.from_loaded(loaded, req.settings, chat.template_kwargs if chat.apply else None)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     cached_before = _cache_size(run_dir)
     start = time.perf_counter()
     out = simple_evaluate(
         model=lm, tasks=names, task_manager=task_manager, limit=req.limit, samples=samples,
-        use_cache=str(run_dir / "cache" / "responses"), gen_kwargs=req.settings.generation_kwargs(),
+        use_cache=str(run_dir / "cache" / "responses"), gen_kwargs=gen_kwargs,
+        apply_chat_template=chat.apply, fewshot_as_multiturn=chat.fewshot_as_multiturn,
+        system_instruction=chat.system_instruction,
         log_samples=True, random_seed=req.settings.seed, numpy_random_seed=req.settings.seed,
         torch_random_seed=req.settings.seed, fewshot_random_seed=req.settings.seed,
     )
@@ -154,7 +170,8 @@ def run(req: RunRequest, results_dir: Path | None = None) -> dict:
         "variant": req.variant, "prompt": req.prompt, "mode": mode,
         "limit": req.limit, "sample": req.sample,
         "settings": req.settings.as_dict(),
-        "generation_kwargs": req.settings.generation_kwargs() if mode == "gen" else None,
+        "generation_kwargs": gen_kwargs if mode == "gen" else None,
+        "chat": chat_templates.describe(chat, loaded.tokenizer),
         "adapter": loaded.adapter, "quantization": loaded.quantization, "awq_route": loaded.awq_route,
         "device": loaded.device, "dtype": loaded.dtype, "attn_implementation": loaded.attn_implementation,
         "sanity_perplexity": loaded.sanity_perplexity,
