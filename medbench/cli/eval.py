@@ -23,6 +23,8 @@ class RunOptions:
     run_id: str | None = arg(None, help="results/runs/<run-id>; re-running an id resumes it")
     force: bool = arg(False, help="discard the run id's cached answers and start again")
     batch_size: int | None = arg(None, help="questions per forward pass (default 8)")
+    chat: str | None = arg(None, choices=("auto", "on", "off"),
+                           help="the model's chat template: auto (default: chat models in gen), on, off")
     set: list[str] = arg(default_factory=list, metavar="KEY=VALUE",
                          help=f"an evaluation setting; known: {', '.join(EvalSettings.__dataclass_fields__)}")
 
@@ -47,6 +49,8 @@ def request(opts: RunOptions, model: str, variant: str, prompt: str):
     overrides = parse_assignments(opts.set)
     if opts.batch_size is not None:
         overrides["batch_size"] = opts.batch_size
+    if opts.chat is not None:
+        overrides["chat"] = opts.chat
     return RunRequest(model=model, variant=variant, prompt=prompt, mode=opts.mode,
                       tasks=[t for t in opts.tasks.split(",") if t], limit=opts.limit, sample=opts.sample,
                       run_id=opts.run_id, force=opts.force, settings=EvalSettings.from_overrides(overrides))
