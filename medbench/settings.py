@@ -36,7 +36,7 @@ class EvalSettings:
                                  "`mc`; `off` never (medbench/eval/chat.py)")
     system_instruction: str | None = arg(None, help="a system turn for chat runs (prepended as plain text otherwise)")
     fewshot_as_multiturn: bool = arg(True, help="chat runs send each shot as its own user/assistant turn pair")
-    thinking: bool = arg(False, help="models with a thinking switch (Qwen3): let them think; the <think> block is "
+    thinking: bool = arg(False, help="models with a thinking switch (Qwen3): let them think; the `<think>` block is "
                                      "stripped before answer extraction. Needs chat and `gen`")
 
     @classmethod

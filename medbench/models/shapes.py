@@ -89,7 +89,7 @@ def config_at_shape(alias: str):
 
 def text_part(raw: dict) -> dict:
     """The language model's part of a config.json (a multimodal config's text_config)."""
-    return raw["text_config"] if "text_config" in raw else raw
+    return raw.get("text_config", raw)
 
 
 def tiny_dict(alias: str, vocab_size: int) -> dict:
