@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 from medbench.options import arg
 from medbench.overrides import SettingsError, parse_assignments, typed_overrides
@@ -43,6 +44,13 @@ class EvalSettings:
                                     "shift; the record adds position-debiased and circular accuracy (k x the cost)")
     canary: int = arg(4, help="questions of each task also scored alone and compared with their batched scores; a "
                               "mismatch stops the run (0: off)")
+    chat: Literal["auto", "on", "off"] = arg("auto", help="chat template: `auto` applies the model's own for registry chat models in `gen` "
+                                 "(zeroshot gen, fewshot, cot) and keeps `mc` a plain completion; `on` also for "
+                                 "`mc`; `off` never (medbench/eval/chat.py)")
+    system_instruction: str | None = arg(None, help="a system turn for chat runs (prepended as plain text otherwise)")
+    fewshot_as_multiturn: bool = arg(True, help="chat runs send each shot as its own user/assistant turn pair")
+    thinking: bool = arg(False, help="models with a thinking switch (Qwen3): let them think; the `<think>` block is "
+                                     "stripped before answer extraction. Needs chat and `gen`")
 
     def __post_init__(self):
         """Every value in its domain, before anything loads (the machine is checked by models.loading)."""

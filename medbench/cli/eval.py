@@ -24,6 +24,8 @@ class RunOptions:
     run_id: str | None = arg(None, help="results/runs/<run-id>; re-running an id resumes it")
     force: bool = arg(False, help="discard the run id's cached answers and start again")
     batch_size: int | None = arg(None, help="questions per forward pass (default 8)")
+    chat: str | None = arg(None, choices=("auto", "on", "off"),
+                           help="the model's chat template: auto (default: chat models in gen), on, off")
     set: list[str] = arg(default_factory=list, metavar="KEY=VALUE",
                          help=f"an evaluation setting; known: {', '.join(EvalSettings.__dataclass_fields__)}")
     quiet: bool = arg(False, help="no progress bars, only warnings, errors and the result table")
@@ -60,6 +62,8 @@ def request(opts: RunOptions, model: str, variant: str, prompt: str):
     overrides = parse_assignments(opts.set)
     if opts.batch_size is not None:
         overrides["batch_size"] = opts.batch_size
+    if opts.chat is not None:
+        overrides["chat"] = opts.chat
     if opts.quiet and opts.verbose:
         raise MedbenchError("--quiet and --verbose exclude each other")
     level = "quiet" if opts.quiet else "verbose" if opts.verbose else "normal"

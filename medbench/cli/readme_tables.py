@@ -52,8 +52,9 @@ def models_table() -> str:
 
     rows = [[f"`{s.alias}`", f"`{s.hub_id}`" if s.hub_id else "", s.params_b, s.family or "",
              "yes" if s.family_default else "", "yes" if s.chat else "", "embedded" if s.embedded else
-             ("yes" if s.verified else "no")] for s in load_registry().values()]
-    return _table(["alias", "hub id", "params (B)", "family", "family default", "chat", "weights verified"], rows)
+             ("yes" if s.verified else "no"), s.architecture_checked or ""] for s in load_registry().values()]
+    return _table(["alias", "hub id", "params (B)", "family", "family default", "chat", "weights verified",
+                   "architecture checked (tiny, CPU)"], rows)
 
 
 TABLES = {"settings": settings_table, "variants": variants_table, "methods": methods_table, "models": models_table}

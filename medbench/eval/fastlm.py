@@ -48,11 +48,13 @@ class MedbenchLM(HFLM):
         self.generate_seconds = 0.0
 
     @classmethod
-    def from_loaded(cls, loaded, settings, progress: bool = True) -> MedbenchLM:
-        """Wrap a medbench.models.loading.Loaded model with the evaluation settings (runner and consistency check)."""
+    def from_loaded(cls, loaded, settings, progress: bool = True, chat_template_args: dict | None = None) -> MedbenchLM:
+        """Wrap a medbench.models.loading.Loaded model with the evaluation settings (runner and consistency check).
+
+        `chat_template_args` reach the tokenizer's chat template when lm-eval applies it (medbench/eval/chat.py)."""
         return cls(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=settings.batch_size,
                    device=loaded.device, prompt_max_tokens=settings.prompt_max_tokens, fast_mc=settings.fast_mc,
-                   canary_size=settings.canary, progress=progress)
+                   canary_size=settings.canary, progress=progress, chat_template_args=chat_template_args or None)
 
     @property
     def max_length(self) -> int:

@@ -25,6 +25,7 @@ import torch
 from medbench import paths
 from medbench.data.loader import KORMEDMCQA_EXAMS, load_rows, verify_splits
 from medbench.errors import MedbenchError
+from medbench.eval import chat as chat_templates
 from medbench.eval import permute, response_cache
 from medbench.eval.identity import identity_changes, run_identity
 from medbench.eval.task_records import task_record, weighted_average
@@ -111,6 +112,10 @@ def default_run_id(req: RunRequest, mode: str) -> str:
         parts.append(f"limit{req.limit}")
     if req.sample is not None:
         parts.append(f"sample{req.sample}")
+    if req.settings.chat != "auto":
+        parts.append(f"chat{req.settings.chat}")
+    if req.settings.thinking:
+        parts.append("thinking")
     # A model given as a path names its run by the path (as before), made a valid run id.
     run_id = "".join(c if io.RUN_ID_PATTERN.fullmatch("a" + c) else "_" for c in "-".join(parts))
     return run_id[-128:].lstrip(".")
@@ -150,6 +155,7 @@ class Prepared:
     names: list[str]
     spec: object
     config: dict
+    chat: object  # medbench.eval.chat's plan: whether and how the chat template applies
 
 
 def prepare(req: RunRequest, results_dir: Path | None = None) -> Prepared:
@@ -165,6 +171,7 @@ def prepare(req: RunRequest, results_dir: Path | None = None) -> Prepared:
     check_machine(req.settings)  # device=cuda without CUDA, flash attention without a GPU
     device = pick_device(req.settings.device)
     plan(spec, req.variant, cuda_available=device.startswith("cuda"))  # variants needing CUDA, missing checkpoints
+    chat = chat_templates.plan_chat(spec, mode, req.settings)
     run_id = check_run_id(req.run_id or default_run_id(req, mode))
     run_dir = results_dir / "runs" / run_id
     data = verify_splits([(*task_data(t), split) for t in tasks for split in EVAL_SPLITS[task_data(t)[0]]])
@@ -173,7 +180,7 @@ def prepare(req: RunRequest, results_dir: Path | None = None) -> Prepared:
     identity = run_identity(weights, data, provenance.package_versions())
     config = {"model": req.model, "variant": req.variant, "prompt": req.prompt, "mode": mode, "tasks": names,
               "limit": req.limit, "sample": req.sample, "settings": req.settings.as_dict(), "identity": identity}
-    return Prepared(run_id, run_dir, mode, names, spec, config)
+    return Prepared(run_id, run_dir, mode, names, spec, config, chat)
 
 
 def check_resumable(prepared: Prepared) -> frozenset[str]:
@@ -240,6 +247,7 @@ def _evaluate(req: RunRequest, prepared: Prepared, store: response_cache.Respons
     from medbench.eval.fastlm import MedbenchLM
 
     run_id, run_dir, mode, names, spec = prepared.run_id, prepared.run_dir, prepared.mode, prepared.names, prepared.spec
+    chat = prepared.chat
     task_manager = TaskManager(include_path=str(paths.tasks_dir()), include_defaults=False)
     specs, rotated = permute.expand(names, task_manager, req.settings.permute)
     samples = None
@@ -250,14 +258,26 @@ def _evaluate(req: RunRequest, prepared: Prepared, store: response_cache.Respons
         samples.update({r: samples[name] for name, rs in rotated.items() for r in rs})  # the same questions
 
     loaded = load(spec, req.variant, req.settings)
-    lm = response_cache.CachedLM(MedbenchLM.from_loaded(loaded, req.settings, progress=req.progress), store)
+    gen_kwargs = req.settings.generation_kwargs()
+    if chat.apply:
+        template = chat_templates.require_template(loaded.tokenizer, req.model)
+        (run_dir / "chat_template.jinja").write_text(template)
+        if mode == "gen":
+            # A chat turn ends at the template's end-of-turn token (lm-eval adds EOS), not at a blank line.
+            eot = chat_templates.end_of_turn(loaded.tokenizer, chat.template_kwargs)
+            gen_kwargs["until"] = [eot] if eot else []
+    lm = response_cache.CachedLM(MedbenchLM.from_loaded(loaded, req.settings, progress=req.progress,
+                                                        chat_template_args=chat.template_kwargs if chat.apply else None),
+                                 store)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     cached_before = store.count()
     start = time.perf_counter()
     out = simple_evaluate(
         model=lm, tasks=specs, task_manager=task_manager, limit=req.limit, samples=samples,
-        use_cache=None, gen_kwargs=req.settings.generation_kwargs(),
+        use_cache=None, gen_kwargs=gen_kwargs,
+        apply_chat_template=chat.apply, fewshot_as_multiturn=chat.fewshot_as_multiturn,
+        system_instruction=chat.system_instruction,
         log_samples=True, random_seed=req.settings.seed, numpy_random_seed=req.settings.seed,
         torch_random_seed=req.settings.seed, fewshot_random_seed=req.settings.seed,
     )
@@ -292,7 +312,8 @@ def _evaluate(req: RunRequest, prepared: Prepared, store: response_cache.Respons
         "variant": req.variant, "prompt": req.prompt, "mode": mode,
         "limit": req.limit, "sample": req.sample,
         "settings": req.settings.as_dict(),
-        "generation_kwargs": req.settings.generation_kwargs() if mode == "gen" else None,
+        "generation_kwargs": gen_kwargs if mode == "gen" else None,
+        "chat": chat_templates.describe(chat, loaded.tokenizer),
         "adapter": loaded.adapter, "quantization": loaded.quantization, "awq_route": loaded.awq_route,
         "device": loaded.device, "dtype": loaded.dtype, "attn_implementation": loaded.attn_implementation,
         "sanity_perplexity": loaded.sanity_perplexity,

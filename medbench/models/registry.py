@@ -27,11 +27,13 @@ class ModelSpec:
     family: str | None = None
     family_default: bool = False
     chat: bool = False
+    chat_template_kwargs: dict | None = None  # passed to the tokenizer's chat template (Qwen3: enable_thinking)
     awq: dict | None = None
     trust_remote_code: bool = False
     sanity_max_perplexity: float | None = None
     verified: bool = False
     shape: dict | None = None
+    architecture_checked: str | None = None  # date a tiny version of this architecture passed the CPU suite
     path: str | None = None  # a local directory given instead of an alias
 
 

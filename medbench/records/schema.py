@@ -44,6 +44,19 @@ class Memory(TypedDict):
     peak_gpu_gib: NotRequired[float | None]
 
 
+class ChatRecord(TypedDict):
+    """How a run used the model's chat template (medbench/eval/chat.py)."""
+
+    apply: bool
+    reason: str
+    template_kwargs: dict
+    system_instruction: str | None
+    fewshot_as_multiturn: bool
+    thinking: bool
+    template_sha256: NotRequired[str]  # of chat_template.jinja, written beside the record
+    end_of_turn: NotRequired[str | None]  # the stop sequence of a chat gen run
+
+
 class RunRecord(TypedDict):
     """results/runs/<run_id>/record.json"""
 
@@ -69,6 +82,7 @@ class RunRecord(TypedDict):
     adapter: NotRequired[str | None]
     quantization: NotRequired[dict | None]
     awq_route: NotRequired[str | None]  # how an official AWQ checkpoint was made loadable (models/awq_convert.py)
+    chat: NotRequired[ChatRecord]  # absent in records written before chat templates
     dtype: NotRequired[str]
     attn_implementation: NotRequired[str]
     sanity_perplexity: NotRequired[float | None]
