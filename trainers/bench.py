@@ -107,7 +107,8 @@ def run_reference(model_dir: str, steps: int) -> dict:
 def run_trainer(model_dir: str, name: str, gpus: int, steps: int, workdir: Path) -> dict:
     method, extra = CONFIGS[name]
     output_dir = workdir / f"{name}@{gpus}"
-    cmd = [sys.executable, "-m", "trainers.launch", model_dir, method, "--max-steps", str(steps),
+    # `just train` itself (medbench/cli/train.py starts the processes through trainers/launch.py).
+    cmd = [sys.executable, "-m", "medbench.cli", "train", model_dir, method, "--max-steps", str(steps),
            "--eval-limit", "0", "--output-dir", str(output_dir), "--force", "--gpus", str(gpus), *extra]
     print(f"bench train: {' '.join(cmd)}", file=sys.stderr, flush=True)
     subprocess.run(cmd, check=True, env=_child_env(gpus))

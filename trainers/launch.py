@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 
+from medbench.launch import process_environment
 from trainers.arguments import TrainArguments
 from trainers.config import TrainError
 
@@ -41,7 +42,7 @@ def command(args: TrainArguments, argv: list[str]) -> list[str]:
 
 
 def environment(args: TrainArguments, env: dict[str, str]) -> dict[str, str]:
-    env = dict(env)
+    env = process_environment(env)  # NVLink multicast off (medbench/launch.py)
     if args.gpus <= 1 and args.num_machines <= 1:
         env.setdefault("CUDA_VISIBLE_DEVICES", "0")
     return env

@@ -13,7 +13,8 @@ import sys
 
 from medbench.errors import MedbenchError
 
-COMMANDS = ("eval", "demo", "data", "train", "report", "consistency", "bench", "quantize-awq", "tasks-readme")
+COMMANDS = ("eval", "demo", "suite", "data", "train", "report", "merge", "consistency", "bench", "quantize-awq",
+            "tasks-readme")
 
 
 def _module(command: str):

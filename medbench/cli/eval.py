@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from medbench.errors import MedbenchError
@@ -44,6 +45,25 @@ def make_parser(sub) -> None:
     p = sub.add_parser("eval", help=HELP, description=HELP)
     add_arguments(p, EvalTarget)
     add_arguments(p, RunOptions)
+
+
+def to_argv(*options) -> list[str]:
+    """Parsed options as a command line again (positional fields first), for another process to parse."""
+    positional, flags = [], []
+    for obj in options:
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if f.metadata.get("positional"):
+                positional.append(str(value))
+            elif value is None or value is False or value == [] or value == f.default:
+                continue  # unset, or the default: the process parsing it gets the same
+            elif value is True:
+                flags.append(f"--{f.name.replace('_', '-')}")
+            elif isinstance(value, list):
+                flags += [x for v in value for x in (f"--{f.name.replace('_', '-')}", str(v))]
+            else:
+                flags += [f"--{f.name.replace('_', '-')}", str(value)]
+    return [*positional, *flags]
 
 
 def record_location(record: dict) -> str:

@@ -21,6 +21,9 @@ class ReportArguments:
     resamples: int = arg(RESAMPLES, help=f"bootstrap resamples (default {RESAMPLES})")
     readme: str | None = arg(None, help="README whose results block is replaced (default: README.md beside the "
                                         "results folder, i.e. the repository's for results/; skipped if none)")
+    merge: list[str] = arg(default_factory=list, metavar="DIR",
+                           help="first merge this results folder from another machine into the results folder "
+                                "(repeatable; `medbench merge`: run ids unique, identical runs counted once)")
 
 
 def make_parser(sub) -> None:
@@ -36,6 +39,10 @@ def run(args) -> int:
     if opts.readme is not None and not Path(opts.readme).exists():
         raise ReportError(f"{opts.readme}: no such README")
     readme = Path(opts.readme) if opts.readme else results.resolve().parent / "README.md"
+    if opts.merge:
+        from medbench.records.merge import merge
+
+        print(f"merge into {results}: {merge([Path(d) for d in opts.merge], results).summary()}")
     out = build_report(results, opts.seed, opts.resamples, readme, also)
     for path in out["written"]:
         print(f"wrote {_shown(path)}")
