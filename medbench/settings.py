@@ -33,8 +33,9 @@ class EvalSettings:
                                             "`truncated_prompts`")
     max_gen_toks: int | None = arg(None, help="new-token budget; none: each task's own (32 direct, 512 chain of "
                                               "thought)")
-    attn_implementation: str = arg("auto", help="`flash_attention_2` where installed and on a GPU, else `sdpa`; or "
-                                                "name one")
+    attn_implementation: str = arg("auto", help="`flash_attention_2` where installed and on a GPU, else `sdpa`; "
+                                                "`eager` for fp32 on a GPU (sdpa gave wrong fp32 scores there); "
+                                                "or name one")
     dtype: str = arg("auto", help="bf16 on GPU, fp32 on CPU (the GGUF computes in fp32 in any case)")
     batch_size: int = arg(8, help="questions per forward pass")
     device: str = arg("auto", help="`cuda` where visible, else `cpu`")

@@ -141,3 +141,12 @@ def test_full_checkpoint_loads(tiny_gemma_dir, tmp_path, monkeypatch):
     assert loaded.source == str(tmp_path / f"{spec.alias}-full")
     tok = AutoTokenizer.from_pretrained(tiny_gemma_dir)
     assert torch.allclose(_logits(loaded.model, loaded.tokenizer), _logits(model, tok), atol=1e-5)
+
+
+def test_fp32_on_a_gpu_attends_eagerly_and_bf16_keeps_sdpa():
+    from medbench.models.loading import pick_attention
+
+    assert pick_attention("auto", "cuda", torch.float32) == "eager"  # the measured fp32 sdpa fault (canary)
+    assert pick_attention("auto", "cuda", torch.bfloat16) in ("sdpa", "flash_attention_2")
+    assert pick_attention("auto", "cpu", torch.float32) == "sdpa"
+    assert pick_attention("sdpa", "cuda", torch.float32) == "sdpa"  # a named choice is kept
