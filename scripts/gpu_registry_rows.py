@@ -215,6 +215,7 @@ def main(argv=None) -> Path:
             rows.append(row)
             print(json.dumps(row), flush=True)
     prov = provenance.provenance()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)  # a fresh results folder has no bench/ yet
     write_json(out, {"created": prov["created"], "device": gpu, "weights": "random", "tasks": list(TASKS),
                      "questions_per_task": args.questions, "batch_size": args.batch_size,
                      "wall_seconds": round(time.perf_counter() - started, 1), "versions": prov["versions"],
