@@ -28,30 +28,49 @@ PERMUTE_SCHEMES = ("none", "cyclic")
 class EvalSettings:
     do_sample: bool = arg(False, help="greedy decoding (the study's)")
     repetition_penalty: float = arg(1.5, help="applied to every generation (the study's)")
-    prompt_max_tokens: int = arg(3500, help="the study's tokenizer max_length: longer prompts are cut from the left "
-                                            "(the question and options at the end survive) and counted as "
-                                            "`truncated_prompts`")
-    max_gen_toks: int | None = arg(None, help="new-token budget; none: each task's own (32 direct, 512 chain of "
-                                              "thought)")
-    attn_implementation: str = arg("auto", help="`flash_attention_2` where installed and on a GPU, else `sdpa`; "
-                                                "`eager` for fp32 on a GPU (sdpa gave wrong fp32 scores there); "
-                                                "or name one")
+    prompt_max_tokens: int = arg(
+        3500,
+        help="the study's tokenizer max_length: longer prompts are cut from the left "
+        "(the question and options at the end survive) and counted as "
+        "`truncated_prompts`",
+    )
+    max_gen_toks: int | None = arg(
+        None, help="new-token budget; none: each task's own (32 direct, 512 chain of thought)"
+    )
+    attn_implementation: str = arg(
+        "auto",
+        help="`flash_attention_2` where installed and on a GPU, else `sdpa`; "
+        "`eager` for fp32 on a GPU (sdpa gave wrong fp32 scores there); "
+        "or name one",
+    )
     dtype: str = arg("auto", help="bf16 on GPU, fp32 on CPU (the GGUF computes in fp32 in any case)")
     batch_size: int = arg(8, help="questions per forward pass")
     device: str = arg("auto", help="`cuda` where visible, else `cpu`")
     seed: int = arg(1234, help="lm-eval's seeds (sampling, few-shot order)")
     fast_mc: bool = arg(True, help="one forward pass per question for one-token answers (medbench/eval/fastlm.py)")
-    permute: str = arg("none", help="`cyclic`: every question also asked with its options rotated by each cyclic "
-                                    "shift; the record adds position-debiased and circular accuracy (k x the cost)")
-    canary: int = arg(4, help="questions of each task also scored alone and compared with their batched scores; a "
-                              "mismatch stops the run (0: off)")
-    chat: Literal["auto", "on", "off"] = arg("auto", help="chat template: `auto` applies the model's own for registry chat models in `gen` "
-                                 "(zeroshot gen, fewshot, cot) and keeps `mc` a plain completion; `on` also for "
-                                 "`mc`; `off` never (medbench/eval/chat.py)")
+    permute: str = arg(
+        "none",
+        help="`cyclic`: every question also asked with its options rotated by each cyclic "
+        "shift; the record adds position-debiased and circular accuracy (k x the cost)",
+    )
+    canary: int = arg(
+        4,
+        help="questions of each task also scored alone and compared with their batched scores; a "
+        "mismatch stops the run (0: off)",
+    )
+    chat: Literal["auto", "on", "off"] = arg(
+        "auto",
+        help="chat template: `auto` applies the model's own for registry chat models in `gen` "
+        "(zeroshot gen, fewshot, cot) and keeps `mc` a plain completion; `on` also for "
+        "`mc`; `off` never (medbench/eval/chat.py)",
+    )
     system_instruction: str | None = arg(None, help="a system turn for chat runs (prepended as plain text otherwise)")
     fewshot_as_multiturn: bool = arg(True, help="chat runs send each shot as its own user/assistant turn pair")
-    thinking: bool = arg(False, help="models with a thinking switch (Qwen3): let them think; the `<think>` block is "
-                                     "stripped before answer extraction. Needs chat and `gen`")
+    thinking: bool = arg(
+        False,
+        help="models with a thinking switch (Qwen3): let them think; the `<think>` block is "
+        "stripped before answer extraction. Needs chat and `gen`",
+    )
 
     def __post_init__(self):
         """Every value in its domain, before anything loads (the machine is checked by models.loading)."""

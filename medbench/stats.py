@@ -38,8 +38,9 @@ def bootstrap_ci(scores, seed: int, resamples: int = RESAMPLES, level: float = 0
     return (float(low), float(high))
 
 
-def paired_bootstrap_ci(scores_a, scores_b, seed: int, resamples: int = RESAMPLES,
-                        level: float = 0.95) -> tuple[float, float]:
+def paired_bootstrap_ci(
+    scores_a, scores_b, seed: int, resamples: int = RESAMPLES, level: float = 0.95
+) -> tuple[float, float]:
     """Interval of mean(b) - mean(a), resampling questions (not runs) so the pairing is kept."""
     a = np.asarray(scores_a, dtype=float)
     b = np.asarray(scores_b, dtype=float)

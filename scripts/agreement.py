@@ -9,7 +9,6 @@ near-tie (rounding can flip it); one with a wide gap means the two runs computed
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from medbench.records.io import read_json, write_json
@@ -30,9 +29,15 @@ def compare(reference: Path, other: Path) -> dict:
                 out["same_answer"] += 1
                 continue
             scores = sorted((r.get("scores") or {}).values(), reverse=True)
-            out["disagreements"].append({"task": task, "id": qid, "reference": r["predicted"],
-                                         "other": oth[qid]["predicted"],
-                                         "reference_top2_gap": scores[0] - scores[1] if len(scores) > 1 else None})
+            out["disagreements"].append(
+                {
+                    "task": task,
+                    "id": qid,
+                    "reference": r["predicted"],
+                    "other": oth[qid]["predicted"],
+                    "reference_top2_gap": scores[0] - scores[1] if len(scores) > 1 else None,
+                }
+            )
     gaps = sorted(d["reference_top2_gap"] for d in out["disagreements"] if d["reference_top2_gap"] is not None)
     out["max_reference_top2_gap"] = gaps[-1] if gaps else None
     out["median_reference_top2_gap"] = gaps[len(gaps) // 2] if gaps else None
@@ -47,9 +52,11 @@ def main() -> None:
     args = parser.parse_args()
     results = [compare(Path(args.reference), Path(o)) for o in args.others]
     for r in results:
-        print(f"{r['other']} vs {r['reference']}: same answer on {r['same_answer']}/{r['questions']}; "
-              f"{len(r['disagreements'])} differ, reference top-2 gap there: median {r['median_reference_top2_gap']}, "
-              f"max {r['max_reference_top2_gap']}")
+        print(
+            f"{r['other']} vs {r['reference']}: same answer on {r['same_answer']}/{r['questions']}; "
+            f"{len(r['disagreements'])} differ, reference top-2 gap there: median {r['median_reference_top2_gap']}, "
+            f"max {r['max_reference_top2_gap']}"
+        )
     if args.out:
         write_json(Path(args.out), results)
 

@@ -81,12 +81,21 @@ def quantize_bnb(model, quantization: dict):
         for name, child in list(parent.named_children()):
             if not isinstance(child, torch.nn.Linear) or child is head:
                 continue
-            q = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
-                                  compute_dtype=compute, compress_statistics=quantization["bnb_4bit_use_double_quant"],
-                                  quant_type=quantization["bnb_4bit_quant_type"], device="meta")
-            q.weight = bnb.nn.Params4bit(child.weight.data, requires_grad=False,
-                                         compress_statistics=quantization["bnb_4bit_use_double_quant"],
-                                         quant_type=quantization["bnb_4bit_quant_type"]).to(child.weight.device)
+            q = bnb.nn.Linear4bit(
+                child.in_features,
+                child.out_features,
+                bias=child.bias is not None,
+                compute_dtype=compute,
+                compress_statistics=quantization["bnb_4bit_use_double_quant"],
+                quant_type=quantization["bnb_4bit_quant_type"],
+                device="meta",
+            )
+            q.weight = bnb.nn.Params4bit(
+                child.weight.data,
+                requires_grad=False,
+                compress_statistics=quantization["bnb_4bit_use_double_quant"],
+                quant_type=quantization["bnb_4bit_quant_type"],
+            ).to(child.weight.device)
             if child.bias is not None:
                 q.bias = torch.nn.Parameter(child.bias.data, requires_grad=False)
             setattr(parent, name, q)
@@ -144,10 +153,18 @@ def row_for(alias: str, variant: str, args, tokenizer, tokenizer_dir, pairs, que
     spec = resolve(alias)
     raw = raw_config(alias, args.tiny, len(tokenizer))
     vocab = int(text_part(raw)["vocab_size"])
-    row = {"alias": alias, "hub_id": spec.hub_id, "weights": "random", "variant": variant,
-           "shape": "tiny" if args.tiny else "published", "model_type": raw["model_type"],
-           "params_b_registry": spec.params_b, "vocab_size": vocab, "device": gpu,
-           "tokenizer": "gemma3-270m, ids folded modulo vocab_size"}
+    row = {
+        "alias": alias,
+        "hub_id": spec.hub_id,
+        "weights": "random",
+        "variant": variant,
+        "shape": "tiny" if args.tiny else "published",
+        "model_type": raw["model_type"],
+        "params_b_registry": spec.params_b,
+        "vocab_size": vocab,
+        "device": gpu,
+        "tokenizer": "gemma3-270m, ids folded modulo vocab_size",
+    }
     if variant == "bnb" and not device.startswith("cuda"):
         return {**row, "skipped": "bnb needs CUDA"}
     if device.startswith("cuda"):
@@ -171,8 +188,13 @@ def row_for(alias: str, variant: str, args, tokenizer, tokenizer_dir, pairs, que
     row["dtype"] = str(dtype).replace("torch.", "")
     with torch.no_grad():
         seconds = score(model, tokenizer, pairs, vocab, args.batch_size, device)
-    row.update(questions=questions, scored_continuations=len(pairs), score_seconds=round(seconds, 3),
-               questions_per_second=round(questions / seconds, 2), peak_gpu_gib=peak_gib(device))
+    row.update(
+        questions=questions,
+        scored_continuations=len(pairs),
+        score_seconds=round(seconds, 3),
+        questions_per_second=round(questions / seconds, 2),
+        peak_gpu_gib=peak_gib(device),
+    )
     del model
     gc.collect()
     if device.startswith("cuda"):
@@ -200,8 +222,11 @@ def main(argv=None) -> Path:
     tokenizer_dir = base_weights(resolve(TOKENIZER_ALIAS))
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     pairs, questions = question_requests(tokenizer_dir, args.questions)
-    out = Path(args.out) if args.out else (
-        results_dir() / "bench" / f"registry-{'tiny-cpu' if args.tiny else gpu.replace(' ', '-')}.json")
+    out = (
+        Path(args.out)
+        if args.out
+        else (results_dir() / "bench" / f"registry-{'tiny-cpu' if args.tiny else gpu.replace(' ', '-')}.json")
+    )
     rows, started = [], time.perf_counter()
     for alias in aliases:
         for variant in args.variants.split(","):
@@ -216,10 +241,22 @@ def main(argv=None) -> Path:
             print(json.dumps(row), flush=True)
     prov = provenance.provenance()
     Path(out).parent.mkdir(parents=True, exist_ok=True)  # a fresh results folder has no bench/ yet
-    write_json(out, {"created": prov["created"], "device": gpu, "weights": "random", "tasks": list(TASKS),
-                     "questions_per_task": args.questions, "batch_size": args.batch_size,
-                     "wall_seconds": round(time.perf_counter() - started, 1), "versions": prov["versions"],
-                     "git_sha": prov["git_sha"], "hardware": prov["hardware"], "rows": rows})
+    write_json(
+        out,
+        {
+            "created": prov["created"],
+            "device": gpu,
+            "weights": "random",
+            "tasks": list(TASKS),
+            "questions_per_task": args.questions,
+            "batch_size": args.batch_size,
+            "wall_seconds": round(time.perf_counter() - started, 1),
+            "versions": prov["versions"],
+            "git_sha": prov["git_sha"],
+            "hardware": prov["hardware"],
+            "rows": rows,
+        },
+    )
     print(f"wrote {out}")
     return out
 

@@ -27,14 +27,25 @@ pytestmark = pytest.mark.model
 
 # One alias per architecture (model_type, and the chat template its family uses); the others share its code path.
 ARCHITECTURES = {
-    "gemma3-1b": "gemma3", "gemma3-4b": "gemma3", "qwen3-0.6b": "qwen3", "qwen2.5-0.5b": "qwen2.5",
-    "exaone3.5-2.4b": "exaone3.5", "llama3.2-1b": "llama3.2", "hyperclovax-1.5b": "hyperclovax",
+    "gemma3-1b": "gemma3",
+    "gemma3-4b": "gemma3",
+    "qwen3-0.6b": "qwen3",
+    "qwen2.5-0.5b": "qwen2.5",
+    "exaone3.5-2.4b": "exaone3.5",
+    "llama3.2-1b": "llama3.2",
+    "hyperclovax-1.5b": "hyperclovax",
     "phi4-mini": "phi4-mini",
 }
 SHORT_TRAIN_IDS = {"pharm-2019-2-52", "pharm-2020-1-27"}
-USER_TURN = {"gemma3": "<start_of_turn>user\n", "qwen3": "<|im_start|>user\n", "qwen2.5": "<|im_start|>user\n",
-             "exaone3.5": "[|user|]", "llama3.2": "<|start_header_id|>user<|end_header_id|>", "phi4-mini": "<|user|>",
-             "hyperclovax": "<|im_start|>user\n"}
+USER_TURN = {
+    "gemma3": "<start_of_turn>user\n",
+    "qwen3": "<|im_start|>user\n",
+    "qwen2.5": "<|im_start|>user\n",
+    "exaone3.5": "[|user|]",
+    "llama3.2": "<|start_header_id|>user<|end_header_id|>",
+    "phi4-mini": "<|user|>",
+    "hyperclovax": "<|im_start|>user\n",
+}
 
 
 def architecture(alias: str) -> tuple:
@@ -82,10 +93,16 @@ def short_data(monkeypatch):
 
     from medbench.data.loader import load_rows
 
-    monkeypatch.setitem(Pickler.dispatch, GemmaTokenizer,
-                        lambda pickler, obj: pickler.save_reduce(str, (f"tokenizer {obj.name_or_path}",), obj=obj))
-    rows = [(r, "medbench_kormedmcqa_pharm") for r in load_rows("kormedmcqa", "pharm", "train")
-            if r["id"] in SHORT_TRAIN_IDS]
+    monkeypatch.setitem(
+        Pickler.dispatch,
+        GemmaTokenizer,
+        lambda pickler, obj: pickler.save_reduce(str, (f"tokenizer {obj.name_or_path}",), obj=obj),
+    )
+    rows = [
+        (r, "medbench_kormedmcqa_pharm")
+        for r in load_rows("kormedmcqa", "pharm", "train")
+        if r["id"] in SHORT_TRAIN_IDS
+    ]
     parts = [([r for r, _ in rows], "medbench_kormedmcqa_pharm")]
     train_ds = sft_data.build_examples(parts, cot=False, limit=None, seed=0)
     monkeypatch.setattr(sft_data, "train_dataset", lambda *a, **k: (train_ds, [{"dataset": "kormedmcqa"}]))
@@ -93,8 +110,9 @@ def short_data(monkeypatch):
 
 
 @pytest.mark.parametrize("alias", list(ARCHITECTURES))
-def test_tiny_architecture_runs_mc_chat_gen_lora_and_the_adapter(alias, embedded_dir, tmp_path, results_dir,
-                                                                   short_data, monkeypatch):
+def test_tiny_architecture_runs_mc_chat_gen_lora_and_the_adapter(
+    alias, embedded_dir, tmp_path, results_dir, short_data, monkeypatch
+):
     monkeypatch.setenv("MEDBENCH_CHECKPOINTS", str(tmp_path / "checkpoints"))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     family = ARCHITECTURES[alias]
@@ -109,15 +127,34 @@ def test_tiny_architecture_runs_mc_chat_gen_lora_and_the_adapter(alias, embedded
     import medbench.eval.runner as runner
 
     real_resolve = runner.resolve
-    monkeypatch.setattr(runner, "resolve", lambda name: dataclasses.replace(
-        real_resolve(name), chat=True, chat_template_kwargs=kwargs or None))
+    monkeypatch.setattr(
+        runner,
+        "resolve",
+        lambda name: dataclasses.replace(real_resolve(name), chat=True, chat_template_kwargs=kwargs or None),
+    )
 
-    mc = run(RunRequest(model=str(model_dir), prompt="zeroshot", mode="mc", tasks=["medqa_usmle"], limit=2,
-                        settings=EvalSettings(**settings)))
+    mc = run(
+        RunRequest(
+            model=str(model_dir),
+            prompt="zeroshot",
+            mode="mc",
+            tasks=["medqa_usmle"],
+            limit=2,
+            settings=EvalSettings(**settings),
+        )
+    )
     assert mc["tasks"][0]["n"] == 2 and mc["chat"]["apply"] is False  # auto: mc stays a plain completion
 
-    gen = run(RunRequest(model=str(model_dir), prompt="zeroshot", mode="gen", tasks=["medqa_usmle"], limit=1,
-                         settings=EvalSettings(**settings)))
+    gen = run(
+        RunRequest(
+            model=str(model_dir),
+            prompt="zeroshot",
+            mode="gen",
+            tasks=["medqa_usmle"],
+            limit=1,
+            settings=EvalSettings(**settings),
+        )
+    )
     assert gen["chat"]["apply"] and gen["chat"]["template_kwargs"] == kwargs
     assert gen["generation_kwargs"]["until"] == [gen["chat"]["end_of_turn"]]
     run_dir = results_dir / "runs" / gen["run_id"]
@@ -128,20 +165,51 @@ def test_tiny_architecture_runs_mc_chat_gen_lora_and_the_adapter(alias, embedded
     prompt = sample["arguments"][0][0]
     assert USER_TURN[family] in prompt and "Question:" in prompt
 
-    record = sft.train(parse_args([str(model_dir), "lora", "--mix", "korean", "--max-steps", "2", "--eval-limit", "0",
-                                   "--set", "per_device_train_batch_size=2", "--set", "logging_steps=1",
-                                   "--set", "warmup_steps=0", "--set", "save_strategy=no"]))
+    record = sft.train(
+        parse_args(
+            [
+                str(model_dir),
+                "lora",
+                "--mix",
+                "korean",
+                "--max-steps",
+                "2",
+                "--eval-limit",
+                "0",
+                "--set",
+                "per_device_train_batch_size=2",
+                "--set",
+                "logging_steps=1",
+                "--set",
+                "warmup_steps=0",
+                "--set",
+                "save_strategy=no",
+            ]
+        )
+    )
     assert record["steps"] == 2 and 0 < record["params"]["trainable"] < record["params"]["total"]
     adapter = json.loads((tmp_path / "checkpoints" / f"{model_dir.name}-lora" / "adapter_config.json").read_text())
     targets = {m.rsplit(".", 1)[-1] for m in adapter["target_modules"]}
     # Phi-3's attention and MLP are fused: LoRA adapts qkv_proj and gate_up_proj as whole matrices.
     fused = architecture(alias)[0] == "phi3"
-    assert targets >= ({"qkv_proj", "o_proj", "gate_up_proj", "down_proj"} if fused else
-                       {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}), targets
+    assert targets >= (
+        {"qkv_proj", "o_proj", "gate_up_proj", "down_proj"}
+        if fused
+        else {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    ), targets
     if "vision_config" in shape_dict(alias)[0]:
         # all-linear on the multimodal Gemma 3 (4B, MedGemma) adapts the SigLIP tower too (fc1, fc2, out_proj).
         assert targets & {"fc1", "fc2", "out_proj"}
 
-    lora = run(RunRequest(model=str(model_dir), variant="lora", prompt="zeroshot", mode="mc", tasks=["medqa_usmle"],
-                          limit=2, settings=EvalSettings(**settings)))
+    lora = run(
+        RunRequest(
+            model=str(model_dir),
+            variant="lora",
+            prompt="zeroshot",
+            mode="mc",
+            tasks=["medqa_usmle"],
+            limit=2,
+            settings=EvalSettings(**settings),
+        )
+    )
     assert lora["adapter"] and lora["tasks"][0]["n"] == 2

@@ -19,18 +19,25 @@ CONVERSATION = [{"role": "system", "content": "Be brief."}, {"role": "user", "co
 EXPECTED = {
     "gemma3": "<bos><start_of_turn>user\nBe brief.\n\nQ?<end_of_turn>\n<start_of_turn>model\n",
     "qwen3": "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nQ?<|im_end|>\n<|im_start|>assistant\n"
-             "<think>\n\n</think>\n\n",
+    "<think>\n\n</think>\n\n",
     "qwen2.5": "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nQ?<|im_end|>\n<|im_start|>assistant\n",
     "exaone3.5": "[|system|]Be brief.[|endofturn|]\n[|user|]Q?\n[|assistant|]",
     "llama3.2": "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n"
-                "Today Date: 26 Jul 2024\n\nBe brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nQ?<|eot_id|>"
-                "<|start_header_id|>assistant<|end_header_id|>\n\n",
+    "Today Date: 26 Jul 2024\n\nBe brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nQ?<|eot_id|>"
+    "<|start_header_id|>assistant<|end_header_id|>\n\n",
     "phi4-mini": "<|system|>Be brief.<|end|><|user|>Q?<|end|><|assistant|>",
     "hyperclovax": "<|im_start|>tool_list\n<|im_end|>\n<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nQ?"
-                   "<|im_end|>\n<|im_start|>assistant\n",
+    "<|im_end|>\n<|im_start|>assistant\n",
 }
-END_OF_TURN = {"gemma3": "<end_of_turn>", "qwen3": "<|im_end|>", "qwen2.5": "<|im_end|>", "exaone3.5": "[|endofturn|]",
-               "llama3.2": "<|eot_id|>", "phi4-mini": "<|end|>", "hyperclovax": "<|im_end|>"}
+END_OF_TURN = {
+    "gemma3": "<end_of_turn>",
+    "qwen3": "<|im_end|>",
+    "qwen2.5": "<|im_end|>",
+    "exaone3.5": "[|endofturn|]",
+    "llama3.2": "<|eot_id|>",
+    "phi4-mini": "<|end|>",
+    "hyperclovax": "<|im_end|>",
+}
 
 
 def kwargs_of(family: str) -> dict:
@@ -53,8 +60,10 @@ def lm_for(tiny_gemma_dir):
     model = AutoModelForCausalLM.from_pretrained(tiny_gemma_dir, dtype=torch.float32)
 
     def make(tokenizer, chat_template_args=None):
-        return MedbenchLM(pretrained=model, tokenizer=tokenizer, batch_size=2, device="cpu",
-                          chat_template_args=chat_template_args)
+        return MedbenchLM(
+            pretrained=model, tokenizer=tokenizer, batch_size=2, device="cpu", chat_template_args=chat_template_args
+        )
+
     return make
 
 
@@ -126,12 +135,20 @@ def test_fewshot_shots_become_turns_through_lm_eval(tokenizers, lm_for):
 
     from medbench.paths import tasks_dir
 
-    task = TaskManager(include_path=str(tasks_dir()), include_defaults=False).load(
-        ["medbench_medqa_usmle_fewshot"])["tasks"]["medbench_medqa_usmle_fewshot"]
+    task = TaskManager(include_path=str(tasks_dir()), include_defaults=False).load(["medbench_medqa_usmle_fewshot"])[
+        "tasks"
+    ]["medbench_medqa_usmle_fewshot"]
     lm = lm_for(tokenizers["qwen3"], kwargs_of("qwen3"))
-    task.build_all_requests(limit=1, rank=0, world_size=1, apply_chat_template=True, fewshot_as_multiturn=True,
-                            chat_template=lm.apply_chat_template, tokenizer_name=lm.tokenizer_name,
-                            system_instruction="Answer with the letter.")
+    task.build_all_requests(
+        limit=1,
+        rank=0,
+        world_size=1,
+        apply_chat_template=True,
+        fewshot_as_multiturn=True,
+        chat_template=lm.apply_chat_template,
+        tokenizer_name=lm.tokenizer_name,
+        system_instruction="Answer with the letter.",
+    )
     context = task.instances[0].args[0]
     assert context.startswith("<|im_start|>system\nAnswer with the letter.<|im_end|>\n<|im_start|>user\nQuestion:")
     assert context.count("<|im_start|>user\n") == 6 and context.count("<|im_start|>assistant\n") == 6
@@ -140,10 +157,17 @@ def test_fewshot_shots_become_turns_through_lm_eval(tokenizers, lm_for):
     assert context.count("<think>") == 1
 
 
-@pytest.mark.parametrize("chat, mode, chat_model, applies", [
-    ("auto", "gen", True, True), ("auto", "mc", True, False), ("auto", "gen", False, False),
-    ("on", "mc", True, True), ("on", "mc", False, True), ("off", "gen", True, False),
-])
+@pytest.mark.parametrize(
+    "chat, mode, chat_model, applies",
+    [
+        ("auto", "gen", True, True),
+        ("auto", "mc", True, False),
+        ("auto", "gen", False, False),
+        ("on", "mc", True, True),
+        ("on", "mc", False, True),
+        ("off", "gen", True, False),
+    ],
+)
 def test_plan(chat, mode, chat_model, applies):
     spec = resolve("qwen3-4b" if chat_model else "gemma3-270m")
     plan = plan_chat(spec, mode, EvalSettings(chat=chat))

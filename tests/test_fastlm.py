@@ -9,8 +9,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from medbench.eval.fastlm import CanaryError, MedbenchLM, exact_logits
 from medbench.paths import tasks_dir
 
-MC_TASKS = ["medbench_kormedmcqa_doctor", "medbench_kormedmcqa_nurse", "medbench_kormedmcqa_pharm",
-            "medbench_kormedmcqa_dentist", "medbench_medqa_usmle"]
+MC_TASKS = [
+    "medbench_kormedmcqa_doctor",
+    "medbench_kormedmcqa_nurse",
+    "medbench_kormedmcqa_pharm",
+    "medbench_kormedmcqa_dentist",
+    "medbench_medqa_usmle",
+]
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +63,9 @@ def test_left_padding_matches_unpadded(requests_and_models):
 
 def test_prompt_truncation_keeps_the_end(requests_and_models):
     instances, _, fast = requests_and_models
-    short = MedbenchLM(pretrained=fast.model, tokenizer=fast.tokenizer, batch_size=2, device="cpu",
-                       prompt_max_tokens=40)
+    short = MedbenchLM(
+        pretrained=fast.model, tokenizer=fast.tokenizer, batch_size=2, device="cpu", prompt_max_tokens=40
+    )
     ids, _ = short.tok_batch_encode(["word " * 200 + "정답："])
     assert ids.shape[1] == 40
     assert short.tokenizer.decode(ids[0]).endswith("정답：")
@@ -67,8 +73,8 @@ def test_prompt_truncation_keeps_the_end(requests_and_models):
     req = instances[0]
     ctx, cont = req.args
     ctx_enc, cont_enc = short._encode_pair(ctx, cont)
-    (lp_trunc, _), = short._loglikelihood_tokens([((ctx, cont), ctx_enc, cont_enc)])
-    (lp_tail, _), = short._loglikelihood_tokens([(("", cont), ctx_enc[-40:], cont_enc)])
+    ((lp_trunc, _),) = short._loglikelihood_tokens([((ctx, cont), ctx_enc, cont_enc)])
+    ((lp_tail, _),) = short._loglikelihood_tokens([(("", cont), ctx_enc[-40:], cont_enc)])
     assert lp_trunc == pytest.approx(lp_tail, abs=1e-5)
 
 
@@ -91,8 +97,9 @@ def test_exact_letter_logits_separate_what_bf16_rounds_together():
 def test_bf16_model_scores_no_exact_ties_where_fp32_has_none(requests_and_models, tiny_gemma_dir):
     instances, _, _ = requests_and_models
     model = AutoModelForCausalLM.from_pretrained(tiny_gemma_dir, dtype=torch.bfloat16)
-    lm = MedbenchLM(pretrained=model, tokenizer=AutoTokenizer.from_pretrained(tiny_gemma_dir), batch_size=4,
-                    device="cpu")
+    lm = MedbenchLM(
+        pretrained=model, tokenizer=AutoTokenizer.from_pretrained(tiny_gemma_dir), batch_size=4, device="cpu"
+    )
     got = lm.loglikelihood(instances)
     by_question: dict = {}
     for inst, (lp, _) in zip(instances, got, strict=True):

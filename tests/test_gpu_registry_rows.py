@@ -20,8 +20,19 @@ def load_script():
 
 
 def test_tiny_rows(tmp_path, embedded_dir):
-    out = load_script().main(["--tiny", "--aliases", "exaone3.5-2.4b,gemma3-4b", "--questions", "2",
-                              "--batch-size", "2", "--out", str(tmp_path / "rows.json")])
+    out = load_script().main(
+        [
+            "--tiny",
+            "--aliases",
+            "exaone3.5-2.4b,gemma3-4b",
+            "--questions",
+            "2",
+            "--batch-size",
+            "2",
+            "--out",
+            str(tmp_path / "rows.json"),
+        ]
+    )
     table = json.loads(out.read_text())
     assert table["weights"] == "random" and table["device"] == "cpu"
     rows = {(r["alias"], r["variant"]): r for r in table["rows"]}

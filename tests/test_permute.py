@@ -27,8 +27,12 @@ def test_unknown_scheme_is_refused_before_anything_runs():
 
 
 def test_cyclic_run_records_debiased_and_circular_accuracy(tiny_gemma_dir, results_dir):
-    record = run(RunRequest(model=str(tiny_gemma_dir), tasks=["medqa"], limit=3, run_id="perm",
-                            settings=EvalSettings(permute="cyclic")), results_dir)
+    record = run(
+        RunRequest(
+            model=str(tiny_gemma_dir), tasks=["medqa"], limit=3, run_id="perm", settings=EvalSettings(permute="cyclic")
+        ),
+        results_dir,
+    )
     (task,) = record["tasks"]
     perm = task["permutation"]
     assert perm["rotations"] == 4 and len(perm["per_rotation_accuracy"]) == 4
@@ -45,8 +49,16 @@ def test_cyclic_run_records_debiased_and_circular_accuracy(tiny_gemma_dir, resul
 
 def _scores(values, debiased=None):
     ids = tuple(f"q{i}" for i in range(len(values)))
-    return TaskScores(task="t", dataset="medqa", exam="usmle", metric="acc", record={}, ids=ids,
-                      scores=np.asarray(values, float), debiased=None if debiased is None else np.asarray(debiased))
+    return TaskScores(
+        task="t",
+        dataset="medqa",
+        exam="usmle",
+        metric="acc",
+        record={},
+        ids=ids,
+        scores=np.asarray(values, float),
+        debiased=None if debiased is None else np.asarray(debiased),
+    )
 
 
 def test_comparisons_use_the_debiased_metric_when_both_runs_have_it():

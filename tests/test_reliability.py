@@ -44,8 +44,15 @@ def medbench(capsys, *args: str) -> tuple[int, str]:
 
 def cli(*args: str, results_dir: Path, preexec_fn=None, prefix: tuple[str, ...] = (), **kwargs):
     env = dict(os.environ, MEDBENCH_RESULTS=str(results_dir))
-    return subprocess.Popen([*prefix, sys.executable, "-m", "medbench.cli", *args], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=preexec_fn, **kwargs)
+    return subprocess.Popen(
+        [*prefix, sys.executable, "-m", "medbench.cli", *args],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=preexec_fn,
+        **kwargs,
+    )
 
 
 def files_under(root: Path) -> set[str]:
@@ -89,9 +96,11 @@ def test_run_ids_are_names_never_paths(tmp_path, results_dir, tiny_gemma_dir, ca
     for run_id in (str(victim), "../../victim", ".", "..", "a/b", ".hidden", "x" * 129, ""):
         code, err = medbench(capsys, "eval", str(tiny_gemma_dir), *QUICK, "--run-id", run_id, "--force")
         assert code == 2, run_id
-        assert f"medbench eval: error: invalid run id {run_id!r}: a run id names a folder in results/runs/, so it " \
-               f"is letters, digits, '.', '_', '+' and '-' (not starting with '.'), at most 128 characters, never " \
-               f"a path" in err
+        assert (
+            f"medbench eval: error: invalid run id {run_id!r}: a run id names a folder in results/runs/, so it "
+            f"is letters, digits, '.', '_', '+' and '-' (not starting with '.'), at most 128 characters, never "
+            f"a path" in err
+        )
     assert files_under(tmp_path) == before
 
 
@@ -103,20 +112,25 @@ def test_force_never_deletes_a_folder_that_holds_no_run(results_dir, tiny_gemma_
     before = files_under(results_dir)
     code, err = medbench(capsys, "eval", str(tiny_gemma_dir), *QUICK, "--run-id", "notes", "--force")
     assert code == 2
-    assert f"--force would delete {notes}, which holds no medbench evaluation run; remove it yourself or choose " \
-           f"another name" in err
+    assert (
+        f"--force would delete {notes}, which holds no medbench evaluation run; remove it yourself or choose "
+        f"another name" in err
+    )
     code, err = medbench(capsys, "eval", str(tiny_gemma_dir), *QUICK, "--run-id", "notes")
     assert code == 2
-    assert f"{notes} holds no medbench evaluation run (run_config.json is missing); remove it yourself or choose " \
-           f"another name" in err
+    assert (
+        f"{notes} holds no medbench evaluation run (run_config.json is missing); remove it yourself or choose "
+        f"another name" in err
+    )
     assert files_under(results_dir) == before
 
 
 # --- stale caches: weights, versions --------------------------------------------------------------------
 
 
-def test_changed_weights_are_never_scored_from_an_old_cache(tmp_path, results_dir, tiny_gemma_dir, embedded_dir,
-                                                             capsys):
+def test_changed_weights_are_never_scored_from_an_old_cache(
+    tmp_path, results_dir, tiny_gemma_dir, embedded_dir, capsys
+):
     model = shutil.copytree(tiny_gemma_dir, tmp_path / "model")
     args = ["eval", str(model), *QUICK, "--run-id", "w"]
     assert medbench(capsys, *args)[0] == 0
@@ -128,9 +142,11 @@ def test_changed_weights_are_never_scored_from_an_old_cache(tmp_path, results_di
     build_tiny(embedded_dir, model, seed=1)  # retrained in place: same files, same sizes, other values
     code, err = medbench(capsys, *args)
     assert code == 2
-    assert f"{results_dir / 'runs' / 'w'} holds answers cached from other inputs: the model weights changed " \
-           f"(model.safetensors). They would be scored as this run's: --force discards them and evaluates again " \
-           f"(or choose another --run-id)" in err
+    assert (
+        f"{results_dir / 'runs' / 'w'} holds answers cached from other inputs: the model weights changed "
+        f"(model.safetensors). They would be scored as this run's: --force discards them and evaluates again "
+        f"(or choose another --run-id)" in err
+    )
 
     assert medbench(capsys, *args, "--force")[0] == 0
     record = json.loads((results_dir / "runs" / "w" / "record.json").read_text())
@@ -177,23 +193,29 @@ def test_tampered_data_is_refused_before_the_model_loads(data_copy, results_dir,
     time.sleep(loader.RACY_SECONDS + 0.1)  # a file just written is never trusted to the cache
     verify_splits([("medqa", None, "test")])  # its hash cached (by size, mtime, ctime, inode)
     assert str(test.resolve()) in json.loads((loader.cache_dir() / loader.HASH_CACHE).read_text())
-    line = next(i for i, name in enumerate((data_copy / "SHA256SUMS").read_text().splitlines(), 1)
-                if name.endswith("medqa/test.jsonl"))
+    line = next(
+        i
+        for i, name in enumerate((data_copy / "SHA256SUMS").read_text().splitlines(), 1)
+        if name.endswith("medqa/test.jsonl")
+    )
     expected = loader.expected_sums()["medqa/test.jsonl"][0]
     # An edited answer key, same size, and the old mtime put back: the cache must not vouch for it.
     stat = test.stat()
     text = test.read_text(encoding="utf-8")
     first = json.loads(text.split("\n", 1)[0])
     wrong = next(k for k in "ABCD" if k != first["answer_idx"])
-    test.write_text(text.replace(f'"answer_idx": "{first["answer_idx"]}"', f'"answer_idx": "{wrong}"', 1),
-                    encoding="utf-8")
+    test.write_text(
+        text.replace(f'"answer_idx": "{first["answer_idx"]}"', f'"answer_idx": "{wrong}"', 1), encoding="utf-8"
+    )
     os.utime(test, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert test.stat().st_size == stat.st_size
     code, err = medbench(capsys, "eval", str(tiny_gemma_dir), *QUICK, "--run-id", "t")
     assert code == 2
     actual = loader._HashCache().sha256(test)
-    assert f"data file {test} has sha256 {actual}, but SHA256SUMS:{line} says {expected}: it changed since the " \
-           f"checksums were written. Restore it (git checkout data/) and check with `just data`" in err
+    assert (
+        f"data file {test} has sha256 {actual}, but SHA256SUMS:{line} says {expected}: it changed since the "
+        f"checksums were written. Restore it (git checkout data/) and check with `just data`" in err
+    )
     assert not (results_dir / "runs" / "t").exists()
 
 
@@ -215,8 +237,11 @@ def test_truncated_or_undecodable_data_names_file_and_line(data_copy):
     cut = raw.index("예방접종".encode()) + 1  # inside a Korean character
     path.write_bytes(raw[:cut])
     line = raw[:cut].count(b"\n") + 1
-    with pytest.raises(DataError, match=rf"doctor/test\.csv:{line}: not valid UTF-8 \(byte {cut - 1} of {cut}\): the "
-                                        rf"file is truncated or corrupt; restore it"):
+    with pytest.raises(
+        DataError,
+        match=rf"doctor/test\.csv:{line}: not valid UTF-8 \(byte {cut - 1} of {cut}\): the "
+        rf"file is truncated or corrupt; restore it",
+    ):
         load_rows("kormedmcqa", "doctor", "test")
     # Cut inside a quoted field: the row is incomplete, never read as a shorter one.
     path.write_bytes(raw[: raw.index(b',"') + 2])
@@ -239,8 +264,10 @@ def test_corrupt_or_foreign_caches_are_named_with_their_remedy(done, tiny_gemma_
     db.write_bytes(b"this is not a database" * 100)
     code, err = medbench(capsys, *args)
     assert code == 2
-    assert f"{db}: not a usable medbench response cache (file is not a database); --force discards this run's " \
-           f"cached answers and starts it again" in err
+    assert (
+        f"{db}: not a usable medbench response cache (file is not a database); --force discards this run's "
+        f"cached answers and starts it again" in err
+    )
 
     db.write_bytes(saved)
     with sqlite3.connect(db) as con:
@@ -254,8 +281,10 @@ def test_corrupt_or_foreign_caches_are_named_with_their_remedy(done, tiny_gemma_
     legacy.write_bytes(b"pickles")
     code, err = medbench(capsys, *args)
     assert code == 2
-    assert f"{legacy}: an lm-eval response cache from an older medbench, which stores pickles (they run code when " \
-           f"read), so medbench never opens it; --force discards this run's cached answers and starts it again" in err
+    assert (
+        f"{legacy}: an lm-eval response cache from an older medbench, which stores pickles (they run code when "
+        f"read), so medbench never opens it; --force discards this run's cached answers and starts it again" in err
+    )
 
     # A folder with no cached answers (a committed record) has nothing to go stale: it is evaluated again.
     legacy.unlink()
@@ -287,17 +316,27 @@ def test_finished_runs_keep_their_record_and_corrupt_ones_are_named(done, tiny_g
 # --- numbers, settings and model directories: refused before anything loads ------------------------------
 
 REFUSED = [
-    (["--sample", "0"], "--sample must be a whole number >= 1 (N questions drawn per task), got 0; leave it out to "
-                        "run every question"),
+    (
+        ["--sample", "0"],
+        "--sample must be a whole number >= 1 (N questions drawn per task), got 0; leave it out to run every question",
+    ),
     (["--limit", "0"], "--limit must be a whole number >= 1 (the first N questions of each task), got 0"),
     (["--limit", "-3"], "--limit must be a whole number >= 1 (the first N questions of each task), got -3"),
-    (["--sample", "2", "--limit", "2"], "--sample and --limit exclude each other: --limit takes the first N questions "
-                                        "of each task, --sample a seeded random N; choose one"),
-    (["--tasks", "medqa", "--sample", "5000"], "--sample 5000 is more than the 1273 questions of medqa_usmle's test "
-                                               "set: it would run every question under a sample's name; use --sample "
-                                               "1273 or less, or leave --sample out to run every question"),
-    (["--tasks", "kormedmcqa", "--limit", "500"], "--limit 500 is more than the 435 questions of kormedmcqa_doctor's "
-                                                  "test set"),
+    (
+        ["--sample", "2", "--limit", "2"],
+        "--sample and --limit exclude each other: --limit takes the first N questions "
+        "of each task, --sample a seeded random N; choose one",
+    ),
+    (
+        ["--tasks", "medqa", "--sample", "5000"],
+        "--sample 5000 is more than the 1273 questions of medqa_usmle's test "
+        "set: it would run every question under a sample's name; use --sample "
+        "1273 or less, or leave --sample out to run every question",
+    ),
+    (
+        ["--tasks", "kormedmcqa", "--limit", "500"],
+        "--limit 500 is more than the 435 questions of kormedmcqa_doctor's test set",
+    ),
     (["--batch-size", "0"], "setting batch_size must be a whole number >= 1, got 0"),
     (["--set", "prompt_max_tokens=0"], "setting prompt_max_tokens must be a whole number >= 1, got 0"),
     (["--set", "max_gen_toks=-1"], "setting max_gen_toks must be a whole number >= 1, got -1"),
@@ -305,10 +344,16 @@ REFUSED = [
     (["--set", "seed=-1"], "setting seed must be a whole number >= 0, got -1"),
     (["--set", "dtype=float8"], "setting dtype must be one of auto, float32, bfloat16, float16, got 'float8'"),
     (["--set", "device=gpu"], "setting device must be auto, cpu, cuda, cuda:N or mps, got 'gpu'"),
-    (["--set", "attn_implementation=flash"], "setting attn_implementation must be one of auto, eager, sdpa, "
-                                             "flash_attention_2, flash_attention_3, flex_attention, got 'flash'"),
-    (["--set", "attn_implementation=flash_attention_2"], "setting attn_implementation=flash_attention_2 needs a CUDA "
-                                                          "GPU, and this run is on cpu; use sdpa or eager (or auto)"),
+    (
+        ["--set", "attn_implementation=flash"],
+        "setting attn_implementation must be one of auto, eager, sdpa, "
+        "flash_attention_2, flash_attention_3, flex_attention, got 'flash'",
+    ),
+    (
+        ["--set", "attn_implementation=flash_attention_2"],
+        "setting attn_implementation=flash_attention_2 needs a CUDA "
+        "GPU, and this run is on cpu; use sdpa or eager (or auto)",
+    ),
 ]
 
 
@@ -339,11 +384,16 @@ def test_model_directories_are_checked_before_the_load(tmp_path, results_dir, ti
     cases = [
         (str(tmp_path / "nope"), f"model directory {tmp_path / 'nope'} does not exist"),
         ("./models/nope", "model directory ./models/nope does not exist"),
-        (str(empty), f"model directory {empty} is empty: a model directory holds config.json, the weights and the "
-                     f"tokenizer"),
+        (
+            str(empty),
+            f"model directory {empty} is empty: a model directory holds config.json, the weights and the tokenizer",
+        ),
         (str(no_config), f"model directory {no_config} has no config.json"),
-        (str(no_tokenizer), f"model directory {no_tokenizer} has no tokenizer (none of tokenizer.json, "
-                            f"tokenizer.model, vocab.json, vocab.txt, tokenizer.tiktoken)"),
+        (
+            str(no_tokenizer),
+            f"model directory {no_tokenizer} has no tokenizer (none of tokenizer.json, "
+            f"tokenizer.model, vocab.json, vocab.txt, tokenizer.tiktoken)",
+        ),
         (str(tiny_gemma_dir / "config.json"), f"{tiny_gemma_dir / 'config.json'} is a file, not a model directory"),
     ]
     for model, message in cases:
@@ -367,8 +417,10 @@ def test_a_second_run_on_a_busy_id_is_refused(results_dir, tiny_gemma_dir, capsy
     assert lock.exists(), first.communicate()
     code, err = medbench(capsys, *args, "--force")  # --force included: it must not delete a run in progress
     assert code == 2
-    assert f"{results_dir / 'runs' / 'busy'} is in use by another medbench evaluation run (pid {first.pid}); wait " \
-           f"for it to finish, or choose another name" in err
+    assert (
+        f"{results_dir / 'runs' / 'busy'} is in use by another medbench evaluation run (pid {first.pid}); wait "
+        f"for it to finish, or choose another name" in err
+    )
     out, err = first.communicate(timeout=600)
     assert first.returncode == 0, err
     record = json.loads((results_dir / "runs" / "busy" / "record.json").read_text())
@@ -388,14 +440,23 @@ def _without_root_privileges() -> tuple[str, ...]:
 def test_an_unwritable_results_folder_is_refused_cleanly(results_dir, tiny_gemma_dir):
     results_dir.chmod(0o555)
     try:
-        proc = cli("eval", str(tiny_gemma_dir), *QUICK, "--run-id", "ro", results_dir=results_dir,
-                   prefix=_without_root_privileges())
+        proc = cli(
+            "eval",
+            str(tiny_gemma_dir),
+            *QUICK,
+            "--run-id",
+            "ro",
+            results_dir=results_dir,
+            prefix=_without_root_privileges(),
+        )
         _, err = proc.communicate(timeout=300)
     finally:
         results_dir.chmod(0o755)
     assert proc.returncode == 2, err
-    assert f"medbench eval: error: cannot write {results_dir / 'runs'}: Permission denied; free space or make " \
-           f"{results_dir} writable (MEDBENCH_RESULTS and MEDBENCH_CHECKPOINTS move medbench's folders)" in err
+    assert (
+        f"medbench eval: error: cannot write {results_dir / 'runs'}: Permission denied; free space or make "
+        f"{results_dir} writable (MEDBENCH_RESULTS and MEDBENCH_CHECKPOINTS move medbench's folders)" in err
+    )
     assert files_under(results_dir) == set()
 
 
@@ -403,19 +464,29 @@ def _file_size_limit(n_bytes: int):
     def limit():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead of killing
         resource.setrlimit(resource.RLIMIT_FSIZE, (n_bytes, n_bytes))
+
     return limit
 
 
 @pytest.mark.slow
 def test_a_disk_full_at_the_start_leaves_no_claim(results_dir, tiny_gemma_dir):
     """No file may grow past 4 KiB: run_config.json fits, the response cache does not."""
-    proc = cli("eval", str(tiny_gemma_dir), *QUICK, "--run-id", "full", results_dir=results_dir,
-               preexec_fn=_file_size_limit(4096))
+    proc = cli(
+        "eval",
+        str(tiny_gemma_dir),
+        *QUICK,
+        "--run-id",
+        "full",
+        results_dir=results_dir,
+        preexec_fn=_file_size_limit(4096),
+    )
     _, err = proc.communicate(timeout=300)
     db = results_dir / "runs" / "full" / "cache" / response_cache.FILENAME
     assert proc.returncode == 2, err
-    assert f"medbench eval: error: cannot write {db}: disk I/O error (is the disk full?); free space or make " \
-           f"{db.parent} writable" in err
+    assert (
+        f"medbench eval: error: cannot write {db}: disk I/O error (is the disk full?); free space or make "
+        f"{db.parent} writable" in err
+    )
     assert files_under(results_dir) == {"runs"}
 
 
@@ -436,8 +507,10 @@ def test_a_disk_full_at_the_end_loses_no_answer(results_dir, tiny_gemma_dir, cap
         m.setattr(Path, "write_text", full)
         code, err = medbench(capsys, *args)
     assert code == 2
-    assert f"medbench eval: error: cannot write {run_dir / 'results.json'}: No space left on device; free space " \
-           f"or make {run_dir} writable" in err
+    assert (
+        f"medbench eval: error: cannot write {run_dir / 'results.json'}: No space left on device; free space "
+        f"or make {run_dir} writable" in err
+    )
     assert not (run_dir / "record.json").exists() and not list(results_dir.rglob("*.tmp"))
     assert response_cache.count_rows(run_dir / "cache" / response_cache.FILENAME) == 4
     assert medbench(capsys, *args)[0] == 0
@@ -448,7 +521,10 @@ def test_a_disk_full_at_the_end_loses_no_answer(results_dir, tiny_gemma_dir, cap
 def test_run_lock_is_exclusive_and_leaves_nothing(tmp_path):
     run_dir = tmp_path / "runs" / "x"
     busy = rf"is in use by another medbench evaluation run \(pid {os.getpid()}\)"
-    with io.run_lock(run_dir, "evaluation run"), pytest.raises(io.RecordError, match=busy), \
-            io.run_lock(run_dir, "evaluation run"):
+    with (
+        io.run_lock(run_dir, "evaluation run"),
+        pytest.raises(io.RecordError, match=busy),
+        io.run_lock(run_dir, "evaluation run"),
+    ):
         pass
     assert list((tmp_path / "runs").iterdir()) == []

@@ -21,6 +21,7 @@ SWEEP = SuiteOptions(models=MODELS, variants="base,bnb,awq,full,lora,qlora", pro
 
 # --- shards --------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("count", [1, 2, 3, 7, 16])
 def test_shards_cover_every_job_exactly_once(count):
     jobs = all_jobs(SWEEP, env={})
@@ -33,8 +34,9 @@ def test_shards_cover_every_job_exactly_once(count):
 
 def test_a_jobs_shard_depends_on_the_job_alone():
     # Pinned values: the partition must not change between versions, machines or Python runs.
-    assert [shard_of(Job("gemma3-270m", "base", "zeroshot"), n) for n in (2, 3, 4, 8)] == \
-        [int(h, 16) % n for h, n in [(_sha("gemma3-270m base zeroshot"), n) for n in (2, 3, 4, 8)]]
+    assert [shard_of(Job("gemma3-270m", "base", "zeroshot"), n) for n in (2, 3, 4, 8)] == [
+        int(h, 16) % n for h, n in [(_sha("gemma3-270m base zeroshot"), n) for n in (2, 3, 4, 8)]
+    ]
     before = all_jobs(SWEEP, env={})
     grown = all_jobs(SuiteOptions(models=MODELS + ",phi4-mini", variants=SWEEP.variants, prompts=SWEEP.prompts), env={})
     for count in (2, 5):
@@ -51,7 +53,9 @@ def _sha(text):
 
 def test_default_jobs_and_shard_arguments():
     assert all_jobs(SuiteOptions(), env={"MEDBENCH_SUITE": "qwen3  gemma3-270m"}) == [
-        Job("gemma3-270m", "base", "zeroshot"), Job("qwen3", "base", "zeroshot")]
+        Job("gemma3-270m", "base", "zeroshot"),
+        Job("qwen3", "base", "zeroshot"),
+    ]
     assert parse_shard(None) == (0, 1) and parse_shard("3/4") == (3, 4)
     for bad in ("4/4", "1", "a/b", "-1/2", "0/0"):
         with pytest.raises(MedbenchError, match="expected I/N"):
@@ -68,8 +72,11 @@ def test_suite_runs_its_shard_and_fails_after_the_rest_when_a_job_fails(monkeypa
     monkeypatch.setattr(suite_cli.subprocess, "call", fake_call)
     monkeypatch.setenv("MEDBENCH_SUITE", "broken qwen3")
     assert main(["suite", "--prompts", "zeroshot,cot", "--limit", "2", "--batch-size", "2"]) == 1
-    assert calls == [[m, "base", p, "--limit", "2", "--batch-size", "2"]
-                     for m in ("gemma3-270m", "broken", "qwen3") for p in ("zeroshot", "cot")]
+    assert calls == [
+        [m, "base", p, "--limit", "2", "--batch-size", "2"]
+        for m in ("gemma3-270m", "broken", "qwen3")
+        for p in ("zeroshot", "cot")
+    ]
     assert "suite: failed: broken base zeroshot, broken base cot" in capsys.readouterr().err
 
     calls.clear()
@@ -82,21 +89,49 @@ def test_suite_runs_its_shard_and_fails_after_the_rest_when_a_job_fails(monkeypa
 
 # --- merging results folders --------------------------------------------------------------------------
 
+
 def _run(results, run_id, score=1, created="2026-01-01"):
     import gzip
 
     d = results / "runs" / run_id
     d.mkdir(parents=True)
-    sample = {"doc_id": 0, "doc": {"id": f"{run_id}-q0", "dataset": "medqa", "exam": "usmle"}, "acc": score,
-              "filtered_resps": [[-1.0, False], [-2.0, False]]}
+    sample = {
+        "doc_id": 0,
+        "doc": {"id": f"{run_id}-q0", "dataset": "medqa", "exam": "usmle"},
+        "acc": score,
+        "filtered_resps": [[-1.0, False], [-2.0, False]],
+    }
     with gzip.open(d / "samples_medbench_medqa_usmle.jsonl.gz", "wt") as f:
         f.write(json.dumps(sample) + "\n")
-    task = {"task": "medbench_medqa_usmle", "dataset": "medqa", "exam": "usmle", "metric": "acc", "n": 1,
-            "correct": score, "accuracy": float(score), "stderr": None, "invalid": 0, "invalid_rate": 0.0,
-            "truncated_prompts": 0}
-    record = {"run_id": run_id, "created": created, "model": "m", "params_b": 1.0, "weights": "real",
-              "variant": "base", "prompt": "zeroshot", "mode": "mc", "device": "cuda", "tasks": [task],
-              "timing": {"questions_per_second": 1.0}, "memory": {"peak_gib": 1.0}, "hardware": {}, "git_sha": None}
+    task = {
+        "task": "medbench_medqa_usmle",
+        "dataset": "medqa",
+        "exam": "usmle",
+        "metric": "acc",
+        "n": 1,
+        "correct": score,
+        "accuracy": float(score),
+        "stderr": None,
+        "invalid": 0,
+        "invalid_rate": 0.0,
+        "truncated_prompts": 0,
+    }
+    record = {
+        "run_id": run_id,
+        "created": created,
+        "model": "m",
+        "params_b": 1.0,
+        "weights": "real",
+        "variant": "base",
+        "prompt": "zeroshot",
+        "mode": "mc",
+        "device": "cuda",
+        "tasks": [task],
+        "timing": {"questions_per_second": 1.0},
+        "memory": {"peak_gib": 1.0},
+        "hardware": {},
+        "git_sha": None,
+    }
     (d / "record.json").write_text(json.dumps(record))
     (d / "run_config.json").write_text("{}")
     (d / "cache").mkdir()
@@ -123,8 +158,11 @@ def test_merge_copies_new_runs_and_counts_identical_ones_once(tmp_path):
     assert (here / "train" / "m-lora.json").exists() and not (here / ".merging").exists()
 
     again = merge([a, b], here)  # merging twice changes nothing
-    assert again.copy_runs == [] and again.copy_files == [] and sorted(again.identical) == [
-        "job-a", "job-a", "job-b", "train/m-lora.json"]
+    assert (
+        again.copy_runs == []
+        and again.copy_files == []
+        and sorted(again.identical) == ["job-a", "job-a", "job-b", "train/m-lora.json"]
+    )
 
 
 def test_merge_refuses_one_run_id_with_two_contents_and_copies_nothing(tmp_path):
@@ -180,8 +218,13 @@ def _stubs(tmp_path, nodes=2):
     for name, body in stubs.items():
         (bin_dir / name).write_text("#!/usr/bin/env bash\nset -e\n" + body)
         (bin_dir / name).chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SLURM_JOB_NODELIST": "gpu-node-[a-b]",
-           "SLURM_NNODES": str(nodes), "GPUS_PER_NODE": "4"}
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "SLURM_JOB_NODELIST": "gpu-node-[a-b]",
+        "SLURM_NNODES": str(nodes),
+        "GPUS_PER_NODE": "4",
+    }
     for key in ("MEDBENCH_IMAGE", "MASTER_PORT", "NCCL_NVLS_ENABLE", "MEDBENCH_RESULTS"):
         env.pop(key, None)
     return log, env
@@ -192,8 +235,13 @@ def test_slurm_training_starts_accelerate_on_every_node_with_its_rank(tmp_path):
     from trainers.arguments import parse_args
 
     log, env = _stubs(tmp_path)
-    run = subprocess.run(["bash", str(SLURM / "train.sbatch"), "gemma3-1b", "full", "--deepspeed", "zero3",
-                          "--max-steps", "20"], capture_output=True, text=True, env=env, check=False)
+    run = subprocess.run(
+        ["bash", str(SLURM / "train.sbatch"), "gemma3-1b", "full", "--deepspeed", "zero3", "--max-steps", "20"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     assert run.returncode == 0, run.stderr
     calls = log.read_text().splitlines()
     assert len(calls) == 2 and all(c.startswith("just train gemma3-1b full ") for c in calls)
@@ -208,8 +256,13 @@ def test_slurm_training_starts_accelerate_on_every_node_with_its_rank(tmp_path):
         assert opts["--main_process_ip"] == "gpu-node-a" and launch.environment(args, {})["NCCL_NVLS_ENABLE"] == "0"
 
     log.unlink()
-    run = subprocess.run(["bash", str(SLURM / "train.sbatch"), "gemma3-1b", "lora"], capture_output=True, text=True,
-                         env={**env, "MEDBENCH_IMAGE": "bench", "MASTER_PORT": "6000"}, check=False)
+    run = subprocess.run(
+        ["bash", str(SLURM / "train.sbatch"), "gemma3-1b", "lora"],
+        capture_output=True,
+        text=True,
+        env={**env, "MEDBENCH_IMAGE": "bench", "MASTER_PORT": "6000"},
+        check=False,
+    )
     assert run.returncode == 0, run.stderr
     calls = log.read_text().splitlines()
     assert len(calls) == 2 and all(c.startswith("docker run --rm --gpus all --network host") for c in calls)
@@ -220,15 +273,28 @@ def test_slurm_training_starts_accelerate_on_every_node_with_its_rank(tmp_path):
 def test_slurm_job_array_runs_one_shard_per_task(tmp_path):
     log, env = _stubs(tmp_path)
     for task in range(3):
-        run = subprocess.run(["bash", str(SLURM / "suite-array.sbatch"), "--prompts", "zeroshot,cot"],
-                             capture_output=True, text=True, check=False,
-                             env={**env, "SLURM_ARRAY_TASK_ID": str(task), "SLURM_ARRAY_TASK_COUNT": "3"})
+        run = subprocess.run(
+            ["bash", str(SLURM / "suite-array.sbatch"), "--prompts", "zeroshot,cot"],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**env, "SLURM_ARRAY_TASK_ID": str(task), "SLURM_ARRAY_TASK_COUNT": "3"},
+        )
         assert run.returncode == 0, run.stderr
     assert log.read_text().splitlines() == [f"just suite --shard {i}/3 --prompts zeroshot,cot" for i in range(3)]
     log.unlink()
-    subprocess.run(["bash", str(SLURM / "suite-array.sbatch")], check=True, cwd=tmp_path,
-                   env={**env, "SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "2", "MEDBENCH_IMAGE": "bench",
-                        "MEDBENCH_SHARD_RESULTS": "1"})
+    subprocess.run(
+        ["bash", str(SLURM / "suite-array.sbatch")],
+        check=True,
+        cwd=tmp_path,
+        env={
+            **env,
+            "SLURM_ARRAY_TASK_ID": "1",
+            "SLURM_ARRAY_TASK_COUNT": "2",
+            "MEDBENCH_IMAGE": "bench",
+            "MEDBENCH_SHARD_RESULTS": "1",
+        },
+    )
     (call,) = log.read_text().splitlines()
     assert f"-v {tmp_path}/results/shard-1-of-2:/opt/medbench/results" in call
     assert call.endswith("bench just suite --shard 1/2")
@@ -237,6 +303,7 @@ def test_slurm_job_array_runs_one_shard_per_task(tmp_path):
 def test_slurm_scripts_pass_shellcheck():
     from test_container import tool
 
-    run = subprocess.run([tool("shellcheck"), *map(str, sorted(SLURM.glob("*.sbatch")))], capture_output=True,
-                         text=True, check=False)
+    run = subprocess.run(
+        [tool("shellcheck"), *map(str, sorted(SLURM.glob("*.sbatch")))], capture_output=True, text=True, check=False
+    )
     assert run.returncode == 0, run.stdout

@@ -91,8 +91,12 @@ class Plan:
 
     @property
     def run_config(self) -> dict:
-        return {"model": self.spec.alias, "method": self.method.as_dict(), "training": self.training,
-                "deepspeed": self.ds_path.name if self.use_deepspeed else None}
+        return {
+            "model": self.spec.alias,
+            "method": self.method.as_dict(),
+            "training": self.training,
+            "deepspeed": self.ds_path.name if self.use_deepspeed else None,
+        }
 
 
 def train(args: TrainArguments, callbacks: tuple = ()) -> dict:
@@ -101,16 +105,23 @@ def train(args: TrainArguments, callbacks: tuple = ()) -> dict:
     plan = preflight(args)
     record_path = plan.output_dir / TRAIN_RECORD
     if record_path.exists() and not args.force:
-        print(f"medbench train: {plan.spec.alias} {plan.method.name} is already trained ({record_path}); "
-              f"--force trains it again")
+        print(
+            f"medbench train: {plan.spec.alias} {plan.method.name} is already trained ({record_path}); "
+            f"--force trains it again"
+        )
         return json.loads(record_path.read_text())
     # The data verified against SHA256SUMS before the run claims its folder or loads a model.
     data_files = verify_splits(sft_data.splits_read(args.mix))
     if is_rank0():
-        claim_dir(plan.output_dir, {**plan.run_config, "mix": args.mix, "cot": args.cot, "limit": args.limit,
-                                    "eval_limit": args.eval_limit},
-                  config_name=TRAIN_CONFIG, markers=(TRAIN_RECORD,), force=args.force, what="training run",
-                  allowed_changes=frozenset(f"training.{k}" for k in RESUMABLE_CHANGES))
+        claim_dir(
+            plan.output_dir,
+            {**plan.run_config, "mix": args.mix, "cot": args.cot, "limit": args.limit, "eval_limit": args.eval_limit},
+            config_name=TRAIN_CONFIG,
+            markers=(TRAIN_RECORD,),
+            force=args.force,
+            what="training run",
+            allowed_changes=frozenset(f"training.{k}" for k in RESUMABLE_CHANGES),
+        )
     data = prepare_data(args, plan)
     data.files = data_files
     trainer, timer, resume, tokens_before = build_trainer(plan, data, callbacks)
@@ -120,8 +131,18 @@ def train(args: TrainArguments, callbacks: tuple = ()) -> dict:
     trainer.save_state()
     record = None
     if trainer.is_world_process_zero():
-        record = rec.build_record(args, plan, data, trainer, timer, train_output, eval_metrics, resume,
-                                  tokens_before, wall_seconds=time.perf_counter() - started)
+        record = rec.build_record(
+            args,
+            plan,
+            data,
+            trainer,
+            timer,
+            train_output,
+            eval_metrics,
+            resume,
+            tokens_before,
+            wall_seconds=time.perf_counter() - started,
+        )
         publish(record, plan.output_dir)
     if hasattr(trainer, "end"):  # transformers >= 5.18: finish trackers, destroy the process group
         trainer.end()
@@ -134,12 +155,16 @@ def preflight(args: TrainArguments) -> Plan:
     method = load_method(args.method, spec.alias)
     cuda = torch.cuda.is_available()
     if method.requires_cuda and not cuda:
-        raise TrainError(f"method {method.name!r} ({method.description}) needs a CUDA GPU, and none is visible; "
-                         f"run it on a GPU machine, or use `lora` here")
+        raise TrainError(
+            f"method {method.name!r} ({method.description}) needs a CUDA GPU, and none is visible; "
+            f"run it on a GPU machine, or use `lora` here"
+        )
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if args.gpus > 1 and world_size == 1:
-        raise TrainError(f"--gpus {args.gpus} needs one process per GPU: run `just train {args.model} {args.method} "
-                         f"--gpus {args.gpus} ...`, which starts them")
+        raise TrainError(
+            f"--gpus {args.gpus} needs one process per GPU: run `just train {args.model} {args.method} "
+            f"--gpus {args.gpus} ...`, which starts them"
+        )
     training = training_arguments(method, args)
     ds_path = deepspeed_path(args.deepspeed)
     ds_config = None
@@ -151,12 +176,23 @@ def preflight(args: TrainArguments) -> Plan:
         notes.append(f"random-init weights ({RANDOM_MARKER}): the run measures speed and memory, not learning")
     if not cuda:
         training.update(bf16=False, fp16=False)
-        notes.append("no CUDA: trained on CPU in fp32 (bf16 off)"
-                     + (f", without DeepSpeed ({ds_path.name} was checked, not used)" if ds_path else ""))
+        notes.append(
+            "no CUDA: trained on CPU in fp32 (bf16 off)"
+            + (f", without DeepSpeed ({ds_path.name} was checked, not used)" if ds_path else "")
+        )
         print(f"medbench train: {notes[-1]}", file=sys.stderr)
     output_dir = Path(args.output_dir) if args.output_dir else checkpoint_path(spec.alias, method.name)
-    return Plan(spec=spec, method=method, training=training, ds_path=ds_path, ds_config=ds_config,
-                use_deepspeed=ds_path is not None and cuda, cuda=cuda, output_dir=output_dir, notes=notes)
+    return Plan(
+        spec=spec,
+        method=method,
+        training=training,
+        ds_path=ds_path,
+        ds_config=ds_config,
+        use_deepspeed=ds_path is not None and cuda,
+        cuda=cuda,
+        output_dir=output_dir,
+        notes=notes,
+    )
 
 
 @dataclass
@@ -196,8 +232,13 @@ def build_trainer(plan: Plan, data: Data, callbacks: tuple):
     if plan.use_deepspeed:
         single_process_distributed_env()
     plan.training["eval_strategy"] = plan.training.get("eval_strategy", "steps") if len(data.eval) else "no"
-    sft_config = SFTConfig(output_dir=str(plan.output_dir), deepspeed=str(plan.ds_path) if plan.use_deepspeed else None,
-                           completion_only_loss=True, include_num_input_tokens_seen="non_padding", **plan.training)
+    sft_config = SFTConfig(
+        output_dir=str(plan.output_dir),
+        deepspeed=str(plan.ds_path) if plan.use_deepspeed else None,
+        completion_only_loss=True,
+        include_num_input_tokens_seen="non_padding",
+        **plan.training,
+    )
     zero3 = plan.use_deepspeed and plan.ds_config.get("zero_optimization", {}).get("stage") == 3
     model, plan.model_info = load_model(data.base, plan.spec, plan.method, plan.cuda, zero3)
     peft_config = None
@@ -206,9 +247,15 @@ def build_trainer(plan: Plan, data: Data, callbacks: tuple):
 
         peft_config = LoraConfig(**plan.method.peft)
     timer = StepTimer()
-    trainer = SFTTrainer(model=model, args=sft_config, train_dataset=data.train,
-                         eval_dataset=data.eval if len(data.eval) else None, processing_class=data.tokenizer,
-                         peft_config=peft_config, callbacks=[timer, *callbacks])
+    trainer = SFTTrainer(
+        model=model,
+        args=sft_config,
+        train_dataset=data.train,
+        eval_dataset=data.eval if len(data.eval) else None,
+        processing_class=data.tokenizer,
+        peft_config=peft_config,
+        callbacks=[timer, *callbacks],
+    )
     resume = get_last_checkpoint(str(plan.output_dir)) if plan.output_dir.is_dir() else None
     tokens_before = 0
     if resume:
@@ -227,8 +274,10 @@ def publish(record: dict, output_dir: Path) -> None:
         shutil.copyfile(output_dir / LOSS_CURVE, published / f"{stem}-loss.png")
     write_json(published / f"{stem}.json", record)
     loss = f"final train loss {record['final_train_loss']}, eval loss {record['final_eval_loss']}"
-    print(f"medbench train: {record['model']} {record['method']}: {record['steps']} steps, {loss}; "
-          f"wrote {output_dir} and {published / (stem + '.json')}")
+    print(
+        f"medbench train: {record['model']} {record['method']}: {record['steps']} steps, {loss}; "
+        f"wrote {output_dir} and {published / (stem + '.json')}"
+    )
 
 
 def is_rank0() -> bool:
@@ -262,6 +311,7 @@ def training_arguments(method: Method, args: TrainArguments) -> dict:
 
 def drop_too_long(ds, tokenizer, max_length: int | None):
     """Examples whose prompt + completion + EOS exceed max_length are dropped and counted, never cut."""
+
     def lengths(batch):
         texts = [p + c for p, c in zip(batch["prompt"], batch["completion"])]
         return {"n_tokens": [len(ids) + 1 for ids in tokenizer(texts)["input_ids"]]}
@@ -273,8 +323,12 @@ def drop_too_long(ds, tokenizer, max_length: int | None):
     ds = ds.map(lengths, batched=True, new_fingerprint=fingerprint)
     n = ds["n_tokens"]
     kept = ds.filter(lambda row: row["n_tokens"] <= max_length) if max_length else ds
-    stats = {"max_length": max_length, "dropped_too_long": len(ds) - len(kept), "max_tokens": max(n),
-             "mean_tokens": round(sum(n) / len(n), 1)}
+    stats = {
+        "max_length": max_length,
+        "dropped_too_long": len(ds) - len(kept),
+        "max_tokens": max(n),
+        "mean_tokens": round(sum(n) / len(n), 1),
+    }
     return kept.remove_columns("n_tokens"), stats
 
 

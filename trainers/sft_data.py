@@ -75,8 +75,10 @@ def english_rows() -> tuple[list[dict], SourceInfo]:
         return rows, SourceInfo("medqa", "usmle", "train", ENGLISH_TASK, len(rows), "hub copy (just data --from-hub)")
     except DataError as e:
         rows = load_rows("medqa", None, "dev")
-        note = (f"MedQA train unavailable ({e}); trained on MedQA dev instead. dev's first five rows are also the "
-                f"shots of the medqa fewshot prompt")
+        note = (
+            f"MedQA train unavailable ({e}); trained on MedQA dev instead. dev's first five rows are also the "
+            f"shots of the medqa fewshot prompt"
+        )
         return rows, SourceInfo("medqa", "usmle", "dev", ENGLISH_TASK, len(rows), note)
 
 
@@ -104,12 +106,14 @@ def build_examples(parts: list[tuple[list[dict], str]], cot: bool, limit: int | 
     ds = datasets.Dataset.from_list(rows)
     if limit is not None and limit < len(ds):
         ds = ds.shuffle(seed=seed).select(range(limit))
-    return ds.map(_render_row, fn_kwargs={"cot": cot},
-                  remove_columns=[c for c in ds.column_names if c not in KEEP_COLUMNS])
+    return ds.map(
+        _render_row, fn_kwargs={"cot": cot}, remove_columns=[c for c in ds.column_names if c not in KEEP_COLUMNS]
+    )
 
 
-def train_dataset(mix: str = "both", cot: bool = False, limit: int | None = None,
-                  seed: int = 1234) -> tuple[datasets.Dataset, list[dict]]:
+def train_dataset(
+    mix: str = "both", cot: bool = False, limit: int | None = None, seed: int = 1234
+) -> tuple[datasets.Dataset, list[dict]]:
     """The training examples of a mix, and the sources they came from (for the train record)."""
     if mix not in MIXES:
         raise DataError(f"unknown mix {mix!r}; choose from {', '.join(MIXES)}")

@@ -32,20 +32,26 @@ class QuantBenchArguments:
 class TrainBenchArguments:
     shape: str = arg("gemma3-1b", help="random-init model at this registry alias's shape")
     model: str | None = arg(None, help="a local model directory instead of --shape (e.g. from medbench.models.shapes)")
-    configs: str | None = arg(None, help="comma separated; NAME@G runs NAME on G GPUs (default: trainers/bench.py's "
-                                         "DEFAULT_CONFIGS)")
+    configs: str | None = arg(
+        None, help="comma separated; NAME@G runs NAME on G GPUs (default: trainers/bench.py's DEFAULT_CONFIGS)"
+    )
     steps: int = arg(30, help="optimizer steps per configuration")
-    fresh: bool = arg(False, help="measure every configuration again (default: continue a record cut short on "
-                                  "the same machine and code)")
+    fresh: bool = arg(
+        False,
+        help="measure every configuration again (default: continue a record cut short on the same machine and code)",
+    )
 
 
 def make_parser(sub) -> None:
     p = sub.add_parser("bench", help=HELP, description=__doc__)
     kinds = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
-    add_arguments(kinds.add_parser("quant", help="bf16 vs bitsandbytes NF4 forward time and memory"),
-                  QuantBenchArguments)
-    add_arguments(kinds.add_parser("train", help="training tokens/s, MFU and memory per method, beside a plain "
-                                                 "PyTorch step"), TrainBenchArguments)
+    add_arguments(
+        kinds.add_parser("quant", help="bf16 vs bitsandbytes NF4 forward time and memory"), QuantBenchArguments
+    )
+    add_arguments(
+        kinds.add_parser("train", help="training tokens/s, MFU and memory per method, beside a plain PyTorch step"),
+        TrainBenchArguments,
+    )
 
 
 def run(args) -> int:
@@ -72,8 +78,10 @@ def bench_train(opts: TrainBenchArguments, out_dir: Path) -> int:
     # A typo fails before any model is built.
     parsed = [bench.parse_config(c.strip()) for c in (opts.configs or bench.DEFAULT_CONFIGS).split(",") if c.strip()]
     if opts.model and not (Path(opts.model) / "config.json").is_file():
-        raise MedbenchError(f"--model {opts.model}: not a model directory (no config.json); make one with "
-                            f"medbench.models.shapes.save_random_model or pass a saved checkpoint")
+        raise MedbenchError(
+            f"--model {opts.model}: not a model directory (no config.json); make one with "
+            f"medbench.models.shapes.save_random_model or pass a saved checkpoint"
+        )
     if not torch.cuda.is_available():
         raise MedbenchError("bench train needs a CUDA GPU (DeepSpeed, bf16, bitsandbytes)")
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -17,26 +17,36 @@ HELP = "evaluate MODEL [VARIANT] [PROMPT] on MedQA and KorMedMCQA"
 class RunOptions:
     """Options shared by `eval` and `demo`."""
 
-    mode: str | None = arg(None, choices=("mc", "gen"),
-                           help="mc: answer-letter log-likelihood; gen: greedy generation (default: mc for zeroshot)")
+    mode: str | None = arg(
+        None,
+        choices=("mc", "gen"),
+        help="mc: answer-letter log-likelihood; gen: greedy generation (default: mc for zeroshot)",
+    )
     tasks: str = arg("", help="comma-separated: kormedmcqa_doctor,…,kormedmcqa,medqa_usmle,medqa (default: all)")
     limit: int | None = arg(None, help="the first N questions of each task (smoke runs)")
     sample: int | None = arg(None, help="a seeded random sample of N questions per task")
     run_id: str | None = arg(None, help="results/runs/<run-id>; re-running an id resumes it")
     force: bool = arg(False, help="discard the run id's cached answers and start again")
     batch_size: int | None = arg(None, help="questions per forward pass (default 8)")
-    chat: str | None = arg(None, choices=("auto", "on", "off"),
-                           help="the model's chat template: auto (default: chat models in gen), on, off")
-    set: list[str] = arg(default_factory=list, metavar="KEY=VALUE",
-                         help=f"an evaluation setting; known: {', '.join(EvalSettings.__dataclass_fields__)}")
+    chat: str | None = arg(
+        None,
+        choices=("auto", "on", "off"),
+        help="the model's chat template: auto (default: chat models in gen), on, off",
+    )
+    set: list[str] = arg(
+        default_factory=list,
+        metavar="KEY=VALUE",
+        help=f"an evaluation setting; known: {', '.join(EvalSettings.__dataclass_fields__)}",
+    )
     quiet: bool = arg(False, help="no progress bars, only warnings, errors and the result table")
     verbose: bool = arg(False, help="every library message (no filtering of known-harmless ones)")
 
 
 @dataclass
 class EvalTarget:
-    model: str = arg(help="alias (medbench/models/models.yaml), family alias, local directory or hub id",
-                     positional=True)
+    model: str = arg(
+        help="alias (medbench/models/models.yaml), family alias, local directory or hub id", positional=True
+    )
     variant: str = arg("base", positional=True, help="base | bnb | awq | full | lora | qlora (default base)")
     prompt: str = arg("zeroshot", positional=True, help="zeroshot | fewshot | cot (default zeroshot)")
 
@@ -90,10 +100,19 @@ def request(opts: RunOptions, model: str, variant: str, prompt: str):
     from medbench.eval import console
 
     console.configure(level)
-    return RunRequest(model=model, variant=variant, prompt=prompt, mode=opts.mode,
-                      tasks=[t for t in opts.tasks.split(",") if t], limit=opts.limit, sample=opts.sample,
-                      run_id=opts.run_id, force=opts.force, settings=EvalSettings.from_overrides(overrides),
-                      progress=console.progress_enabled(level))
+    return RunRequest(
+        model=model,
+        variant=variant,
+        prompt=prompt,
+        mode=opts.mode,
+        tasks=[t for t in opts.tasks.split(",") if t],
+        limit=opts.limit,
+        sample=opts.sample,
+        run_id=opts.run_id,
+        force=opts.force,
+        settings=EvalSettings.from_overrides(overrides),
+        progress=console.progress_enabled(level),
+    )
 
 
 def run(args) -> int:
@@ -124,9 +143,15 @@ def print_table(record: dict, record_path: str) -> None:
         predicted = letters.get("predicted") or {}
         valid = sum(predicted.values())
         top = max(predicted, key=predicted.get) if valid else None
-        row = [t["task"].removeprefix("medbench_"), str(t["n"]), _pct(t["accuracy"]),
-               f"{_pct(t['ci95_low'])}–{_pct(t['ci95_high'])}", str(t["invalid"]), str(t["truncated_prompts"]),
-               f"{top} {_pct(predicted[top] / valid)}%" + (" ⚠" if letters.get("dominant") else "") if top else "–"]
+        row = [
+            t["task"].removeprefix("medbench_"),
+            str(t["n"]),
+            _pct(t["accuracy"]),
+            f"{_pct(t['ci95_low'])}–{_pct(t['ci95_high'])}",
+            str(t["invalid"]),
+            str(t["truncated_prompts"]),
+            f"{top} {_pct(predicted[top] / valid)}%" + (" ⚠" if letters.get("dominant") else "") if top else "–",
+        ]
         if permuted:
             perm = t.get("permutation") or {}
             row += [_pct(perm.get("debiased_accuracy")), _pct(perm.get("circular_accuracy"))]
@@ -136,8 +161,13 @@ def print_table(record: dict, record_path: str) -> None:
     console = Console()
     console.print(table)
     timing, responses = record["timing"], record["responses"]
-    speed = (f"{timing['questions_per_second']} questions/s" if timing["questions_per_second"] is not None
-             else f"resumed: {responses['from_cache']} answers from the cache, so no questions/s")
-    console.print(f"load {timing['load_seconds']} s · eval {timing['eval_seconds']} s · {speed} · "
-                  f"peak memory {record['memory']['peak_gib']} GiB · answers computed {responses['computed']}")
+    speed = (
+        f"{timing['questions_per_second']} questions/s"
+        if timing["questions_per_second"] is not None
+        else f"resumed: {responses['from_cache']} answers from the cache, so no questions/s"
+    )
+    console.print(
+        f"load {timing['load_seconds']} s · eval {timing['eval_seconds']} s · {speed} · "
+        f"peak memory {record['memory']['peak_gib']} GiB · answers computed {responses['computed']}"
+    )
     console.print(f"record: {record_path}")

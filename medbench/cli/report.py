@@ -15,15 +15,24 @@ DEFAULT_SEED = 1234
 
 @dataclass
 class ReportArguments:
-    results: str | None = arg(None, help="results folder the report reads and writes (default: results/, the "
-                                         "committed records; your own runs in results/local/ are read too)")
+    results: str | None = arg(
+        None,
+        help="results folder the report reads and writes (default: results/, the "
+        "committed records; your own runs in results/local/ are read too)",
+    )
     seed: int = arg(DEFAULT_SEED, help="bootstrap seed (default 1234)")
     resamples: int = arg(RESAMPLES, help=f"bootstrap resamples (default {RESAMPLES})")
-    readme: str | None = arg(None, help="README whose results block is replaced (default: README.md beside the "
-                                        "results folder, i.e. the repository's for results/; skipped if none)")
-    merge: list[str] = arg(default_factory=list, metavar="DIR",
-                           help="first merge this results folder from another machine into the results folder "
-                                "(repeatable; `medbench merge`: run ids unique, identical runs counted once)")
+    readme: str | None = arg(
+        None,
+        help="README whose results block is replaced (default: README.md beside the "
+        "results folder, i.e. the repository's for results/; skipped if none)",
+    )
+    merge: list[str] = arg(
+        default_factory=list,
+        metavar="DIR",
+        help="first merge this results folder from another machine into the results folder "
+        "(repeatable; `medbench merge`: run ids unique, identical runs counted once)",
+    )
 
 
 def make_parser(sub) -> None:
@@ -47,8 +56,9 @@ def run(args) -> int:
     for path in out["written"]:
         print(f"wrote {_shown(path)}")
     best = out["most_significant"]
-    print(f"{len(out['runs'])} run(s), {len(out['rows'])} summary row(s), {len(out['comparisons'])} paired "
-          "comparison(s)")
+    print(
+        f"{len(out['runs'])} run(s), {len(out['rows'])} summary row(s), {len(out['comparisons'])} paired comparison(s)"
+    )
     print("smallest p: " + describe(best) if best else "no paired comparisons (no model has two configurations)")
     return 0
 

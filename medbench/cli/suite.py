@@ -33,8 +33,9 @@ DEFAULT_MODEL = "gemma3-270m"
 
 @dataclass
 class SuiteOptions:
-    models: str | None = arg(None, help="comma-separated models (default: gemma3-270m and each alias in "
-                                        "MEDBENCH_SUITE)")
+    models: str | None = arg(
+        None, help="comma-separated models (default: gemma3-270m and each alias in MEDBENCH_SUITE)"
+    )
     variants: str = arg("base", help="comma-separated variants (default base)")
     prompts: str = arg("zeroshot", help="comma-separated prompts (default zeroshot)")
     shard: str | None = arg(None, help="I/N: only the jobs whose key hashes to I modulo N (I from 0 to N-1)")

@@ -111,9 +111,11 @@ def _read_text(path: Path) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line = raw.count(b"\n", 0, e.start) + 1
-        raise DataError(f"{path}:{line}: not valid UTF-8 (byte {e.start} of {len(raw)}): the file is truncated or "
-                        f"corrupt; restore it (git checkout data/, or `just data --from-hub` for hub copies) and "
-                        f"check it with `just data`") from None
+        raise DataError(
+            f"{path}:{line}: not valid UTF-8 (byte {e.start} of {len(raw)}): the file is truncated or "
+            f"corrupt; restore it (git checkout data/, or `just data --from-hub` for hub copies) and "
+            f"check it with `just data`"
+        ) from None
 
 
 def _read_csv(path: Path):
@@ -288,13 +290,17 @@ def verify_splits(splits: Iterable[tuple[str, str | None, str]], prefer_hub: boo
         if not path.is_relative_to(hub_dir()):
             expected = expected if expected is not None else expected_sums(root)
             if name not in expected:
-                raise DataError(f"{path} is not listed in {root / 'SHA256SUMS'}: medbench reads only data it can "
-                                f"verify; restore the vendored data (git checkout data/) and run `just data`")
+                raise DataError(
+                    f"{path} is not listed in {root / 'SHA256SUMS'}: medbench reads only data it can "
+                    f"verify; restore the vendored data (git checkout data/) and run `just data`"
+                )
             want, line_no = expected[name]
             if actual != want:
-                raise DataError(f"data file {path} has sha256 {actual}, but SHA256SUMS:{line_no} says {want}: it "
-                                f"changed since the checksums were written. Restore it (git checkout data/) and "
-                                f"check with `just data`")
+                raise DataError(
+                    f"data file {path} has sha256 {actual}, but SHA256SUMS:{line_no} says {want}: it "
+                    f"changed since the checksums were written. Restore it (git checkout data/) and "
+                    f"check with `just data`"
+                )
         out[name] = actual
     cache.save()
     return out
@@ -325,8 +331,11 @@ class _HashCache:
         st = path.stat()
         stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "ino": st.st_ino}
         entry = self.entries.get(key)
-        if isinstance(entry, dict) and all(entry.get(k) == v for k, v in stamp.items()) \
-                and isinstance(entry.get("sha256"), str):
+        if (
+            isinstance(entry, dict)
+            and all(entry.get(k) == v for k, v in stamp.items())
+            and isinstance(entry.get("sha256"), str)
+        ):
             return entry["sha256"]
         digest = hashlib.sha256()
         with open(path, "rb") as f:

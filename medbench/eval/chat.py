@@ -64,18 +64,27 @@ def plan_chat(spec, mode: str, settings: EvalSettings) -> ChatPlan:
     kwargs = dict(spec.chat_template_kwargs or {})
     if settings.thinking:
         if not apply or mode != "gen":
-            raise ChatError("thinking=true needs a chat run in gen mode (a thinking model's mc score would be "
-                            "read before it thinks)")
+            raise ChatError(
+                "thinking=true needs a chat run in gen mode (a thinking model's mc score would be "
+                "read before it thinks)"
+            )
         if THINKING_KEY not in kwargs:
-            raise ChatError(f"{spec.alias} has no thinking switch (`{THINKING_KEY}` in its registry "
-                            f"chat_template_kwargs)")
+            raise ChatError(
+                f"{spec.alias} has no thinking switch (`{THINKING_KEY}` in its registry chat_template_kwargs)"
+            )
         kwargs[THINKING_KEY] = True
     if not apply:
-        return ChatPlan(apply=False, reason=reason, system_instruction=settings.system_instruction,
-                        fewshot_as_multiturn=False)
-    return ChatPlan(apply=True, reason=reason, template_kwargs=kwargs,
-                    system_instruction=settings.system_instruction,
-                    fewshot_as_multiturn=settings.fewshot_as_multiturn, thinking=settings.thinking)
+        return ChatPlan(
+            apply=False, reason=reason, system_instruction=settings.system_instruction, fewshot_as_multiturn=False
+        )
+    return ChatPlan(
+        apply=True,
+        reason=reason,
+        template_kwargs=kwargs,
+        system_instruction=settings.system_instruction,
+        fewshot_as_multiturn=settings.fewshot_as_multiturn,
+        thinking=settings.thinking,
+    )
 
 
 def require_template(tokenizer, alias: str) -> str:
@@ -93,7 +102,7 @@ def end_of_turn(tokenizer, template_kwargs: dict | None = None) -> str | None:
     marker = "MEDBENCHMARKER"
     messages = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": marker}]
     text = tokenizer.apply_chat_template(messages, tokenize=False, **(template_kwargs or {}))
-    rest = text[text.rindex(marker) + len(marker):]
+    rest = text[text.rindex(marker) + len(marker) :]
     ids = tokenizer.encode(rest, add_special_tokens=False)
     special = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", {}) or {})
     for token in ids:
@@ -113,6 +122,7 @@ def describe(plan: ChatPlan, tokenizer=None) -> dict:
 
 
 # --- family tokenizers for tests and the rendered prompts in tasks/README.md -----------------------------
+
 
 def template_fixtures() -> Path:
     """The published chat templates kept as test fixtures (provenance and licences in their README)."""

@@ -17,13 +17,16 @@ LEVELS = ("quiet", "normal", "verbose")
 HARMLESS = {
     "lm_eval.api.task": (
         r"Custom kwargs can be passed to `--metadata`",
-        "our tasks' loader takes its arguments from the task YAML (dataset, exam), never from --metadata"),
+        "our tasks' loader takes its arguments from the task YAML (dataset, exam), never from --metadata",
+    ),
     "lm_eval.models.huggingface": (
         r"`pretrained` model kwarg is not of type `str`|Passed an already-initialized model",
-        "medbench loads the model itself (variants, adapters, quantization) and hands lm-eval the object"),
+        "medbench loads the model itself (variants, adapters, quantization) and hands lm-eval the object",
+    ),
     "lm_eval.evaluator": (
         r"generation_kwargs: .* specified through cli",
-        "the study's generation settings, given on purpose and written to every record"),
+        "the study's generation settings, given on purpose and written to every record",
+    ),
 }
 
 

@@ -33,8 +33,15 @@ class CanaryError(MedbenchError):
 
 @register_model("medbench-hf")
 class MedbenchLM(HFLM):
-    def __init__(self, *args, prompt_max_tokens: int = 3500, fast_mc: bool = True, canary_size: int = 4,
-                 progress: bool = True, **kwargs):
+    def __init__(
+        self,
+        *args,
+        prompt_max_tokens: int = 3500,
+        fast_mc: bool = True,
+        canary_size: int = 4,
+        progress: bool = True,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.prompt_max_tokens = int(prompt_max_tokens)
         self.fast_mc = fast_mc
@@ -52,9 +59,17 @@ class MedbenchLM(HFLM):
         """Wrap a medbench.models.loading.Loaded model with the evaluation settings (runner and consistency check).
 
         `chat_template_args` reach the tokenizer's chat template when lm-eval applies it (medbench/eval/chat.py)."""
-        return cls(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=settings.batch_size,
-                   device=loaded.device, prompt_max_tokens=settings.prompt_max_tokens, fast_mc=settings.fast_mc,
-                   canary_size=settings.canary, progress=progress, chat_template_args=chat_template_args or None)
+        return cls(
+            pretrained=loaded.model,
+            tokenizer=loaded.tokenizer,
+            batch_size=settings.batch_size,
+            device=loaded.device,
+            prompt_max_tokens=settings.prompt_max_tokens,
+            fast_mc=settings.fast_mc,
+            canary_size=settings.canary,
+            progress=progress,
+            chat_template_args=chat_template_args or None,
+        )
 
     @property
     def max_length(self) -> int:
@@ -87,8 +102,12 @@ class MedbenchLM(HFLM):
             by_task[str(getattr(req, "task_name", ""))].append(i)
         results: list = [None] * len(requests)
         # One bar for the whole scoring phase, over every task's answers.
-        self._pbar = tqdm(total=len(requests), disable=disable_tqdm or not self.progress or self.rank != 0,
-                          desc="Scoring answer letters", unit="answer")
+        self._pbar = tqdm(
+            total=len(requests),
+            disable=disable_tqdm or not self.progress or self.rank != 0,
+            desc="Scoring answer letters",
+            unit="answer",
+        )
         try:
             for task in sorted(by_task):
                 idx = by_task[task]
@@ -124,8 +143,9 @@ class MedbenchLM(HFLM):
         contexts = sorted(by_context, key=len, reverse=True)
         bs = self.batch_size if isinstance(self.batch_size, int) else 1
         scores: dict[tuple[int, ...], tuple[torch.Tensor, dict[int, float], int]] = {}
-        pbar = self._pbar or tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0,
-                                  desc="Scoring answer letters", unit="answer")
+        pbar = self._pbar or tqdm(
+            total=len(requests), disable=disable_tqdm or self.rank != 0, desc="Scoring answer letters", unit="answer"
+        )
         for start in range(0, len(contexts), bs):
             batch = contexts[start : start + bs]
             wanted = sorted({requests[i][2][0] for ctx in batch for i in by_context[ctx]})
@@ -167,10 +187,17 @@ class MedbenchLM(HFLM):
         captured = {}
         hook = head.register_forward_hook(lambda _m, inputs, _o: captured.__setitem__("hidden", inputs[0][:, -1, :]))
         try:
-            with torch.autocast(device_type=self.device.type, dtype=self.mixed_precision_dtype,
-                                enabled=self.mixed_precision_dtype is not None):
-                logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                    position_ids=positions.to(self.device), logits_to_keep=1).logits[:, -1, :]
+            with torch.autocast(
+                device_type=self.device.type,
+                dtype=self.mixed_precision_dtype,
+                enabled=self.mixed_precision_dtype is not None,
+            ):
+                logits = self.model(
+                    input_ids=ids.to(self.device),
+                    attention_mask=mask.to(self.device),
+                    position_ids=positions.to(self.device),
+                    logits_to_keep=1,
+                ).logits[:, -1, :]
         finally:
             hook.remove()
         logits = logits.float()
@@ -197,12 +224,13 @@ class MedbenchLM(HFLM):
         worst = 0.0
         for ctx in chosen:
             wanted = sorted({requests[i][2][0] for i in by_context[ctx]})
-            (_, alone, _), = self._score_batch([ctx], wanted)
+            ((_, alone, _),) = self._score_batch([ctx], wanted)
             batched = scores[ctx][1]
             worst = max(worst, *(abs(alone[t] - batched[t]) for t in wanted))
         tolerance = self.canary_tolerance
-        self.canary_report.append({"checked": len(chosen), "max_abs_diff": worst, "tolerance": tolerance,
-                                   "passed": worst <= tolerance})
+        self.canary_report.append(
+            {"checked": len(chosen), "max_abs_diff": worst, "tolerance": tolerance, "passed": worst <= tolerance}
+        )
         if worst > tolerance:
             raise CanaryError(
                 f"batched scores differ from the same questions scored alone by up to {worst:.4g} "

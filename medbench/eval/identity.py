@@ -20,14 +20,19 @@ def run_identity(weights: dict[str, dict], data: dict[str, str], versions: dict[
 def identity_changes(previous: dict | None, current: dict) -> list[str]:
     """Why a run with identity `previous` cannot be resumed as `current` (empty: it can)."""
     if not isinstance(previous, dict) or set(previous) != set(current):
-        return ["it was started by an older medbench, which did not record the weights, data and versions its "
-                "answers measured"]
+        return [
+            "it was started by an older medbench, which did not record the weights, data and versions its "
+            "answers measured"
+        ]
     reasons = []
     old_w, new_w = previous["weights"] or {}, current["weights"]
     for role in sorted(set(old_w) | set(new_w)):
         if role not in old_w or role not in new_w:
-            reasons.append(f"it was started with no {role}" if role not in old_w
-                           else f"it was started with a {role}, which this run does not load")
+            reasons.append(
+                f"it was started with no {role}"
+                if role not in old_w
+                else f"it was started with a {role}, which this run does not load"
+            )
         elif changed := changed_files(old_w[role], new_w[role]):
             reasons.append(f"the {role} weights changed ({', '.join(changed)})")
     old_d, new_d = previous["data"] or {}, current["data"]

@@ -53,7 +53,9 @@ def expand(names: list[str], task_manager, scheme: str) -> tuple[list, dict[str,
         dataset_kwargs = cfg.get("dataset_kwargs") or {}
         rotated[name] = []
         for k in range(1, rotations(dataset_kwargs["dataset"])):
-            specs.append({**cfg, "task": rotated_task_name(name, k), "dataset_kwargs": {**dataset_kwargs, "rotation": k}})
+            specs.append(
+                {**cfg, "task": rotated_task_name(name, k), "dataset_kwargs": {**dataset_kwargs, "rotation": k}}
+            )
             rotated[name].append(rotated_task_name(name, k))
     return specs, rotated
 

@@ -46,8 +46,12 @@ def check(cache_dir: Path) -> None:
     """Refuse a cache folder holding a corrupt or foreign cache, before anything loads."""
     for name in LEGACY_FILES:
         if (cache_dir / name).exists():
-            raise CacheError(_remedy(f"{cache_dir / name}: an lm-eval response cache from an older medbench, which "
-                                     f"stores pickles (they run code when read), so medbench never opens it"))
+            raise CacheError(
+                _remedy(
+                    f"{cache_dir / name}: an lm-eval response cache from an older medbench, which "
+                    f"stores pickles (they run code when read), so medbench never opens it"
+                )
+            )
     if (cache_dir / FILENAME).exists():
         ResponseStore(cache_dir / FILENAME).close()
 
@@ -70,8 +74,9 @@ class ResponseStore:
                 with self.con:
                     self.con.execute("PRAGMA journal_mode=WAL")
                     self.con.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-                    self.con.execute("CREATE TABLE responses (key TEXT PRIMARY KEY, attr TEXT NOT NULL, "
-                                     "value TEXT NOT NULL)")
+                    self.con.execute(
+                        "CREATE TABLE responses (key TEXT PRIMARY KEY, attr TEXT NOT NULL, value TEXT NOT NULL)"
+                    )
                     self.con.execute("INSERT INTO meta VALUES ('format', ?)", (FORMAT,))
             else:
                 self._validate()
@@ -95,8 +100,9 @@ class ResponseStore:
         if {"meta", "responses"} <= tables:
             fmt = dict(self.con.execute("SELECT key, value FROM meta")).get("format")
         if fmt != FORMAT:
-            raise CacheError(_remedy(f"{self.path}: not a medbench response cache (format {fmt!r}, expected "
-                                     f"{FORMAT!r})"))
+            raise CacheError(
+                _remedy(f"{self.path}: not a medbench response cache (format {fmt!r}, expected {FORMAT!r})")
+            )
         problem = self.con.execute("PRAGMA quick_check").fetchone()[0]
         if problem != "ok":
             raise CacheError(_remedy(f"{self.path}: the response cache is corrupt ({problem})"))
@@ -118,8 +124,13 @@ class ResponseStore:
             value = json.loads(text)
         except (TypeError, ValueError):
             value = None
-        if attr == "loglikelihood" and isinstance(value, list) and len(value) == 2 \
-                and isinstance(value[0], int | float) and isinstance(value[1], bool):
+        if (
+            attr == "loglikelihood"
+            and isinstance(value, list)
+            and len(value) == 2
+            and isinstance(value[0], int | float)
+            and isinstance(value[1], bool)
+        ):
             return float(value[0]), value[1]
         if attr == "loglikelihood_rolling" and isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
@@ -132,8 +143,10 @@ class ResponseStore:
             value = list(value)
         try:
             with self.con:
-                self.con.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?)",
-                                 (request_key(attr, args), attr, json.dumps(value)))
+                self.con.execute(
+                    "INSERT OR REPLACE INTO responses VALUES (?, ?, ?)",
+                    (request_key(attr, args), attr, json.dumps(value)),
+                )
         except sqlite3.Error as e:
             raise self._error(e) from None
 

@@ -77,11 +77,14 @@ class RunRequest:
         for name, what in (("limit", "the first N questions of each task"), ("sample", "N questions drawn per task")):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise RunError(f"--{name} must be a whole number >= 1 ({what}), got {value!r}; leave it out to run "
-                               f"every question")
+                raise RunError(
+                    f"--{name} must be a whole number >= 1 ({what}), got {value!r}; leave it out to run every question"
+                )
         if self.limit is not None and self.sample is not None:
-            raise RunError("--sample and --limit exclude each other: --limit takes the first N questions of each "
-                           "task, --sample a seeded random N; choose one")
+            raise RunError(
+                "--sample and --limit exclude each other: --limit takes the first N questions of each "
+                "task, --sample a seeded random N; choose one"
+            )
         if self.run_id is not None:
             check_run_id(self.run_id)
 
@@ -136,9 +139,11 @@ def check_sizes(req: RunRequest, tasks: list[str]) -> None:
         for task in tasks:
             n = len(load_rows(*task_data(task), "test"))
             if k > n:
-                raise RunError(f"--{name} {k} is more than the {n} questions of {task}'s test set: it would run every "
-                               f"question under a {name}'s name; use --{name} {n} or less, or leave --{name} out to "
-                               f"run every question")
+                raise RunError(
+                    f"--{name} {k} is more than the {n} questions of {task}'s test set: it would run every "
+                    f"question under a {name}'s name; use --{name} {n} or less, or leave --{name} out to "
+                    f"run every question"
+                )
 
 
 def seeded_sample(n_docs: int, k: int, seed: int) -> list[int]:
@@ -178,8 +183,17 @@ def prepare(req: RunRequest, results_dir: Path | None = None) -> Prepared:
     check_sizes(req, tasks)
     weights = {role: fingerprint(source) for role, source in weight_sources(spec, req.variant, device).items()}
     identity = run_identity(weights, data, provenance.package_versions())
-    config = {"model": req.model, "variant": req.variant, "prompt": req.prompt, "mode": mode, "tasks": names,
-              "limit": req.limit, "sample": req.sample, "settings": req.settings.as_dict(), "identity": identity}
+    config = {
+        "model": req.model,
+        "variant": req.variant,
+        "prompt": req.prompt,
+        "mode": mode,
+        "tasks": names,
+        "limit": req.limit,
+        "sample": req.sample,
+        "settings": req.settings.as_dict(),
+        "identity": identity,
+    }
     return Prepared(run_id, run_dir, mode, names, spec, config, chat)
 
 
@@ -199,12 +213,15 @@ def check_resumable(prepared: Prepared) -> frozenset[str]:
     response_cache.check(prepared.run_dir / "cache")
     if not response_cache.count_rows(prepared.run_dir / "cache" / response_cache.FILENAME):
         return frozenset({"identity"})
-    reasons = identity_changes(previous.get("identity") if isinstance(previous, dict) else None,
-                               prepared.config["identity"])
+    reasons = identity_changes(
+        previous.get("identity") if isinstance(previous, dict) else None, prepared.config["identity"]
+    )
     if reasons:
-        raise RunError(f"{prepared.run_dir} holds answers cached from other inputs: {'; '.join(reasons)}. They would "
-                       f"be scored as this run's: --force discards them and evaluates again (or choose another "
-                       f"--run-id)")
+        raise RunError(
+            f"{prepared.run_dir} holds answers cached from other inputs: {'; '.join(reasons)}. They would "
+            f"be scored as this run's: --force discards them and evaluates again (or choose another "
+            f"--run-id)"
+        )
     return frozenset()
 
 
@@ -213,8 +230,15 @@ def run(req: RunRequest, results_dir: Path | None = None) -> dict:
     with io.run_lock(prepared.run_dir, "evaluation run"):
         may_change = frozenset() if req.force else check_resumable(prepared)
         # Only a folder holding run_config.json is a run: --force never deletes anything else.
-        created = claim_dir(prepared.run_dir, prepared.config, config_name=RUN_CONFIG, markers=(), force=req.force,
-                            what="evaluation run", allowed_changes=may_change)
+        created = claim_dir(
+            prepared.run_dir,
+            prepared.config,
+            config_name=RUN_CONFIG,
+            markers=(),
+            force=req.force,
+            what="evaluation run",
+            allowed_changes=may_change,
+        )
         store = None
         try:
             store = response_cache.ResponseStore(prepared.run_dir / "cache" / response_cache.FILENAME)
@@ -253,8 +277,9 @@ def _evaluate(req: RunRequest, prepared: Prepared, store: response_cache.Respons
     samples = None
     if req.sample:
         loaded_tasks = task_manager.load(names)["tasks"]
-        samples = {name: seeded_sample(len(t.eval_docs), req.sample, req.settings.seed)
-                   for name, t in loaded_tasks.items()}
+        samples = {
+            name: seeded_sample(len(t.eval_docs), req.sample, req.settings.seed) for name, t in loaded_tasks.items()
+        }
         samples.update({r: samples[name] for name, rs in rotated.items() for r in rs})  # the same questions
 
     loaded = load(spec, req.variant, req.settings)
@@ -266,20 +291,32 @@ def _evaluate(req: RunRequest, prepared: Prepared, store: response_cache.Respons
             # A chat turn ends at the template's end-of-turn token (lm-eval adds EOS), not at a blank line.
             eot = chat_templates.end_of_turn(loaded.tokenizer, chat.template_kwargs)
             gen_kwargs["until"] = [eot] if eot else []
-    lm = response_cache.CachedLM(MedbenchLM.from_loaded(loaded, req.settings, progress=req.progress,
-                                                        chat_template_args=chat.template_kwargs if chat.apply else None),
-                                 store)
+    lm = response_cache.CachedLM(
+        MedbenchLM.from_loaded(
+            loaded, req.settings, progress=req.progress, chat_template_args=chat.template_kwargs if chat.apply else None
+        ),
+        store,
+    )
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     cached_before = store.count()
     start = time.perf_counter()
     out = simple_evaluate(
-        model=lm, tasks=specs, task_manager=task_manager, limit=req.limit, samples=samples,
-        use_cache=None, gen_kwargs=gen_kwargs,
-        apply_chat_template=chat.apply, fewshot_as_multiturn=chat.fewshot_as_multiturn,
+        model=lm,
+        tasks=specs,
+        task_manager=task_manager,
+        limit=req.limit,
+        samples=samples,
+        use_cache=None,
+        gen_kwargs=gen_kwargs,
+        apply_chat_template=chat.apply,
+        fewshot_as_multiturn=chat.fewshot_as_multiturn,
         system_instruction=chat.system_instruction,
-        log_samples=True, random_seed=req.settings.seed, numpy_random_seed=req.settings.seed,
-        torch_random_seed=req.settings.seed, fewshot_random_seed=req.settings.seed,
+        log_samples=True,
+        random_seed=req.settings.seed,
+        numpy_random_seed=req.settings.seed,
+        torch_random_seed=req.settings.seed,
+        fewshot_random_seed=req.settings.seed,
     )
     eval_seconds = time.perf_counter() - start
     responses_computed = store.count() - cached_before
@@ -295,10 +332,17 @@ def _evaluate(req: RunRequest, prepared: Prepared, store: response_cache.Respons
                 samples_out = [permute.slim(s) for s in samples_out]
             io.write_samples(io.samples_path(run_dir, name), samples_out)
     task_records = [
-        task_record(name, out["samples"][name], out["results"][name], lambda text: len(lm.tok_encode(text)),
-                    req.settings.prompt_max_tokens, {r: out["samples"][r] for r in rotated.get(name, [])},
-                    req.settings.seed)
-        for name in names]
+        task_record(
+            name,
+            out["samples"][name],
+            out["results"][name],
+            lambda text: len(lm.tok_encode(text)),
+            req.settings.prompt_max_tokens,
+            {r: out["samples"][r] for r in rotated.get(name, [])},
+            req.settings.seed,
+        )
+        for name in names
+    ]
     n_questions = sum(t["n"] for t in task_records)
     out_no_samples = {k: v for k, v in out.items() if k != "samples"}
     if not keep:
@@ -306,37 +350,58 @@ def _evaluate(req: RunRequest, prepared: Prepared, store: response_cache.Respons
 
     prov = provenance.provenance()
     record: RunRecord = {
-        "run_id": run_id, "created": prov["created"],
-        "model": req.model, "model_source": loaded.source, "params_b": spec.params_b,
+        "run_id": run_id,
+        "created": prov["created"],
+        "model": req.model,
+        "model_source": loaded.source,
+        "params_b": spec.params_b,
         "weights": "real" if (spec.embedded or spec.verified) else "unverified",
-        "variant": req.variant, "prompt": req.prompt, "mode": mode,
-        "limit": req.limit, "sample": req.sample,
+        "variant": req.variant,
+        "prompt": req.prompt,
+        "mode": mode,
+        "limit": req.limit,
+        "sample": req.sample,
         "settings": req.settings.as_dict(),
         "generation_kwargs": gen_kwargs if mode == "gen" else None,
         "chat": chat_templates.describe(chat, loaded.tokenizer),
-        "adapter": loaded.adapter, "quantization": loaded.quantization, "awq_route": loaded.awq_route,
-        "device": loaded.device, "dtype": loaded.dtype, "attn_implementation": loaded.attn_implementation,
+        "adapter": loaded.adapter,
+        "quantization": loaded.quantization,
+        "awq_route": loaded.awq_route,
+        "device": loaded.device,
+        "dtype": loaded.dtype,
+        "attn_implementation": loaded.attn_implementation,
         "sanity_perplexity": loaded.sanity_perplexity,
         "tasks": task_records,
         "kormedmcqa_average": weighted_average([t for t in task_records if t["dataset"] == "kormedmcqa"]),
-        "timing": {"load_seconds": round(loaded.load_seconds, 2), "eval_seconds": round(eval_seconds, 2),
-                   # A resumed run's time covers only what it computed: no questions/s for it.
-                   "questions_per_second": round(n_questions / eval_seconds, 3)
-                   if eval_seconds and not cached_before else None,
-                   "responses_per_second": round(responses_computed / eval_seconds, 2) if eval_seconds else None,
-                   "generated_tokens": lm.generated_tokens,
-                   "generated_tokens_per_second": round(lm.generated_tokens / lm.generate_seconds, 1)
-                   if lm.generate_seconds else None},
+        "timing": {
+            "load_seconds": round(loaded.load_seconds, 2),
+            "eval_seconds": round(eval_seconds, 2),
+            # A resumed run's time covers only what it computed: no questions/s for it.
+            "questions_per_second": round(n_questions / eval_seconds, 3)
+            if eval_seconds and not cached_before
+            else None,
+            "responses_per_second": round(responses_computed / eval_seconds, 2) if eval_seconds else None,
+            "generated_tokens": lm.generated_tokens,
+            "generated_tokens_per_second": round(lm.generated_tokens / lm.generate_seconds, 1)
+            if lm.generate_seconds
+            else None,
+        },
         "memory": _memory(loaded.footprint_bytes),
         "responses": {"computed": responses_computed, "from_cache": cached_before},
         "canary": canary_summary(lm.canary_report),
-        "versions": prov["versions"], "git_sha": prov["git_sha"], "git_dirty": prov["git_dirty"],
+        "versions": prov["versions"],
+        "git_sha": prov["git_sha"],
+        "git_dirty": prov["git_dirty"],
         "hardware": prov["hardware"],
-        "data_files": prepared.config["identity"]["data"], "weights_fingerprint": prepared.config["identity"]["weights"],
+        "data_files": prepared.config["identity"]["data"],
+        "weights_fingerprint": prepared.config["identity"]["weights"],
     }
     if keep:
-        print(f"medbench eval: nothing computed; {run_dir / 'record.json'} is left as the run that computed these "
-              f"answers wrote it (--force evaluates again)", file=sys.stderr)
+        print(
+            f"medbench eval: nothing computed; {run_dir / 'record.json'} is left as the run that computed these "
+            f"answers wrote it (--force evaluates again)",
+            file=sys.stderr,
+        )
     else:
         io.write_json(run_dir / "record.json", record)
     return record
@@ -346,8 +411,12 @@ def canary_summary(reports: list[dict]) -> dict | None:
     """The canary over every scoring call of the run: questions re-scored alone, worst difference."""
     if not reports:
         return None
-    return {"checked": sum(r["checked"] for r in reports), "max_abs_diff": max(r["max_abs_diff"] for r in reports),
-            "tolerance": reports[0]["tolerance"], "passed": all(r["passed"] for r in reports)}
+    return {
+        "checked": sum(r["checked"] for r in reports),
+        "max_abs_diff": max(r["max_abs_diff"] for r in reports),
+        "tolerance": reports[0]["tolerance"],
+        "passed": all(r["passed"] for r in reports),
+    }
 
 
 def _readable(path: Path) -> bool:

@@ -11,8 +11,15 @@ from medbench.records.questions import letter_distribution, question_row
 from medbench.records.schema import TaskRecord
 
 
-def task_record(name: str, samples: list[dict], result: dict, count_tokens, prompt_max_tokens: int,
-                rotated: dict[str, list[dict]] | None = None, seed: int = 1234) -> TaskRecord:
+def task_record(
+    name: str,
+    samples: list[dict],
+    result: dict,
+    count_tokens,
+    prompt_max_tokens: int,
+    rotated: dict[str, list[dict]] | None = None,
+    seed: int = 1234,
+) -> TaskRecord:
     generative = "exact_match" in samples[0] if samples else False
     metric = "exact_match" if generative else "acc"
     correct = sum(int(s[metric]) for s in samples)
@@ -24,11 +31,20 @@ def task_record(name: str, samples: list[dict], result: dict, count_tokens, prom
     stderr_key = next((k for k in result if k.startswith(f"{metric}_stderr")), None)
     doc = samples[0]["doc"] if samples else {}
     record: TaskRecord = {
-        "task": name, "dataset": doc.get("dataset"), "exam": doc.get("exam"), "metric": metric,
-        "n": n, "correct": correct, "accuracy": correct / n if n else None,
+        "task": name,
+        "dataset": doc.get("dataset"),
+        "exam": doc.get("exam"),
+        "metric": metric,
+        "n": n,
+        "correct": correct,
+        "accuracy": correct / n if n else None,
         "stderr": result.get(stderr_key) if stderr_key else None,
-        "ci95_low": low, "ci95_high": high, "ci_method": "wilson",
-        "invalid": invalid, "invalid_rate": invalid / n if n else None, "truncated_prompts": truncated,
+        "ci95_low": low,
+        "ci95_high": high,
+        "ci_method": "wilson",
+        "invalid": invalid,
+        "invalid_rate": invalid / n if n else None,
+        "truncated_prompts": truncated,
         # Questions whose best two choices scored exactly equal: the first letter wins them by position.
         "ties": sum(1 for r in rows if r["tie"]),
         "letters": letter_distribution(rows),
@@ -48,11 +64,17 @@ def permutation_summary(samples: list[dict], rotated: dict[str, list[dict]], met
     debiased, circular = matrix.mean(axis=1), matrix.min(axis=1)
     d_low, d_high = stats.bootstrap_ci(debiased, seed)
     c_low, c_high = stats.bootstrap_ci(circular, seed)
-    return {"scheme": "cyclic", "rotations": matrix.shape[1], "rotated_tasks": list(rotated),
-            "per_rotation_accuracy": [float(x) for x in matrix.mean(axis=0)],
-            "debiased_accuracy": float(debiased.mean()), "debiased_ci95": [d_low, d_high],
-            "circular_accuracy": float(circular.mean()), "circular_ci95": [c_low, c_high],
-            "ci_method": f"bootstrap{stats.RESAMPLES}"}
+    return {
+        "scheme": "cyclic",
+        "rotations": matrix.shape[1],
+        "rotated_tasks": list(rotated),
+        "per_rotation_accuracy": [float(x) for x in matrix.mean(axis=0)],
+        "debiased_accuracy": float(debiased.mean()),
+        "debiased_ci95": [d_low, d_high],
+        "circular_accuracy": float(circular.mean()),
+        "circular_ci95": [c_low, c_high],
+        "ci_method": f"bootstrap{stats.RESAMPLES}",
+    }
 
 
 def rotation_matrix(samples: list[dict], rotated: dict[str, list[dict]], metric: str) -> np.ndarray:

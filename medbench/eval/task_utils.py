@@ -17,8 +17,7 @@ from medbench.eval.permute import ROTATED_SPLIT, rotate_row
 EVAL_SPLITS = {"kormedmcqa": KORMEDMCQA_SPLITS, "medqa": tuple(s for s in MEDQA_SPLITS if s != "train")}
 
 
-def load_dataset(dataset: str, exam: str | None = None, rotation: int = 0,
-                 **lm_eval_metadata) -> datasets.DatasetDict:
+def load_dataset(dataset: str, exam: str | None = None, rotation: int = 0, **lm_eval_metadata) -> datasets.DatasetDict:
     """Every available split of one exam as a DatasetDict of canonical rows.
 
     lm-eval calls this with the task's `dataset_kwargs` (ours: dataset, exam, and `rotation` for a

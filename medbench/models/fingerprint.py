@@ -26,10 +26,24 @@ from pathlib import Path
 from medbench.errors import MedbenchError
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
-CONFIG_FILES = ("config.json", "generation_config.json", "adapter_config.json", "quantize_config.json",
-                "quant_config.json", "tokenizer.json", "tokenizer_config.json", "tokenizer.model",
-                "special_tokens_map.json", "added_tokens.json", "vocab.json", "vocab.txt", "merges.txt",
-                "chat_template.jinja", "chat_template.json", "preprocessor_config.json")
+CONFIG_FILES = (
+    "config.json",
+    "generation_config.json",
+    "adapter_config.json",
+    "quantize_config.json",
+    "quant_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "chat_template.jinja",
+    "chat_template.json",
+    "preprocessor_config.json",
+)
 WHOLE_BELOW = 64 * 2**20
 BLOCK = 2**20
 BLOCKS = 8
@@ -90,8 +104,10 @@ def hub_commit(hub_id: str) -> str:
     try:
         return Path(snapshot_download(hub_id, local_files_only=True, allow_patterns=["config.json"])).name
     except Exception:
-        raise FingerprintError(f"{hub_id} is neither in the local Hugging Face cache nor reachable on the hub: "
-                               f"download it (`hf download {hub_id}`) or pass a local directory") from None
+        raise FingerprintError(
+            f"{hub_id} is neither in the local Hugging Face cache nor reachable on the hub: "
+            f"download it (`hf download {hub_id}`) or pass a local directory"
+        ) from None
 
 
 def changed_files(previous: dict, current: dict) -> list[str]:
@@ -100,6 +116,8 @@ def changed_files(previous: dict, current: dict) -> list[str]:
         a, b = previous["files"], current["files"]
         return sorted(name for name in set(a) | set(b) if a.get(name) != b.get(name))
     if previous != current:
-        return [f"{previous.get('hub_id') or 'a directory'}@{previous.get('commit')} -> "
-                f"{current.get('hub_id') or 'a directory'}@{current.get('commit')}"]
+        return [
+            f"{previous.get('hub_id') or 'a directory'}@{previous.get('commit')} -> "
+            f"{current.get('hub_id') or 'a directory'}@{current.get('commit')}"
+        ]
     return []

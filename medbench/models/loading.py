@@ -47,19 +47,25 @@ def check_machine(settings: EvalSettings) -> None:
             raise SettingsError(f"setting device={device}, but {why}; use device=cpu (or auto)")
         index = int(device.split(":", 1)[1]) if ":" in device else 0
         if index >= torch.cuda.device_count():
-            raise SettingsError(f"setting device={device}, but only {torch.cuda.device_count()} CUDA GPU(s) are "
-                                f"visible (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+            raise SettingsError(
+                f"setting device={device}, but only {torch.cuda.device_count()} CUDA GPU(s) are "
+                f"visible (cuda:0 to cuda:{torch.cuda.device_count() - 1})"
+            )
     if device == "mps" and not torch.backends.mps.is_available():
         raise SettingsError("setting device=mps, but no Apple GPU is available; use device=cpu (or auto)")
     attn = settings.attn_implementation
     if attn.startswith("flash_attention"):
         if not pick_device(device).startswith("cuda"):
-            raise SettingsError(f"setting attn_implementation={attn} needs a CUDA GPU, and this run is on "
-                                f"{pick_device(device)}; use sdpa or eager (or auto)")
+            raise SettingsError(
+                f"setting attn_implementation={attn} needs a CUDA GPU, and this run is on "
+                f"{pick_device(device)}; use sdpa or eager (or auto)"
+            )
         package = {"flash_attention_2": "flash_attn", "flash_attention_3": "flash_attn_interface"}[attn]
         if importlib.util.find_spec(package) is None:
-            raise SettingsError(f"setting attn_implementation={attn} needs the {package} package, which is not "
-                                f"installed; use sdpa (or auto)")
+            raise SettingsError(
+                f"setting attn_implementation={attn} needs the {package} package, which is not "
+                f"installed; use sdpa (or auto)"
+            )
 
 
 def weight_sources(spec: ModelSpec, variant: str, device: str) -> dict[str, str]:
@@ -159,8 +165,12 @@ def load(spec: ModelSpec, variant: str, settings: EvalSettings) -> Loaded:
         model = PeftModel.from_pretrained(model, load_plan.adapter)
     model.eval()
     ppl = None
-    if spec.sanity_max_perplexity is not None and load_plan.weights == "base" and not load_plan.quantization \
-            and not load_plan.adapter:
+    if (
+        spec.sanity_max_perplexity is not None
+        and load_plan.weights == "base"
+        and not load_plan.quantization
+        and not load_plan.adapter
+    ):
         # Only the unmodified weights have a known-good perplexity to hold them to.
         ppl = embedded.sanity_check(model, tokenizer, spec.sanity_max_perplexity)
     qc = getattr(model.config, "quantization_config", None)

@@ -47,7 +47,9 @@ def load_registry(path: Path = REGISTRY_PATH) -> dict[str, ModelSpec]:
     for alias, entry in raw.items():
         unknown = set(entry) - _KNOWN
         if unknown:
-            raise RegistryError(f"{path}: model {alias!r} has unknown key(s) {sorted(unknown)}; known: {sorted(_KNOWN)}")
+            raise RegistryError(
+                f"{path}: model {alias!r} has unknown key(s) {sorted(unknown)}; known: {sorted(_KNOWN)}"
+            )
         if not entry.get("hub_id") and not entry.get("embedded"):
             raise RegistryError(f"{path}: model {alias!r} needs hub_id or embedded")
         out[alias] = ModelSpec(alias=alias, **entry)
@@ -84,8 +86,13 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt
 
 def _is_path(name: str) -> bool:
     """A local path rather than an alias or hub id (`org/name`): anything that exists, or that looks like a path."""
-    return Path(name).expanduser().exists() or name.startswith(("/", "./", "../", "~")) or name in (".", "..") \
-        or name.count("/") > 1 or "\\" in name
+    return (
+        Path(name).expanduser().exists()
+        or name.startswith(("/", "./", "../", "~"))
+        or name in (".", "..")
+        or name.count("/") > 1
+        or "\\" in name
+    )
 
 
 def check_model_dir(path: Path, name: str) -> None:
@@ -93,19 +100,26 @@ def check_model_dir(path: Path, name: str) -> None:
     if not path.exists():
         raise RegistryError(f"model directory {name} does not exist")
     if not path.is_dir():
-        raise RegistryError(f"{name} is a file, not a model directory (one holding config.json, the weights and "
-                            f"the tokenizer)")
+        raise RegistryError(
+            f"{name} is a file, not a model directory (one holding config.json, the weights and the tokenizer)"
+        )
     files = {p.name for p in path.iterdir()}
     if not files:
-        raise RegistryError(f"model directory {name} is empty: a model directory holds config.json, the weights "
-                            f"and the tokenizer")
+        raise RegistryError(
+            f"model directory {name} is empty: a model directory holds config.json, the weights and the tokenizer"
+        )
     if "config.json" not in files:
-        hint = " (a PEFT adapter: evaluate it as a variant, e.g. `just eval MODEL lora`)" \
-            if "adapter_config.json" in files else ""
+        hint = (
+            " (a PEFT adapter: evaluate it as a variant, e.g. `just eval MODEL lora`)"
+            if "adapter_config.json" in files
+            else ""
+        )
         raise RegistryError(f"model directory {name} has no config.json{hint}")
     if not files & set(TOKENIZER_FILES):
-        raise RegistryError(f"model directory {name} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}): "
-                            f"save the tokenizer beside the weights (tokenizer.save_pretrained(DIR))")
+        raise RegistryError(
+            f"model directory {name} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}): "
+            f"save the tokenizer beside the weights (tokenizer.save_pretrained(DIR))"
+        )
 
 
 def require_local_hub_weights(hub_id: str) -> None:

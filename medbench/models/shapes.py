@@ -25,10 +25,22 @@ TOKENIZER_ALIAS = "gemma3-270m"
 
 # A published architecture scaled down for CPU tests: real model_type, layer names and features (GQA, QK-norm,
 # sliding windows, partial rotary, multimodal tower), every size small.
-TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "head_dim": 16}
-TINY_VISION = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
-               "image_size": 28, "patch_size": 14}
+TINY = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 16,
+}
+TINY_VISION = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "image_size": 28,
+    "patch_size": 14,
+}
 
 
 def published_config(name: str) -> dict:
@@ -82,8 +94,9 @@ def config_at_shape(alias: str):
     if hasattr(config, "layer_types") and getattr(config, "_sliding_window_pattern", None):
         # Gemma 3: every sixth layer attends globally; the rest use the sliding window.
         pattern = config._sliding_window_pattern
-        config.layer_types = ["full_attention" if (i + 1) % pattern == 0 else "sliding_attention"
-                              for i in range(config.num_hidden_layers)]
+        config.layer_types = [
+            "full_attention" if (i + 1) % pattern == 0 else "sliding_attention" for i in range(config.num_hidden_layers)
+        ]
     return config, tokenizer_spec
 
 

@@ -45,8 +45,10 @@ def write_json(path: Path, obj) -> None:
 
 def write_error(path: Path, e: OSError) -> RecordError:
     """A failed write as a user error: which file, why, what to do."""
-    return RecordError(f"cannot write {path}: {e.strerror or e}; free space or make {path.parent} writable "
-                       f"(MEDBENCH_RESULTS and MEDBENCH_CHECKPOINTS move medbench's folders)")
+    return RecordError(
+        f"cannot write {path}: {e.strerror or e}; free space or make {path.parent} writable "
+        f"(MEDBENCH_RESULTS and MEDBENCH_CHECKPOINTS move medbench's folders)"
+    )
 
 
 @contextlib.contextmanager
@@ -89,8 +91,16 @@ def config_changes(previous: dict, current: dict, allowed: frozenset[str] = froz
     return out
 
 
-def claim_dir(directory: Path, config: dict, *, config_name: str, markers: tuple[str, ...], force: bool,
-              what: str, allowed_changes: frozenset[str] = frozenset()) -> bool:
+def claim_dir(
+    directory: Path,
+    config: dict,
+    *,
+    config_name: str,
+    markers: tuple[str, ...],
+    force: bool,
+    what: str,
+    allowed_changes: frozenset[str] = frozenset(),
+) -> bool:
     """Make `directory` the home of the run `config`, or refuse; True when this call created it.
 
     A directory already holding a run may only be resumed by the same configuration (anything but
@@ -102,8 +112,10 @@ def claim_dir(directory: Path, config: dict, *, config_name: str, markers: tuple
         if force and directory.exists():
             ours = any((directory / name).exists() for name in (config_name, *markers)) or not any(directory.iterdir())
             if not ours:
-                raise RecordError(f"--force would delete {directory}, which holds no medbench {what}; "
-                                  f"remove it yourself or choose another name")
+                raise RecordError(
+                    f"--force would delete {directory}, which holds no medbench {what}; "
+                    f"remove it yourself or choose another name"
+                )
             shutil.rmtree(directory)
         current = json.loads(json.dumps(config, default=str))
         if config_path.exists():
@@ -113,12 +125,17 @@ def claim_dir(directory: Path, config: dict, *, config_name: str, markers: tuple
                 raise RecordError(f"{e}; --force starts the {what} again") from None
             changed = config_changes(previous if isinstance(previous, dict) else {}, current, allowed_changes)
             if changed:
-                raise RecordError(f"{directory} ({what}) was started with other {', '.join(changed)}; re-run it as "
-                                  f"it was to resume, or use --force (or another name) to start again")
-        elif directory.exists() and any(directory.iterdir()) \
-                and not any((directory / name).exists() for name in markers):
-            raise RecordError(f"{directory} holds no medbench {what} ({config_name} is missing); remove it "
-                              f"yourself or choose another name")
+                raise RecordError(
+                    f"{directory} ({what}) was started with other {', '.join(changed)}; re-run it as "
+                    f"it was to resume, or use --force (or another name) to start again"
+                )
+        elif (
+            directory.exists() and any(directory.iterdir()) and not any((directory / name).exists() for name in markers)
+        ):
+            raise RecordError(
+                f"{directory} holds no medbench {what} ({config_name} is missing); remove it "
+                f"yourself or choose another name"
+            )
         created = not directory.exists()
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -138,9 +155,11 @@ RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,127}")
 
 def check_run_id(run_id: str) -> str:
     if not isinstance(run_id, str) or not RUN_ID_PATTERN.fullmatch(run_id):
-        raise RecordError(f"invalid run id {run_id!r}: a run id names a folder in results/runs/, so it is letters, "
-                          f"digits, '.', '_', '+' and '-' (not starting with '.'), at most 128 characters, "
-                          f"never a path")
+        raise RecordError(
+            f"invalid run id {run_id!r}: a run id names a folder in results/runs/, so it is letters, "
+            f"digits, '.', '_', '+' and '-' (not starting with '.'), at most 128 characters, "
+            f"never a path"
+        )
     return run_id
 
 
@@ -161,8 +180,10 @@ def run_lock(directory: Path, what: str):
             except BlockingIOError:
                 holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
                 os.close(fd)
-                raise RecordError(f"{directory} is in use by another medbench {what} (pid {holder}); wait for it to "
-                                  f"finish, or choose another name") from None
+                raise RecordError(
+                    f"{directory} is in use by another medbench {what} (pid {holder}); wait for it to "
+                    f"finish, or choose another name"
+                ) from None
             try:
                 same = os.fstat(fd).st_ino == os.stat(lock_path).st_ino
             except FileNotFoundError:

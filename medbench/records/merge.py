@@ -35,8 +35,10 @@ class MergePlan:
     conflicts: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        parts = [f"{len(self.copy_runs)} run(s) and {len(self.copy_files)} file(s) to copy",
-                 f"{len(self.identical)} already here (identical)"]
+        parts = [
+            f"{len(self.copy_runs)} run(s) and {len(self.copy_files)} file(s) to copy",
+            f"{len(self.identical)} already here (identical)",
+        ]
         if self.unfinished:
             parts.append(f"{len(self.unfinished)} unfinished run(s) left out: {', '.join(self.unfinished)}")
         return "; ".join(parts)
@@ -105,9 +107,11 @@ def merge(sources: list[Path], into: Path) -> MergePlan:
     """Copies what `plan_merge` found, or copies nothing and raises when two different things share a name."""
     plan = plan_merge(sources, into)
     if plan.conflicts:
-        raise MergeError("nothing merged: the same name holds different content in "
-                         f"{len(plan.conflicts)} place(s) (rename or remove one of each, then merge again):\n  "
-                         + "\n  ".join(plan.conflicts))
+        raise MergeError(
+            "nothing merged: the same name holds different content in "
+            f"{len(plan.conflicts)} place(s) (rename or remove one of each, then merge again):\n  "
+            + "\n  ".join(plan.conflicts)
+        )
     for source, dest in plan.copy_runs:
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(into) / ".merging" / dest.name  # beside runs/, so the report never reads half a run

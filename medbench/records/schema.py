@@ -4,7 +4,6 @@ keys derived from them. Keys added after the first records were written are `Not
 old run directories stay readable.
 """
 
-
 from typing import NotRequired, TypedDict
 
 

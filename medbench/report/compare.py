@@ -14,9 +14,30 @@ import numpy as np
 from medbench import stats
 from medbench.records.reader import Run, TaskScores
 
-COMPARISON_FIELDS = ("model", "task", "run_a", "run_b", "variant_a", "prompt_a", "mode_a", "variant_b", "prompt_b",
-                     "mode_b", "metric", "n_paired", "acc_a", "acc_b", "difference", "diff_ci95_low",
-                     "diff_ci95_high", "only_a_correct", "only_b_correct", "test", "p_value", "holm_p")
+COMPARISON_FIELDS = (
+    "model",
+    "task",
+    "run_a",
+    "run_b",
+    "variant_a",
+    "prompt_a",
+    "mode_a",
+    "variant_b",
+    "prompt_b",
+    "mode_b",
+    "metric",
+    "n_paired",
+    "acc_a",
+    "acc_b",
+    "difference",
+    "diff_ci95_low",
+    "diff_ci95_high",
+    "only_a_correct",
+    "only_b_correct",
+    "test",
+    "p_value",
+    "holm_p",
+)
 # Comparisons use the position-debiased accuracy (mean over option rotations) when both runs have it:
 # plain accuracy can move with a letter habit alone (a fine-tune that answers "A" 98% of the time
 # gains on a test whose most frequent gold letter is A).
@@ -32,8 +53,16 @@ def _rank(value: str, order: tuple[str, ...]) -> int:
 
 def run_order(run: Run) -> tuple:
     variant, prompt, mode = run.config
-    return (run.record["model"], variant != "base", variant, _rank(prompt, PROMPT_ORDER), prompt,
-            _rank(mode, MODE_ORDER), mode, run.run_id)
+    return (
+        run.record["model"],
+        variant != "base",
+        variant,
+        _rank(prompt, PROMPT_ORDER),
+        prompt,
+        _rank(mode, MODE_ORDER),
+        mode,
+        run.run_id,
+    )
 
 
 def metric_of(a: TaskScores, b: TaskScores) -> str:
@@ -67,9 +96,19 @@ def compare_tasks(a: TaskScores, b: TaskScores, seed: int, resamples: int = stat
         test, p = "mcnemar_exact", stats.mcnemar_exact(only_a, only_b)
     else:
         test, p = "sign_flip", stats.sign_flip_p(sb - sa, seed)
-    return {"metric": metric, "n_paired": n, "acc_a": acc_a, "acc_b": acc_b, "difference": acc_b - acc_a,
-            "diff_ci95_low": low, "diff_ci95_high": high, "only_a_correct": only_a, "only_b_correct": only_b,
-            "test": test, "p_value": p}
+    return {
+        "metric": metric,
+        "n_paired": n,
+        "acc_a": acc_a,
+        "acc_b": acc_b,
+        "difference": acc_b - acc_a,
+        "diff_ci95_low": low,
+        "diff_ci95_high": high,
+        "only_a_correct": only_a,
+        "only_b_correct": only_b,
+        "test": test,
+        "p_value": p,
+    }
 
 
 def comparisons(runs: list[Run], seed: int, resamples: int = stats.RESAMPLES) -> list[dict]:
@@ -89,10 +128,17 @@ def comparisons(runs: list[Run], seed: int, resamples: int = stats.RESAMPLES) ->
             result = compare_tasks(ta[task], tb[task], seed, resamples)
             if result["n_paired"] == 0:
                 continue
-            rows.append({"model": ra.record["model"], "task": task, "run_a": ra.run_id, "run_b": rb.run_id,
-                         **{f"{k}_a": v for k, v in zip(("variant", "prompt", "mode"), ra.config)},
-                         **{f"{k}_b": v for k, v in zip(("variant", "prompt", "mode"), rb.config)},
-                         **result})
+            rows.append(
+                {
+                    "model": ra.record["model"],
+                    "task": task,
+                    "run_a": ra.run_id,
+                    "run_b": rb.run_id,
+                    **{f"{k}_a": v for k, v in zip(("variant", "prompt", "mode"), ra.config)},
+                    **{f"{k}_b": v for k, v in zip(("variant", "prompt", "mode"), rb.config)},
+                    **result,
+                }
+            )
     for row, adjusted in zip(rows, stats.holm([r["p_value"] for r in rows]), strict=True):
         row["holm_p"] = adjusted
     return rows
