@@ -23,6 +23,7 @@ from medbench.report.chart import PANELS
 from medbench.report.compare import run_order
 from medbench.report.markdown import num
 from medbench.report.reference import load_paper
+from medbench.report.summary_md import subset
 
 STATIC_DIR = Path(__file__).parent / "explorer"
 STATIC_FILES = ("index.html", "explorer.css", "explorer.js")
@@ -133,14 +134,6 @@ def _pct(x) -> str:
     return num(None if x is None else 100 * x, ".1f")
 
 
-def _subset(record: dict) -> str:
-    if record.get("sample"):
-        return f"sample {record['sample']}/task"
-    if record.get("limit"):
-        return f"first {record['limit']}/task"
-    return "all"
-
-
 def _run_entry(run: Run, file: str, rows: list[dict]) -> dict:
     r = run.record
     return {
@@ -151,7 +144,7 @@ def _run_entry(run: Run, file: str, rows: list[dict]) -> dict:
         "variant": r["variant"],
         "prompt": r["prompt"],
         "mode": r["mode"],
-        "subset": _subset(r),
+        "subset": subset(r),
         "gpu": r["hardware"].get("gpu"),
         "questions_per_second": r["timing"]["questions_per_second"],
         "question_files": [f"questions-{_safe(d)}" for d in sorted({row["dataset"] for row in rows})],

@@ -34,7 +34,8 @@ def _acc_ci(row: dict) -> str:
     return f"{_pct(row['accuracy'])} ({_pct(row['ci95_low'])}–{_pct(row['ci95_high'])})"
 
 
-def _subset(record: dict) -> str:
+def subset(record: dict) -> str:
+    """Which questions a run answered, in words: all, the first N, or a seeded sample of N per task."""
     if record.get("sample"):
         return f"sample {record['sample']}/task"
     if record.get("limit"):
@@ -64,7 +65,7 @@ def main_table(runs: list[Run], rows: list[dict]) -> str:
                 num(run.record["params_b"], "g"),
                 run.record["variant"],
                 f"{run.record['prompt']}/{run.record['mode']}",
-                _subset(run.record),
+                subset(run.record),
                 *(_acc_ci(c) if c else "–" for c in cells),
                 device(gpu),
                 num(qps, ".1f"),
