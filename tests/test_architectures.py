@@ -124,11 +124,11 @@ def test_tiny_architecture_runs_mc_chat_gen_lora_and_the_adapter(
     # The tiny directory stands in for the registry entry: its chat flag and template arguments.
     import dataclasses
 
-    import medbench.eval.runner as runner
+    import medbench.eval.request as request
 
-    real_resolve = runner.resolve
+    real_resolve = request.resolve
     monkeypatch.setattr(
-        runner,
+        request,
         "resolve",
         lambda name: dataclasses.replace(real_resolve(name), chat=True, chat_template_kwargs=kwargs or None),
     )
