@@ -4,6 +4,7 @@ import shutil
 import datasets
 import pytest
 
+from medbench.data import checksums
 from medbench.data import loader as data
 from medbench.data.hub import fetch_from_hub
 from medbench.data.loader import DataError, load_rows
@@ -157,10 +158,10 @@ def test_medqa_missing_option(data_copy):
 
 
 def test_checksums_verify_and_catch_changes(data_copy):
-    assert len(data.verify_checksums()) == 20
+    assert len(checksums.verify_checksums()) == 20
     _rewrite(data_copy / "medqa" / "test.jsonl", "junior orthopaedic", "senior orthopaedic")
     with pytest.raises(DataError, match="medqa/test.jsonl has sha256"):
-        data.verify_checksums()
+        checksums.verify_checksums()
 
 
 def test_from_hub_uses_the_hubs_schema_and_split_names(data_copy):

@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 
 from medbench.cli import main
-from medbench.data import loader
-from medbench.data.loader import DataError, load_rows, verify_splits
+from medbench.data import checksums, loader
+from medbench.data.checksums import verify_splits
+from medbench.data.loader import DataError, load_rows
 from medbench.eval import response_cache
 from medbench.models import fingerprint
 from medbench.models.tiny import build_tiny
@@ -136,7 +137,7 @@ def test_changed_weights_are_never_scored_from_an_old_cache(
     assert medbench(capsys, *args)[0] == 0
     record = json.loads((results_dir / "runs" / "w" / "record.json").read_text())
     assert record["weights_fingerprint"]["model"]["files"]["model.safetensors"].split()[1].startswith("sampled:")
-    sums = loader.expected_sums()
+    sums = checksums.expected_sums()
     assert record["data_files"] == {name: sums[name][0] for name in ("medqa/dev.jsonl", "medqa/test.jsonl")}
 
     build_tiny(embedded_dir, model, seed=1)  # retrained in place: same files, same sizes, other values
@@ -190,15 +191,15 @@ def data_copy(tmp_path, monkeypatch):
 
 def test_tampered_data_is_refused_before_the_model_loads(data_copy, results_dir, tiny_gemma_dir, capsys):
     test = data_copy / "medqa" / "test.jsonl"
-    time.sleep(loader.RACY_SECONDS + 0.1)  # a file just written is never trusted to the cache
+    time.sleep(checksums.RACY_SECONDS + 0.1)  # a file just written is never trusted to the cache
     verify_splits([("medqa", None, "test")])  # its hash cached (by size, mtime, ctime, inode)
-    assert str(test.resolve()) in json.loads((loader.cache_dir() / loader.HASH_CACHE).read_text())
+    assert str(test.resolve()) in json.loads((checksums.cache_dir() / checksums.HASH_CACHE).read_text())
     line = next(
         i
         for i, name in enumerate((data_copy / "SHA256SUMS").read_text().splitlines(), 1)
         if name.endswith("medqa/test.jsonl")
     )
-    expected = loader.expected_sums()["medqa/test.jsonl"][0]
+    expected = checksums.expected_sums()["medqa/test.jsonl"][0]
     # An edited answer key, same size, and the old mtime put back: the cache must not vouch for it.
     stat = test.stat()
     text = test.read_text(encoding="utf-8")
@@ -211,7 +212,7 @@ def test_tampered_data_is_refused_before_the_model_loads(data_copy, results_dir,
     assert test.stat().st_size == stat.st_size
     code, err = medbench(capsys, "eval", str(tiny_gemma_dir), *QUICK, "--run-id", "t")
     assert code == 2
-    actual = loader._HashCache().sha256(test)
+    actual = checksums._HashCache().sha256(test)
     assert (
         f"data file {test} has sha256 {actual}, but SHA256SUMS:{line} says {expected}: it changed since the "
         f"checksums were written. Restore it (git checkout data/) and check with `just data`" in err

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from medbench.data.loader import verify_splits
+from medbench.data.checksums import verify_splits
 from medbench.errors import MedbenchError
 from medbench.models.loading import base_weights
 from medbench.models.registry import resolve

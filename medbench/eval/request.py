@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medbench import paths
-from medbench.data.loader import KORMEDMCQA_EXAMS, load_rows, verify_splits
+from medbench.data.checksums import verify_splits
+from medbench.data.loader import KORMEDMCQA_EXAMS, load_rows
 from medbench.errors import MedbenchError
 from medbench.eval import chat as chat_templates
 from medbench.eval import response_cache

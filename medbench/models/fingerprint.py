@@ -9,7 +9,7 @@ spaced between. That is enough to tell checkpoints apart: another architecture, 
 changes the header or the sizes, and any training (the case that reuses a directory: `just train
 ... --force`) rewrites every tensor, so every sampled block changes. What it cannot see is an edit
 of a few bytes between the blocks that keeps sizes and header, which no training run makes; the
-data, which decides what a score means, is hashed whole (medbench/data/loader.verify_splits).
+data, which decides what a score means, is hashed whole (medbench/data/checksums.verify_splits).
 Reading 8 MiB a file costs milliseconds where hashing a 16 GB checkpoint would cost a minute.
 
 A hub id: the commit of the snapshot that loads (hub repositories are content-addressed by
