@@ -45,19 +45,13 @@ lint:
 report *args:
     {{medbench}} report "$@"
 
-# The default benchmark suite: gemma3-270m plus every registry alias in MEDBENCH_SUITE (space separated); arguments go to each eval
+# Merge results folders gathered from several machines into results/ (run ids unique; identical runs once, differing ones refused)
+merge *args:
+    {{medbench}} merge "$@"
+
+# The benchmark suite: gemma3-270m plus every alias in MEDBENCH_SUITE, x --variants x --prompts; --shard I/N runs one machine's share; other arguments go to each eval
 suite *args:
-    #!/usr/bin/env bash
-    set -uo pipefail
-    failed=()
-    for model in gemma3-270m ${MEDBENCH_SUITE:-}; do
-        echo "suite: just eval $model $*"
-        just eval "$model" "$@" || failed+=("$model")
-    done
-    if [ "${#failed[@]}" -gt 0 ]; then
-        echo "suite: failed: ${failed[*]}" >&2
-        exit 1
-    fi
+    {{medbench}} suite "$@"
 
 # Build the GPU image `bench` (arguments go to docker build, e.g. --build-arg FLASH_ATTN=no or MEDBENCH_UID=$(id -u))
 docker-build *args:

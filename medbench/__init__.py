@@ -5,7 +5,7 @@ The package map, lowest layer first; a layer imports only the layers above it in
     paths, errors, options,   leaf helpers: every folder (read at call time), the one user-error
     overrides, settings,      base class, dataclass options, typed --set values, the evaluation
     stats                     settings (the study's defaults), statistics
-    data/     loader (one canonical row, validated), hub schema both ways, contamination
+    data/     loader (one canonical row, validated), checksums, hub schema both ways, contamination
     records/  the record contract (schema), provenance, reading and writing run directories,
               per-question rows from samples
     models/   registry (models.yaml), variants (variants.yaml), loading, embedded 270M, shapes, AWQ

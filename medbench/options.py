@@ -13,8 +13,16 @@ import typing
 from medbench.overrides import field_types
 
 
-def arg(default=dataclasses.MISSING, *, help: str, positional: bool = False, choices=None, metavar=None,
-        flag: str | None = None, default_factory=dataclasses.MISSING):
+def arg(
+    default=dataclasses.MISSING,
+    *,
+    help: str,
+    positional: bool = False,
+    choices=None,
+    metavar=None,
+    flag: str | None = None,
+    default_factory=dataclasses.MISSING,
+):
     """A dataclass field with its command-line description."""
     meta = {"help": help, "positional": positional, "choices": choices, "metavar": metavar, "flag": flag}
     if default_factory is not dataclasses.MISSING:
@@ -38,17 +46,26 @@ def add_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = 
         if meta["metavar"]:
             kwargs["metavar"] = meta["metavar"]
         if meta["positional"]:
-            parser.add_argument(f.name, nargs="?" if has_default else None, default=default,
-                                type=_converter(base), **kwargs)
+            parser.add_argument(
+                f.name, nargs="?" if has_default else None, default=default, type=_converter(base), **kwargs
+            )
         elif base is bool:
-            parser.add_argument(meta["flag"] or f"--{f.name.replace('_', '-')}", dest=f.name, action="store_true",
-                                **kwargs)
+            parser.add_argument(
+                meta["flag"] or f"--{f.name.replace('_', '-')}", dest=f.name, action="store_true", **kwargs
+            )
         elif typing.get_origin(annotation) is list:
-            parser.add_argument(meta["flag"] or f"--{f.name.replace('_', '-')}", dest=f.name, action="append",
-                                default=[], **kwargs)
+            parser.add_argument(
+                meta["flag"] or f"--{f.name.replace('_', '-')}", dest=f.name, action="append", default=[], **kwargs
+            )
         else:
-            parser.add_argument(meta["flag"] or f"--{f.name.replace('_', '-')}", dest=f.name, default=default,
-                                type=_converter(base), required=not has_default, **kwargs)
+            parser.add_argument(
+                meta["flag"] or f"--{f.name.replace('_', '-')}",
+                dest=f.name,
+                default=default,
+                type=_converter(base),
+                required=not has_default,
+                **kwargs,
+            )
 
 
 def from_args(cls, namespace: argparse.Namespace, **extra):

@@ -25,8 +25,16 @@ def data_dir() -> Path:
     return _env_path("MEDBENCH_DATA", REPO_ROOT / "data")
 
 
+def published_results_dir() -> Path:
+    """The project's own records (committed): what the README and the explorer show."""
+    return REPO_ROOT / "results"
+
+
 def results_dir() -> Path:
-    return _env_path("MEDBENCH_RESULTS", REPO_ROOT / "results")
+    """Where new runs, benches and training records are written: results/local/ (git-ignored) unless
+    MEDBENCH_RESULTS says otherwise, so a user's runs never rewrite a committed file. The project
+    publishes a record by running with MEDBENCH_RESULTS=results."""
+    return _env_path("MEDBENCH_RESULTS", published_results_dir() / "local")
 
 
 def runs_dir() -> Path:

@@ -6,33 +6,97 @@ repetition_penalty to a misspelt key.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 from medbench.options import arg
 from medbench.overrides import SettingsError, parse_assignments, typed_overrides
 
 __all__ = ["EvalSettings", "SettingsError", "parse_assignments"]
 
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+ATTN_IMPLEMENTATIONS = ("auto", "eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+# medbench/eval/permute.py reads these names; kept here so settings import nothing of eval.
+PERMUTE_SCHEMES = ("none", "cyclic")
+
 
 @dataclass
 class EvalSettings:
     do_sample: bool = arg(False, help="greedy decoding (the study's)")
     repetition_penalty: float = arg(1.5, help="applied to every generation (the study's)")
-    prompt_max_tokens: int = arg(3500, help="the study's tokenizer max_length: longer prompts are cut from the left "
-                                            "(the question and options at the end survive) and counted as "
-                                            "`truncated_prompts`")
-    max_gen_toks: int | None = arg(None, help="new-token budget; none: each task's own (32 direct, 512 chain of "
-                                              "thought)")
-    attn_implementation: str = arg("auto", help="`flash_attention_2` where installed and on a GPU, else `sdpa`; or "
-                                                "name one")
+    prompt_max_tokens: int = arg(
+        3500,
+        help="the study's tokenizer max_length: longer prompts are cut from the left "
+        "(the question and options at the end survive) and counted as "
+        "`truncated_prompts`",
+    )
+    max_gen_toks: int | None = arg(
+        None, help="new-token budget; none: each task's own (32 direct, 512 chain of thought)"
+    )
+    attn_implementation: str = arg(
+        "auto",
+        help="`flash_attention_2` where installed and on a GPU, else `sdpa`; "
+        "`eager` for fp32 on a GPU (sdpa gave wrong fp32 scores there); "
+        "or name one",
+    )
     dtype: str = arg("auto", help="bf16 on GPU, fp32 on CPU (the GGUF computes in fp32 in any case)")
     batch_size: int = arg(8, help="questions per forward pass")
     device: str = arg("auto", help="`cuda` where visible, else `cpu`")
     seed: int = arg(1234, help="lm-eval's seeds (sampling, few-shot order)")
     fast_mc: bool = arg(True, help="one forward pass per question for one-token answers (medbench/eval/fastlm.py)")
-    fast_gen: bool = arg(True, help="greedy generation that stops each answer at its own stop string and refills the "
-                                    "batch, the repetition penalty on the device (medbench/eval/fastgen.py); the same "
-                                    "tokens as batch-1 `generate`")
+    fast_gen: bool = arg(
+        True,
+        help="greedy generation that stops each answer at its own stop string and refills the "
+        "batch, the repetition penalty on the device (medbench/eval/fastgen.py); the same "
+        "tokens as batch-1 `generate`",
+    )
+    permute: str = arg(
+        "none",
+        help="`cyclic`: every question also asked with its options rotated by each cyclic "
+        "shift; the record adds position-debiased and circular accuracy (k x the cost)",
+    )
+    canary: int = arg(
+        4,
+        help="questions of each task also scored alone and compared with their batched scores; a "
+        "mismatch stops the run (0: off)",
+    )
+    chat: Literal["auto", "on", "off"] = arg(
+        "auto",
+        help="chat template: `auto` applies the model's own for registry chat models in `gen` "
+        "(zeroshot gen, fewshot, cot) and keeps `mc` a plain completion; `on` also for "
+        "`mc`; `off` never (medbench/eval/chat.py)",
+    )
+    system_instruction: str | None = arg(None, help="a system turn for chat runs (prepended as plain text otherwise)")
+    fewshot_as_multiturn: bool = arg(True, help="chat runs send each shot as its own user/assistant turn pair")
+    thinking: bool = arg(
+        False,
+        help="models with a thinking switch (Qwen3): let them think; the `<think>` block is "
+        "stripped before answer extraction. Needs chat and `gen`",
+    )
+
+    def __post_init__(self):
+        """Every value in its domain, before anything loads (the machine is checked by models.loading)."""
+        for name, low in (("batch_size", 1), ("prompt_max_tokens", 1), ("max_gen_toks", 1), ("seed", 0)):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+                raise SettingsError(f"setting {name} must be a whole number >= {low}, got {value!r}")
+        if self.seed >= 2**32:
+            raise SettingsError(f"setting seed must be below 2**32 (numpy's seeds), got {self.seed}")
+        if not self.repetition_penalty > 0:
+            raise SettingsError(f"setting repetition_penalty must be > 0 (1.0: none), got {self.repetition_penalty!r}")
+        for name, allowed in (("dtype", DTYPES), ("attn_implementation", ATTN_IMPLEMENTATIONS)):
+            if getattr(self, name) not in allowed:
+                raise SettingsError(f"setting {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if not DEVICE_PATTERN.fullmatch(self.device):
+            raise SettingsError(f"setting device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+        if self.permute not in PERMUTE_SCHEMES:
+            raise SettingsError(f"setting permute expects one of {', '.join(PERMUTE_SCHEMES)}, got {self.permute!r}")
+        if self.canary < 0:
+            raise SettingsError(f"setting canary must be a whole number >= 0, got {self.canary!r}")
 
     @classmethod
     def from_overrides(cls, overrides: dict[str, str | object]) -> EvalSettings:

@@ -38,8 +38,9 @@ def bootstrap_ci(scores, seed: int, resamples: int = RESAMPLES, level: float = 0
     return (float(low), float(high))
 
 
-def paired_bootstrap_ci(scores_a, scores_b, seed: int, resamples: int = RESAMPLES,
-                        level: float = 0.95) -> tuple[float, float]:
+def paired_bootstrap_ci(
+    scores_a, scores_b, seed: int, resamples: int = RESAMPLES, level: float = 0.95
+) -> tuple[float, float]:
     """Interval of mean(b) - mean(a), resampling questions (not runs) so the pairing is kept."""
     a = np.asarray(scores_a, dtype=float)
     b = np.asarray(scores_b, dtype=float)
@@ -80,3 +81,36 @@ def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, f
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def sign_flip_p(differences, seed: int, resamples: int = 10_000) -> float:
+    """Two-sided paired permutation test of mean(differences) = 0 (per-question differences of scores
+    in [0, 1], e.g. position-debiased accuracies, where McNemar's test does not apply).
+
+    Each resample flips the sign of every difference at random; p = (1 + #{|mean*| >= |mean|}) / (1 + R),
+    never 0, and the same for the same seed.
+    """
+    d = np.asarray(differences, dtype=float)
+    d = d[d != 0]
+    if len(d) == 0:
+        return 1.0
+    observed = abs(d.mean())
+    rng = np.random.default_rng(seed)
+    extreme = 0
+    per_block = max(1, _BLOCK_ENTRIES // len(d))
+    for start in range(0, resamples, per_block):
+        signs = rng.choice((-1.0, 1.0), size=(min(per_block, resamples - start), len(d)))
+        extreme += int((np.abs((signs * d).mean(axis=1)) >= observed - 1e-12).sum())
+    return (1 + extreme) / (1 + resamples)
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values, in the input order (family-wise error over all of them)."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted

@@ -1,6 +1,6 @@
 """Compare two runs' extracted answers question by question (used for the batch-size invariance check).
 
-    python scripts/compare_answers.py results/runs/batchcheck-bs1-gpu results/runs/batchcheck-bs32-gpu
+python scripts/compare_answers.py results/runs/batchcheck-bs1-gpu results/runs/batchcheck-bs32-gpu
 """
 
 import json

@@ -24,9 +24,18 @@ import torch
 
 # Qwen/Qwen3-0.6B's config.json (the architecture only).
 QWEN3_0_6B = {
-    "hidden_size": 1024, "intermediate_size": 3072, "num_hidden_layers": 28, "num_attention_heads": 16,
-    "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936, "max_position_embeddings": 40960,
-    "rms_norm_eps": 1e-6, "rope_theta": 1000000, "tie_word_embeddings": True, "hidden_act": "silu",
+    "hidden_size": 1024,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+    "vocab_size": 151936,
+    "max_position_embeddings": 40960,
+    "rms_norm_eps": 1e-6,
+    "rope_theta": 1000000,
+    "tie_word_embeddings": True,
+    "hidden_act": "silu",
     "attention_bias": False,
 }
 GROUP = 128
@@ -87,9 +96,17 @@ def build(out: Path, layers: int, seed: int, device: str):
     shutil.rmtree(awq_dir, ignore_errors=True)
     awq_dir.mkdir(parents=True)
     save_file(tensors, str(awq_dir / "model.safetensors"), metadata={"format": "pt"})
-    cfg = config.to_dict() | {"torch_dtype": "float16", "quantization_config": {
-        "bits": 4, "group_size": GROUP, "modules_to_not_convert": None, "quant_method": "awq", "version": "gemm",
-        "zero_point": True}}
+    cfg = config.to_dict() | {
+        "torch_dtype": "float16",
+        "quantization_config": {
+            "bits": 4,
+            "group_size": GROUP,
+            "modules_to_not_convert": None,
+            "quant_method": "awq",
+            "version": "gemm",
+            "zero_point": True,
+        },
+    }
     (awq_dir / "config.json").write_text(json.dumps(cfg, indent=2))
     make_tokenizer(out / "base", config.vocab_size)
     return config, reference
@@ -103,8 +120,9 @@ def make_tokenizer(path: Path, vocab_size: int) -> None:
     vocab = {"<unk>": 0, "<s>": 1, "</s>": 2} | {f"w{i}": i for i in range(3, vocab_size)}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
-                            pad_token="</s>").save_pretrained(path)
+    PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="</s>"
+    ).save_pretrained(path)
 
 
 @torch.no_grad()
@@ -137,9 +155,12 @@ def prove(out: Path, layers: int, routes: list[str], seed: int, device: str = "c
 
     t0 = time.perf_counter()
     config, reference = build(out, layers, seed, device)
-    summary = {"shape": f"Qwen3-0.6B, {layers} of {QWEN3_0_6B['num_hidden_layers']} layers",
-               "build_seconds": round(time.perf_counter() - t0, 1),
-               "device": torch.cuda.get_device_name() if device == "cuda" else device, "routes": {}}
+    summary = {
+        "shape": f"Qwen3-0.6B, {layers} of {QWEN3_0_6B['num_hidden_layers']} layers",
+        "build_seconds": round(time.perf_counter() - t0, 1),
+        "device": torch.cuda.get_device_name() if device == "cuda" else device,
+        "routes": {},
+    }
     with torch.device(device):
         ref = Qwen3ForCausalLM(config).half().eval()
     missing, unexpected = ref.load_state_dict(reference, strict=False)
@@ -171,21 +192,27 @@ def prove(out: Path, layers: int, routes: list[str], seed: int, device: str = "c
             diff = float((loaded.model(input_ids=ids).logits.float() - ref(input_ids=ids).logits.float()).abs().max())
         scores = score(loaded.model, loaded.tokenizer, device, seed)
         summary["routes"][route] = {
-            "awq_route": loaded.awq_route, "source": loaded.source, "dtype": loaded.dtype,
+            "awq_route": loaded.awq_route,
+            "source": loaded.source,
+            "dtype": loaded.dtype,
             "attn_implementation": loaded.attn_implementation,
             "quantization": (loaded.quantization or {}).get("quant_method"),
             "convert_and_load_seconds": round(convert_and_load, 1),
             "footprint_gib_at_load": round(loaded.footprint_bytes / 2**30, 3),
             "footprint_gib_after_forward": round(loaded.model.get_memory_footprint() / 2**30, 3),
             "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3) if device == "cuda" else None,
-            "weights_equal_reference": not mismatched, "mismatched": mismatched[:5],
+            "weights_equal_reference": not mismatched,
+            "mismatched": mismatched[:5],
             # Equal weights, but kernels (and flash-attention where installed) differ: logits agree to fp16 rounding.
-            "max_abs_logit_diff_vs_reference": diff, "scores": scores,
+            "max_abs_logit_diff_vs_reference": diff,
+            "scores": scores,
             "same_choices_as_reference": [s["choice"] for s in scores] == ref_choices,
         }
         del loaded, state
-    summary["ok"] = all(r["weights_equal_reference"] and r["awq_route"] == name and r["same_choices_as_reference"]
-                        for name, r in summary["routes"].items())
+    summary["ok"] = all(
+        r["weights_equal_reference"] and r["awq_route"] == name and r["same_choices_as_reference"]
+        for name, r in summary["routes"].items()
+    )
     return summary
 
 
@@ -193,16 +220,24 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="/tmp/random-awq")
     parser.add_argument("--layers", type=int, default=QWEN3_0_6B["num_hidden_layers"])
-    parser.add_argument("--routes", nargs="+", choices=["dequantized", "compressed-tensors"],
-                        help="default: dequantized, and compressed-tensors where it is installed")
+    parser.add_argument(
+        "--routes",
+        nargs="+",
+        choices=["dequantized", "compressed-tensors"],
+        help="default: dequantized, and compressed-tensors where it is installed",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--try-native", action="store_true",
-                        help="also try transformers' own quant_method awq load (gptqmodel) and report what happens")
+    parser.add_argument(
+        "--try-native",
+        action="store_true",
+        help="also try transformers' own quant_method awq load (gptqmodel) and report what happens",
+    )
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("needs a CUDA GPU: the awq variant refuses to load without one")
     routes = args.routes or ["dequantized"] + (
-        ["compressed-tensors"] if importlib.util.find_spec("compressed_tensors") else [])
+        ["compressed-tensors"] if importlib.util.find_spec("compressed_tensors") else []
+    )
     out = Path(args.out)
     summary = prove(out, args.layers, routes, args.seed)
     if args.try_native:

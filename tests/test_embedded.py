@@ -12,8 +12,10 @@ from medbench.models.embedded import SanityCheckError, perplexity, sanity_check
 
 @pytest.fixture(scope="module")
 def model_and_tokenizer(embedded_dir):
-    return (AutoModelForCausalLM.from_pretrained(embedded_dir, dtype=torch.float32),
-            AutoTokenizer.from_pretrained(embedded_dir))
+    return (
+        AutoModelForCausalLM.from_pretrained(embedded_dir, dtype=torch.float32),
+        AutoTokenizer.from_pretrained(embedded_dir),
+    )
 
 
 def test_checkpoint_records_its_source(embedded_dir):

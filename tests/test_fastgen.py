@@ -17,8 +17,14 @@ from medbench.eval.fastgen_stop import StopChecker
 from medbench.eval.fastlm import MedbenchLM
 from medbench.paths import tasks_dir
 
-TEXTS = ["다음 중 옳은 것은? A. 하나 B. 둘 C. 셋\n정답：", "Question: what is the capital of France?\nAnswer:",
-         "hello " * 30, "x", "The patient presents with fever and cough. " * 4, "A 45-year-old man has chest pain."]
+TEXTS = [
+    "다음 중 옳은 것은? A. 하나 B. 둘 C. 셋\n정답：",
+    "Question: what is the capital of France?\nAnswer:",
+    "hello " * 30,
+    "x",
+    "The patient presents with fever and cough. " * 4,
+    "A 45-year-old man has chest pain.",
+]
 BUDGET = 40
 
 
@@ -40,10 +46,16 @@ def batch1_generate(model, tok, prompts, stops, budget=BUDGET, penalty=1.5):
     out = []
     for p in prompts:
         ids = torch.tensor([p])
-        gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_length=len(p) + budget,
-                             stopping_criteria=stop_sequences_criteria(tok, stops, len(p), 1),
-                             pad_token_id=tok.pad_token_id, do_sample=False, repetition_penalty=penalty)
-        out.append(gen[0, len(p):].tolist())
+        gen = model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_length=len(p) + budget,
+            stopping_criteria=stop_sequences_criteria(tok, stops, len(p), 1),
+            pad_token_id=tok.pad_token_id,
+            do_sample=False,
+            repetition_penalty=penalty,
+        )
+        out.append(gen[0, len(p) :].tolist())
     return out
 
 
@@ -68,8 +80,17 @@ def test_same_tokens_as_batch1_generate(tiny, stops_that_fire, batch_size, check
     expected = batch1_generate(model, tok, prompts, stops)
     lengths = sorted({len(e) for e in expected})
     assert len(lengths) >= 3 and lengths[0] < BUDGET  # stops fire, at different steps: the case that matters
-    got, stats = generate_greedy(model, tok, prompts, BUDGET, stops, repetition_penalty=1.5, batch_size=batch_size,
-                                 check_every=check_every, refill_below=refill_below)
+    got, stats = generate_greedy(
+        model,
+        tok,
+        prompts,
+        BUDGET,
+        stops,
+        repetition_penalty=1.5,
+        batch_size=batch_size,
+        check_every=check_every,
+        refill_below=refill_below,
+    )
     assert got == expected
     assert stats.generated_tokens == sum(len(e) for e in expected)
     if batch_size == 4:  # queued prompts joined the running batch (its all-padding columns dropped first)
@@ -83,8 +104,9 @@ def test_caches_that_cannot_take_new_rows_prefill_survivors_again(tiny, stops_th
     _, stops = stops_that_fire
     expected = batch1_generate(model, tok, prompts, stops)
     monkeypatch.setattr(fastgen, "_layer_kinds", lambda cache: None)
-    got, stats = generate_greedy(model, tok, prompts, BUDGET, stops, repetition_penalty=1.5, batch_size=4,
-                                 check_every=3, refill_below=0.9)
+    got, stats = generate_greedy(
+        model, tok, prompts, BUDGET, stops, repetition_penalty=1.5, batch_size=4, check_every=3, refill_below=0.9
+    )
     assert got == expected
     assert stats.rounds > 2 and stats.joins == 0  # survivors went back to the queue with what they generated
 
@@ -109,8 +131,9 @@ def test_prefill_split_by_rows_changes_nothing(tiny, stops_that_fire):
     model, tok, prompts = tiny
     _, stops = stops_that_fire
     whole, _ = generate_greedy(model, tok, prompts, BUDGET, stops, repetition_penalty=1.5, batch_size=6)
-    split, _ = generate_greedy(model, tok, prompts, BUDGET, stops, repetition_penalty=1.5, batch_size=6,
-                               prefill_tokens=20)
+    split, _ = generate_greedy(
+        model, tok, prompts, BUDGET, stops, repetition_penalty=1.5, batch_size=6, prefill_tokens=20
+    )
     assert split == whole
 
 
@@ -176,3 +199,54 @@ def test_anything_but_greedy_goes_to_stock_lm_eval(tiny):
         assert lm._fast_gen_refusal({"do_sample": False}, 1.5).startswith("a model class from remote code")
     finally:
         lm.model.__class__ = remote.__mro__[1]
+
+
+def _chat_requests(lm, budget: int) -> list:
+    """Zero-shot gen requests rendered through the tiny Gemma's chat template by lm-eval, stopping at the end of
+    turn, as a chat run builds them (medbench/eval/chat.py)."""
+    from medbench.eval.chat import end_of_turn
+
+    name = "medbench_medqa_usmle_gen"
+    task = TaskManager(include_path=str(tasks_dir()), include_defaults=False).load([name])["tasks"][name]
+    stop = end_of_turn(lm.tokenizer)
+    task.set_config(key="generation_kwargs", value={"until": [stop], "repetition_penalty": 1.5}, update=True)
+    task.build_all_requests(
+        limit=3, rank=0, world_size=1, apply_chat_template=True, fewshot_as_multiturn=True,
+        chat_template=lm.apply_chat_template, tokenizer_name=lm.tokenizer_name,
+    )  # fmt: skip
+    for r in task.instances:
+        r.arguments = (r.arguments[0], {**r.arguments[1], "max_gen_toks": budget})
+    assert all(r.args[0].startswith("<bos><start_of_turn>user\n") for r in task.instances)
+    return task.instances
+
+
+def test_fast_answers_reach_the_response_cache_as_stock_ones(tiny, tiny_gemma_dir, tmp_path, monkeypatch):
+    """Through CachedLM (the runner's path): the same keys and values as stock generate_until, written as each
+    answer is computed, and a second pass answers from the cache without generating; chat-rendered prompts."""
+    from medbench.eval import fastgen_lm
+    from medbench.eval.chat import family_tokenizer
+    from medbench.eval.response_cache import CachedLM, ResponseStore
+
+    model, _, _ = tiny
+    tok = family_tokenizer(tiny_gemma_dir, "gemma3")  # the tiny's own tokenizer with Gemma 3's chat template
+    stores = {}
+    answers = {}
+    for name, fast in (("fast", True), ("stock", False)):
+        lm = MedbenchLM(pretrained=model, tokenizer=tok, batch_size=2, device="cpu", fast_gen=fast, progress=False)
+        requests = _chat_requests(lm, 12) + _chat_requests(lm, 12)[:1]  # a repeat: one key, one row
+        stores[name] = ResponseStore(tmp_path / f"{name}.sqlite")
+        answers[name] = CachedLM(lm, stores[name]).generate_until(requests)
+        if fast:
+            assert lm.fast_gen_stats and not lm.fast_gen_fallbacks
+    assert answers["fast"] == answers["stock"]
+    rows = {name: sorted(s.con.execute("SELECT key, attr, value FROM responses")) for name, s in stores.items()}
+    assert rows["fast"] == rows["stock"] and len(rows["fast"]) == 3
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("a cached answer was generated again")
+
+    monkeypatch.setattr(fastgen_lm, "generate_greedy", no_generation)
+    lm = MedbenchLM(pretrained=model, tokenizer=tok, batch_size=2, device="cpu", progress=False)
+    assert CachedLM(lm, stores["fast"]).generate_until(_chat_requests(lm, 12)) == answers["fast"][:3]
+    for store in stores.values():
+        store.close()

@@ -6,11 +6,16 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from medbench.eval.fastlm import MedbenchLM
+from medbench.eval.fastlm import CanaryError, MedbenchLM, exact_logits
 from medbench.paths import tasks_dir
 
-MC_TASKS = ["medbench_kormedmcqa_doctor", "medbench_kormedmcqa_nurse", "medbench_kormedmcqa_pharm",
-            "medbench_kormedmcqa_dentist", "medbench_medqa_usmle"]
+MC_TASKS = [
+    "medbench_kormedmcqa_doctor",
+    "medbench_kormedmcqa_nurse",
+    "medbench_kormedmcqa_pharm",
+    "medbench_kormedmcqa_dentist",
+    "medbench_medqa_usmle",
+]
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +63,9 @@ def test_left_padding_matches_unpadded(requests_and_models):
 
 def test_prompt_truncation_keeps_the_end(requests_and_models):
     instances, _, fast = requests_and_models
-    short = MedbenchLM(pretrained=fast.model, tokenizer=fast.tokenizer, batch_size=2, device="cpu",
-                       prompt_max_tokens=40)
+    short = MedbenchLM(
+        pretrained=fast.model, tokenizer=fast.tokenizer, batch_size=2, device="cpu", prompt_max_tokens=40
+    )
     ids, _ = short.tok_batch_encode(["word " * 200 + "정답："])
     assert ids.shape[1] == 40
     assert short.tokenizer.decode(ids[0]).endswith("정답：")
@@ -67,6 +73,69 @@ def test_prompt_truncation_keeps_the_end(requests_and_models):
     req = instances[0]
     ctx, cont = req.args
     ctx_enc, cont_enc = short._encode_pair(ctx, cont)
-    (lp_trunc, _), = short._loglikelihood_tokens([((ctx, cont), ctx_enc, cont_enc)])
-    (lp_tail, _), = short._loglikelihood_tokens([(("", cont), ctx_enc[-40:], cont_enc)])
+    ((lp_trunc, _),) = short._loglikelihood_tokens([((ctx, cont), ctx_enc, cont_enc)])
+    ((lp_tail, _),) = short._loglikelihood_tokens([(("", cont), ctx_enc[-40:], cont_enc)])
     assert lp_trunc == pytest.approx(lp_tail, abs=1e-5)
+
+
+def test_exact_letter_logits_separate_what_bf16_rounds_together():
+    """Two letters whose logits differ by less than bf16's resolution at that size: fp32 keeps them apart."""
+    hidden = torch.ones(1, 8, dtype=torch.bfloat16)
+    head = torch.nn.Linear(8, 3, bias=False).to(torch.bfloat16)
+    with torch.no_grad():
+        head.weight.zero_()
+        head.weight[0, :] = 2.5  # logit 20.0
+        head.weight[1, :] = 2.5
+        head.weight[1, 0] = 2.515625  # exact in bf16; logit 20.015625, which bf16 rounds to 20.0 (step 0.125 there)
+    rounded = head(hidden)
+    assert rounded[0, 0] == rounded[0, 1]  # what a bf16 head gives: a tie, broken by letter order
+    with torch.no_grad():
+        exact = exact_logits(hidden, head, [0, 1], config=None)
+    assert exact.dtype == torch.float32 and exact[0, 1] - exact[0, 0] == pytest.approx(0.015625)
+
+
+def test_bf16_model_scores_no_exact_ties_where_fp32_has_none(requests_and_models, tiny_gemma_dir):
+    instances, _, _ = requests_and_models
+    model = AutoModelForCausalLM.from_pretrained(tiny_gemma_dir, dtype=torch.bfloat16)
+    lm = MedbenchLM(
+        pretrained=model, tokenizer=AutoTokenizer.from_pretrained(tiny_gemma_dir), batch_size=4, device="cpu"
+    )
+    got = lm.loglikelihood(instances)
+    by_question: dict = {}
+    for inst, (lp, _) in zip(instances, got, strict=True):
+        by_question.setdefault((inst.task_name, inst.doc_id), []).append(lp)
+    ties = sum(1 for lps in by_question.values() if len(set(lps)) < len(lps))
+    assert ties == 0 and len(by_question) == 3 * 5
+    assert lm.canary_report and all(c["passed"] for c in lm.canary_report)
+
+
+def test_canary_stops_a_run_whose_batched_scores_are_wrong(requests_and_models, monkeypatch):
+    instances, _, fast = requests_and_models
+    lm = MedbenchLM(pretrained=fast.model, tokenizer=fast.tokenizer, batch_size=4, device="cpu")
+    honest = MedbenchLM._score_batch
+
+    def faulty(self, batch, wanted):  # a kernel fault: batched rows come back shifted, batch 1 is right
+        rows = honest(self, batch, wanted)
+        if len(batch) == 1:
+            return rows
+        return [(h, {t: lp - 0.5 * (t % 3) for t, lp in lps.items()}, g) for h, lps, g in rows]
+
+    monkeypatch.setattr(MedbenchLM, "_score_batch", faulty)
+    with pytest.raises(CanaryError, match="batched scores differ from the same questions scored alone"):
+        lm.loglikelihood(instances)
+
+
+def test_each_task_is_scored_in_batches_of_its_own(requests_and_models, monkeypatch):
+    instances, _, fast = requests_and_models
+    lm = MedbenchLM(pretrained=fast.model, tokenizer=fast.tokenizer, batch_size=64, device="cpu", canary_size=0)
+    seen = []
+    honest = MedbenchLM._score_batch
+    monkeypatch.setattr(MedbenchLM, "_score_batch", lambda self, b, w: seen.append(len(b)) or honest(self, b, w))
+    alone = {}
+    for name in MC_TASKS:
+        part = [i for i in instances if i.task_name == name]
+        alone.update(zip((id(i) for i in part), lm.loglikelihood(part), strict=True))
+    seen_alone, seen[:] = list(seen), []
+    together = lm.loglikelihood(instances)
+    assert seen == seen_alone == [3] * len(MC_TASKS)  # one batch per task, never a mixed one
+    assert [alone[id(i)] for i in instances] == together  # a task's scores do not depend on what ran beside it

@@ -15,9 +15,10 @@ from transformers import AutoTokenizer
 
 from medbench import paths
 from medbench.data.loader import load_rows
-from trainers import sft, sft_data
+from trainers import profile, sft, sft_data
 from trainers.arguments import parse_args
-from trainers.config import TrainError, load_profile
+from trainers.config import TrainError
+from trainers.profile import load_profile
 
 ROWS = 4
 
@@ -28,8 +29,11 @@ def few_examples(tiny_gemma_dir, monkeypatch, tmp_path):
 
     # As in test_trainers.py: hashing Gemma's tokenizer for datasets' fingerprints takes seconds a map.
     tokenizer_type = type(AutoTokenizer.from_pretrained(tiny_gemma_dir))
-    monkeypatch.setitem(Pickler.dispatch, tokenizer_type,
-                        lambda pickler, obj: pickler.save_reduce(str, (f"tokenizer {obj.name_or_path}",), obj=obj))
+    monkeypatch.setitem(
+        Pickler.dispatch,
+        tokenizer_type,
+        lambda pickler, obj: pickler.save_reduce(str, (f"tokenizer {obj.name_or_path}",), obj=obj),
+    )
     rows = sorted(load_rows("kormedmcqa", "pharm", "train"), key=lambda r: len(r["question"]))[:ROWS]
     ds = sft_data.build_examples([(rows, sft_data.KOREAN_TASKS["pharm"])], cot=False, limit=None, seed=0)
     monkeypatch.setattr(sft_data, "train_dataset", lambda *a, **k: (ds, [{"dataset": "kormedmcqa"}]))
@@ -54,8 +58,20 @@ def _per_example_losses(model, input_ids, labels, bounds, **model_kwargs) -> lis
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 def test_packed_examples_score_as_if_alone(tiny_gemma_dir, few_examples, attention):
     torch.set_num_threads(1)
-    args = parse_args([str(tiny_gemma_dir), "full", "--mix", "korean", "--profile", "fast", "--set",
-                       "per_device_train_batch_size=1", "--eval-limit", "0"])
+    args = parse_args(
+        [
+            str(tiny_gemma_dir),
+            "full",
+            "--mix",
+            "korean",
+            "--profile",
+            "fast",
+            "--set",
+            "per_device_train_batch_size=1",
+            "--eval-limit",
+            "0",
+        ]
+    )
     plan = sft.preflight(args)
     data = sft.prepare_data(args, plan)
     trainer, *_ = sft.build_trainer(plan, data, ())
@@ -78,7 +94,9 @@ def test_packed_examples_score_as_if_alone(tiny_gemma_dir, few_examples, attenti
     # The controls: one long sequence (positions not restarting), or an all-ones attention mask (which
     # turns the packed-sequence detection off), let later examples see earlier ones.
     run_on = _per_example_losses(model, ids, labels, bounds, position_ids=torch.arange(ids.shape[1])[None])
-    masked = _per_example_losses(model, ids, labels, bounds, position_ids=positions, attention_mask=torch.ones_like(ids))
+    masked = _per_example_losses(
+        model, ids, labels, bounds, position_ids=positions, attention_mask=torch.ones_like(ids)
+    )
     assert run_on[0] == pytest.approx(alone[0], abs=1e-5)  # the first example has nothing before it
     for wrong in (run_on, masked):
         assert max(abs(a - b) for a, b in zip(wrong[1:], alone[1:])) > 1e-3
@@ -92,19 +110,27 @@ def test_fast_profile_arguments_and_the_study_left_alone(tiny_gemma_dir, few_exa
 
     fast = _plan(tiny_gemma_dir, "--profile", "fast")
     t = fast.training
-    assert (t["packing"], t["packing_strategy"], t["eval_packing"], t["gradient_checkpointing"]) == (True, "bfd", False,
-                                                                                                       False)
+    assert (t["packing"], t["packing_strategy"], t["eval_packing"], t["gradient_checkpointing"]) == (
+        True,
+        "bfd",
+        False,
+        False,
+    )
     assert t["learning_rate"] == study.training["learning_rate"] and t["num_train_epochs"] == 3
     assert fast.ds_path is None and fast.notes[0].startswith("profile fast:")
     assert fast.output_dir.name == study.output_dir.name + "-fast"  # beside the study's checkpoint
     # An explicit choice wins over the profile's; --set wins over the profile's arguments.
     assert _plan(tiny_gemma_dir, "--profile", "fast", "--deepspeed", "zero2").ds_path.name == "zero2.json"
-    assert _plan(tiny_gemma_dir, "--profile", "fast", "--set", "gradient_checkpointing=true").training[
-        "gradient_checkpointing"] is True
+    assert (
+        _plan(tiny_gemma_dir, "--profile", "fast", "--set", "gradient_checkpointing=true").training[
+            "gradient_checkpointing"
+        ]
+        is True
+    )
 
 
 def test_packing_refused_on_attention_that_would_mix_examples(tiny_gemma_dir, few_examples, monkeypatch):
-    monkeypatch.setattr(sft, "pick_attention", lambda setting, device: "paged|sdpa")
+    monkeypatch.setattr(profile, "pick_attention", lambda setting, device: "paged|sdpa")
     with pytest.raises(TrainError, match="keeps the packed examples apart"):
         _plan(tiny_gemma_dir, "--profile", "fast")
     with pytest.raises(TrainError, match="unknown profile"):
@@ -113,9 +139,28 @@ def test_packing_refused_on_attention_that_would_mix_examples(tiny_gemma_dir, fe
 
 def test_a_fast_profile_run_trains_and_records_it(tiny_gemma_dir, few_examples, tmp_path):
     torch.set_num_threads(1)
-    record = sft.train(parse_args([str(tiny_gemma_dir), "full", "--mix", "korean", "--profile", "fast", "--max-steps",
-                                   "3", "--set", "per_device_train_batch_size=1", "--set", "logging_steps=1",
-                                   "--set", "learning_rate=1e-3", "--output-dir", str(tmp_path / "out")]))
+    record = sft.train(
+        parse_args(
+            [
+                str(tiny_gemma_dir),
+                "full",
+                "--mix",
+                "korean",
+                "--profile",
+                "fast",
+                "--max-steps",
+                "3",
+                "--set",
+                "per_device_train_batch_size=1",
+                "--set",
+                "logging_steps=1",
+                "--set",
+                "learning_rate=1e-3",
+                "--output-dir",
+                str(tmp_path / "out"),
+            ]
+        )
+    )
     assert record["steps"] == 3 and record["training_arguments"]["packing"] is True and record["profile"] == "fast"
     assert record["notes"][0].startswith("profile fast:") and record["deepspeed"] is None
     # One packed row of all four examples a step, no padding: each step trains every token of the four.

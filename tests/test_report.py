@@ -19,12 +19,28 @@ from medbench.report.reference import load_paper, weighted_average
 
 EXAMS = ("doctor", "nurse", "pharm", "dentist")
 README = "# medbench\n\nintro\n\n<!-- results:start -->\n(no results yet)\n<!-- results:end -->\n\n## After\ntail\n"
-OUTPUTS = ("summary.md", "summary.csv", "comparisons.csv", "contamination.csv", "accuracy_vs_params.png",
-           "accuracy_vs_params.svg")
+OUTPUTS = (
+    "summary.md",
+    "summary.csv",
+    "comparisons.csv",
+    "contamination.csv",
+    "accuracy_vs_params.png",
+    "accuracy_vs_params.svg",
+)
 
 
-def write_run(results, run_id, scores, *, model="gemma3-270m", variant="base", prompt="zeroshot", mode="mc",
-              params_b=0.27, drop=()):
+def write_run(
+    results,
+    run_id,
+    scores,
+    *,
+    model="gemma3-270m",
+    variant="base",
+    prompt="zeroshot",
+    mode="mc",
+    params_b=0.27,
+    drop=(),
+):
     """A run folder as medbench.eval.runner writes it. scores: {exam: [(doc id, 0/1), ...]}; exam 'usmle' is MedQA."""
     run_dir = results / "runs" / run_id
     run_dir.mkdir(parents=True)
@@ -34,26 +50,75 @@ def write_run(results, run_id, scores, *, model="gemma3-270m", variant="base", p
     for exam, answers in scores.items():
         dataset = "medqa" if exam == "usmle" else "kormedmcqa"
         name = f"medbench_{dataset}_{exam}{suffix}"
-        samples = [{"doc_id": i, "doc": {"id": doc_id, "dataset": dataset, "exam": exam, "answer": "A",
-                                         "question": "q", "options": []},
-                    "target": 0, "arguments": [["prompt", {}]], "resps": [["A"]],
-                    "filtered_resps": ["A" if score else "B"], "filter": "none", "metrics": [metric],
-                    metric: float(score)} for i, (doc_id, score) in enumerate(answers)]
+        samples = [
+            {
+                "doc_id": i,
+                "doc": {"id": doc_id, "dataset": dataset, "exam": exam, "answer": "A", "question": "q", "options": []},
+                "target": 0,
+                "arguments": [["prompt", {}]],
+                "resps": [["A"]],
+                "filtered_resps": ["A" if score else "B"],
+                "filter": "none",
+                "metrics": [metric],
+                metric: float(score),
+            }
+            for i, (doc_id, score) in enumerate(answers)
+        ]
         io.write_samples(io.samples_path(run_dir, name), samples)
         n, correct = len(answers), sum(s for _, s in answers)
-        tasks.append({"task": name, "dataset": dataset, "exam": exam, "metric": metric, "n": n, "correct": correct,
-                      "accuracy": correct / n, "stderr": 0.05, "ci95_low": 0.0, "ci95_high": 1.0,
-                      "ci_method": "wilson", "invalid": 0, "invalid_rate": 0.0, "truncated_prompts": 0})
+        tasks.append(
+            {
+                "task": name,
+                "dataset": dataset,
+                "exam": exam,
+                "metric": metric,
+                "n": n,
+                "correct": correct,
+                "accuracy": correct / n,
+                "stderr": 0.05,
+                "ci95_low": 0.0,
+                "ci95_high": 1.0,
+                "ci_method": "wilson",
+                "invalid": 0,
+                "invalid_rate": 0.0,
+                "truncated_prompts": 0,
+            }
+        )
     record = {
-        "run_id": run_id, "created": "2025-01-01T00:00:00", "model": model, "model_source": "test",
-        "params_b": params_b, "weights": "real", "variant": variant, "prompt": prompt, "mode": mode, "limit": None,
-        "sample": None, "settings": {}, "generation_kwargs": None, "adapter": None, "quantization": None,
-        "device": "cpu", "dtype": "float32",
-        "attn_implementation": "sdpa", "sanity_perplexity": None, "tasks": tasks, "kormedmcqa_average": None,
-        "timing": {"load_seconds": 1.0, "eval_seconds": 2.0, "questions_per_second": 3.5,
-                   "responses_per_second": 9.0, "generated_tokens": 0, "generated_tokens_per_second": None},
-        "memory": {"peak_gib": 1.25}, "responses": {"computed": 0, "from_cache": 0}, "versions": {},
-        "git_sha": "abc", "hardware": {"gpu": None},
+        "run_id": run_id,
+        "created": "2025-01-01T00:00:00",
+        "model": model,
+        "model_source": "test",
+        "params_b": params_b,
+        "weights": "real",
+        "variant": variant,
+        "prompt": prompt,
+        "mode": mode,
+        "limit": None,
+        "sample": None,
+        "settings": {},
+        "generation_kwargs": None,
+        "adapter": None,
+        "quantization": None,
+        "device": "cpu",
+        "dtype": "float32",
+        "attn_implementation": "sdpa",
+        "sanity_perplexity": None,
+        "tasks": tasks,
+        "kormedmcqa_average": None,
+        "timing": {
+            "load_seconds": 1.0,
+            "eval_seconds": 2.0,
+            "questions_per_second": 3.5,
+            "responses_per_second": 9.0,
+            "generated_tokens": 0,
+            "generated_tokens_per_second": None,
+        },
+        "memory": {"peak_gib": 1.25},
+        "responses": {"computed": 0, "from_cache": 0},
+        "versions": {},
+        "git_sha": "abc",
+        "hardware": {"gpu": None},
     }
     for key in drop:
         del record[key]
@@ -94,6 +159,7 @@ def outputs(results):
 
 # ---- statistics -----------------------------------------------------------------------------------
 
+
 def test_bootstrap_ci_on_constructed_cases():
     assert stats.bootstrap_ci([1] * 40, seed=1) == (1.0, 1.0)
     assert stats.bootstrap_ci([0] * 40, seed=1) == (0.0, 0.0)
@@ -132,20 +198,22 @@ def test_paired_comparison_matches_questions_by_id(tmp_path):
     assert result["acc_a"] == pytest.approx(4 / 12) and result["acc_b"] == pytest.approx(10 / 12)
     assert result["difference"] == pytest.approx(6 / 12)
     assert (result["only_a_correct"], result["only_b_correct"]) == (0, 6)
-    assert result["mcnemar_p"] == pytest.approx(2 * 0.5**6)
+    assert result["p_value"] == pytest.approx(2 * 0.5**6) and result["test"] == "mcnemar_exact"
     assert result["diff_ci95_low"] <= 0.5 <= result["diff_ci95_high"] and result["diff_ci95_low"] > 0
 
     rows = comparisons(list(runs.values()), seed=3)
     assert {(r["run_a"], r["run_b"]) for r in rows} == {("a", "b"), ("a-again", "b")}
     assert all(r["task"] == "kormedmcqa_doctor" for r in rows)
-    assert most_significant(rows)["mcnemar_p"] == pytest.approx(2 * 0.5**6)
+    assert most_significant(rows)["p_value"] == pytest.approx(2 * 0.5**6)
 
 
 def test_exam_average_pools_questions(tmp_path):
-    scores = {"doctor": [(f"doctor-1-1-{i}", 1) for i in range(10)],
-              "nurse": [(f"nurse-1-1-{i}", 0) for i in range(30)],
-              "pharm": [(f"pharm-1-1-{i}", i % 2) for i in range(5)],
-              "dentist": [(f"dentist-1-1-{i}", 1) for i in range(5)]}
+    scores = {
+        "doctor": [(f"doctor-1-1-{i}", 1) for i in range(10)],
+        "nurse": [(f"nurse-1-1-{i}", 0) for i in range(30)],
+        "pharm": [(f"pharm-1-1-{i}", i % 2) for i in range(5)],
+        "dentist": [(f"dentist-1-1-{i}", 1) for i in range(5)],
+    }
     write_run(tmp_path, "r", scores)
     (run,) = load_runs(tmp_path)
     pooled = run.scored_tasks()["kormedmcqa_average"]
@@ -168,12 +236,13 @@ def test_paper_averages_follow_the_test_size_weighting():
 def test_ngrams_need_thirteen_shared_words():
     words = [f"w{i}" for i in range(20)]
     assert len(ngram_hashes(" ".join(words))) == 20 - NGRAM + 1
-    assert ngram_hashes(" ".join(words[:NGRAM - 1])) == set()
-    shifted = "새 문장 " + " ".join(words[3:3 + NGRAM]).upper()  # case and surrounding words do not matter
+    assert ngram_hashes(" ".join(words[: NGRAM - 1])) == set()
+    shifted = "새 문장 " + " ".join(words[3 : 3 + NGRAM]).upper()  # case and surrounding words do not matter
     assert ngram_hashes(shifted) & ngram_hashes(" ".join(words))
 
 
 # ---- the whole report -----------------------------------------------------------------------------
+
 
 def test_report_writes_every_output_and_is_idempotent(results, capsys):
     assert main(["--results", str(results), "--seed", "7", "--resamples", "300"]) == 0
@@ -272,19 +341,43 @@ def test_training_tables_come_from_train_and_bench_records(tmp_path):
 
     (tmp_path / "train").mkdir()
     (tmp_path / "bench").mkdir()
-    train = {"model": "m", "method": "lora", "data": {"mix": "both"}, "examples": 10, "steps": 5, "epochs": 4.0,
-             "gpus": 1, "deepspeed": {"file": "trainers/deepspeed/zero2.json"}, "train_tokens_per_second": 90.0,
-             "mfu": 0.01, "steady_state": {"tokens_per_second": 100.0, "mfu": 0.02},
-             "memory": {"peak_gpu_gib": 1.5}, "final_train_loss": 0.5, "final_eval_loss": None,
-             "hardware": {"gpu": "NVIDIA H100 80GB HBM3"}}
+    train = {
+        "model": "m",
+        "method": "lora",
+        "data": {"mix": "both"},
+        "examples": 10,
+        "steps": 5,
+        "epochs": 4.0,
+        "gpus": 1,
+        "deepspeed": {"file": "trainers/deepspeed/zero2.json"},
+        "train_tokens_per_second": 90.0,
+        "mfu": 0.01,
+        "steady_state": {"tokens_per_second": 100.0, "mfu": 0.02},
+        "memory": {"peak_gpu_gib": 1.5},
+        "final_train_loss": 0.5,
+        "final_eval_loss": None,
+        "hardware": {"gpu": "NVIDIA H100 80GB HBM3"},
+    }
     (tmp_path / "train" / "m-lora.json").write_text(json.dumps(train))
-    config = {"tokens_per_second": 2000.0, "mean_tokens_per_step": 1374.0, "median_step_seconds": 0.6, "mfu": 0.0125,
-              "peak_gpu_gib": 20.5}
-    bench = {"bench": "train", "weights": "random", "gpu": "NVIDIA H200",
-             "configs": {"full@1": config, "full@2": {**config, "tokens_per_second": 4000.0},
-                         "full-zero3@1": {"error": "exit 1"}},
-             "ratios": {"full@1": {}, "full@2": {"tokens_per_second_over_full": 2.0}},
-             "notes": {"full-zero3@1": "disk full", "lora@2": "cut by a time limit"}}
+    config = {
+        "tokens_per_second": 2000.0,
+        "mean_tokens_per_step": 1374.0,
+        "median_step_seconds": 0.6,
+        "mfu": 0.0125,
+        "peak_gpu_gib": 20.5,
+    }
+    bench = {
+        "bench": "train",
+        "weights": "random",
+        "gpu": "NVIDIA H200",
+        "configs": {
+            "full@1": config,
+            "full@2": {**config, "tokens_per_second": 4000.0},
+            "full-zero3@1": {"error": "exit 1"},
+        },
+        "ratios": {"full@1": {}, "full@2": {"tokens_per_second_over_full": 2.0}},
+        "notes": {"full-zero3@1": "disk full", "lora@2": "cut by a time limit"},
+    }
     (tmp_path / "bench" / "train-m-H200.json").write_text(json.dumps(bench))
     text = training_section(tmp_path)
     rows = {line.split(" | ")[2]: line for line in text.splitlines() if line.startswith("| `")}

@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -11,6 +10,7 @@ import time
 import pytest
 
 from medbench import stats
+from medbench.eval import response_cache
 from medbench.eval.runner import RunError, RunRequest, run
 from medbench.models.registry import RegistryError
 from medbench.records import io
@@ -20,15 +20,19 @@ from medbench.settings import EvalSettings, SettingsError
 
 # The record contract is medbench/records/schema.py: a run writes every key it declares and no other.
 RECORD_KEYS = all_keys(RunRecord) - {"notes"}  # notes: added by hand to older records, never by a run
-TASK_KEYS = all_keys(TaskRecord)
+TASK_KEYS = all_keys(TaskRecord) - {"permutation"}  # permutation: only with --set permute=cyclic
 
 
 def test_mc_run_writes_a_complete_record(tiny_gemma_dir, results_dir):
     record = run(RunRequest(model=str(tiny_gemma_dir), limit=4, run_id="mc"), results_dir)
     assert set(record) == RECORD_KEYS
     assert [t["task"] for t in record["tasks"]] == [
-        "medbench_kormedmcqa_doctor", "medbench_kormedmcqa_nurse", "medbench_kormedmcqa_pharm",
-        "medbench_kormedmcqa_dentist", "medbench_medqa_usmle"]
+        "medbench_kormedmcqa_doctor",
+        "medbench_kormedmcqa_nurse",
+        "medbench_kormedmcqa_pharm",
+        "medbench_kormedmcqa_dentist",
+        "medbench_medqa_usmle",
+    ]
     for t in record["tasks"]:
         assert set(t) == TASK_KEYS
         assert t["n"] == 4 and 0 <= t["accuracy"] <= 1 and t["ci95_low"] <= t["accuracy"] <= t["ci95_high"]
@@ -47,12 +51,16 @@ def test_mc_run_writes_a_complete_record(tiny_gemma_dir, results_dir):
 
 def test_gen_run_counts_invalid_and_truncated(tiny_gemma_dir, results_dir):
     settings = EvalSettings(max_gen_toks=4, prompt_max_tokens=64)
-    record = run(RunRequest(model=str(tiny_gemma_dir), mode="gen", tasks=["medqa"], limit=3, run_id="gen",
-                            settings=settings), results_dir)
+    record = run(
+        RunRequest(model=str(tiny_gemma_dir), mode="gen", tasks=["medqa"], limit=3, run_id="gen", settings=settings),
+        results_dir,
+    )
     (t,) = record["tasks"]
     assert t["task"] == "medbench_medqa_usmle_gen" and t["metric"] == "exact_match"
-    samples = [json.loads(x) for _, x in io.read_samples(
-        io.samples_path(results_dir / "runs" / "gen", "medbench_medqa_usmle_gen"))]
+    samples = [
+        json.loads(x)
+        for _, x in io.read_samples(io.samples_path(results_dir / "runs" / "gen", "medbench_medqa_usmle_gen"))
+    ]
     assert t["invalid"] == sum(s["filtered_resps"][0] == "" for s in samples)
     assert t["truncated_prompts"] == 3  # every MedQA prompt is longer than 64 tokens
     assert record["generation_kwargs"] == {"do_sample": False, "repetition_penalty": 1.5, "max_gen_toks": 4}
@@ -60,19 +68,23 @@ def test_gen_run_counts_invalid_and_truncated(tiny_gemma_dir, results_dir):
 
 
 def _cache_rows(run_dir):
-    db = run_dir / "cache" / "responses_rank0.db"
-    if not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(db, timeout=0.1) as con:
-            return con.execute("SELECT COUNT(*) FROM unnamed").fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0
+    return response_cache.count_rows(run_dir / "cache" / response_cache.FILENAME)
 
 
 def test_killed_run_resumes_and_rerun_recomputes_nothing(tiny_gemma_dir, results_dir):
-    args = [sys.executable, "-m", "medbench.cli", "eval", str(tiny_gemma_dir), "--tasks", "kormedmcqa_doctor",
-            "--batch-size", "1", "--run-id", "killed"]
+    args = [
+        sys.executable,
+        "-m",
+        "medbench.cli",
+        "eval",
+        str(tiny_gemma_dir),
+        "--tasks",
+        "kormedmcqa_doctor",
+        "--batch-size",
+        "1",
+        "--run-id",
+        "killed",
+    ]
     env = dict(os.environ, MEDBENCH_RESULTS=str(results_dir))
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run_dir = results_dir / "runs" / "killed"
@@ -86,17 +98,29 @@ def test_killed_run_resumes_and_rerun_recomputes_nothing(tiny_gemma_dir, results
     assert 0 < answered < total, "the run was not caught mid-way"
     assert not (run_dir / "record.json").exists()
 
-    resumed = run(RunRequest(model=str(tiny_gemma_dir), tasks=["kormedmcqa_doctor"], run_id="killed",
-                             settings=EvalSettings(batch_size=1)), results_dir)
+    resumed = run(
+        RunRequest(
+            model=str(tiny_gemma_dir), tasks=["kormedmcqa_doctor"], run_id="killed", settings=EvalSettings(batch_size=1)
+        ),
+        results_dir,
+    )
     assert resumed["responses"] == {"computed": total - answered, "from_cache": answered}
     assert resumed["tasks"][0]["n"] == 435
 
-    clean = run(RunRequest(model=str(tiny_gemma_dir), tasks=["kormedmcqa_doctor"], run_id="clean",
-                           settings=EvalSettings(batch_size=1)), results_dir)
+    clean = run(
+        RunRequest(
+            model=str(tiny_gemma_dir), tasks=["kormedmcqa_doctor"], run_id="clean", settings=EvalSettings(batch_size=1)
+        ),
+        results_dir,
+    )
     assert resumed["tasks"][0]["correct"] == clean["tasks"][0]["correct"]
 
-    again = run(RunRequest(model=str(tiny_gemma_dir), tasks=["kormedmcqa_doctor"], run_id="killed",
-                           settings=EvalSettings(batch_size=1)), results_dir)
+    again = run(
+        RunRequest(
+            model=str(tiny_gemma_dir), tasks=["kormedmcqa_doctor"], run_id="killed", settings=EvalSettings(batch_size=1)
+        ),
+        results_dir,
+    )
     assert again["responses"] == {"computed": 0, "from_cache": total}
     assert again["tasks"][0]["correct"] == clean["tasks"][0]["correct"]
 
@@ -104,10 +128,27 @@ def test_killed_run_resumes_and_rerun_recomputes_nothing(tiny_gemma_dir, results
 def test_a_run_id_keeps_its_settings(tiny_gemma_dir, results_dir):
     run(RunRequest(model=str(tiny_gemma_dir), tasks=["medqa"], limit=2, run_id="fixed"), results_dir)
     with pytest.raises(RecordError, match="was started with other settings"):
-        run(RunRequest(model=str(tiny_gemma_dir), tasks=["medqa"], limit=2, run_id="fixed",
-                       settings=EvalSettings(prompt_max_tokens=100)), results_dir)
-    forced = run(RunRequest(model=str(tiny_gemma_dir), tasks=["medqa"], limit=2, run_id="fixed", force=True,
-                            settings=EvalSettings(prompt_max_tokens=100)), results_dir)
+        run(
+            RunRequest(
+                model=str(tiny_gemma_dir),
+                tasks=["medqa"],
+                limit=2,
+                run_id="fixed",
+                settings=EvalSettings(prompt_max_tokens=100),
+            ),
+            results_dir,
+        )
+    forced = run(
+        RunRequest(
+            model=str(tiny_gemma_dir),
+            tasks=["medqa"],
+            limit=2,
+            run_id="fixed",
+            force=True,
+            settings=EvalSettings(prompt_max_tokens=100),
+        ),
+        results_dir,
+    )
     assert forced["responses"]["from_cache"] == 0
 
 
@@ -127,12 +168,21 @@ def test_bad_requests_fail_before_loading(results_dir):
 
 @pytest.mark.slow
 def test_cli_reports_errors_plainly(results_dir):
-    out = subprocess.run([sys.executable, "-m", "medbench.cli", "eval", "qwen9"], check=False, capture_output=True, text=True,
-                         env=dict(os.environ, MEDBENCH_RESULTS=str(results_dir)))
+    out = subprocess.run(
+        [sys.executable, "-m", "medbench.cli", "eval", "qwen9"],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, MEDBENCH_RESULTS=str(results_dir)),
+    )
     assert out.returncode == 2 and "medbench eval: error: unknown model 'qwen9'" in out.stderr
-    out = subprocess.run([sys.executable, "-m", "medbench.cli", "eval", "gemma3-270m", "--set", "top_k=3"],
-                         check=False, capture_output=True, text=True,
-                         env=dict(os.environ, MEDBENCH_RESULTS=str(results_dir)))
+    out = subprocess.run(
+        [sys.executable, "-m", "medbench.cli", "eval", "gemma3-270m", "--set", "top_k=3"],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, MEDBENCH_RESULTS=str(results_dir)),
+    )
     assert out.returncode == 2 and "unknown setting 'top_k'" in out.stderr
 
 

@@ -35,9 +35,16 @@ EXPECTED_PCT = {"m-base-mc": ("57.1", "40.0"), "m-lora-mc": ("85.7", "60.0"), "m
 def _doc(exam: str, i: int) -> dict:
     medqa = exam == "usmle"
     n_options = 4 if medqa else 5
-    return {"id": (MEDQA if medqa else DOCTOR)[i], "dataset": "medqa" if medqa else "kormedmcqa", "exam": exam,
-            "split": "test", "year": None if medqa else 2024, "question": f"Question {i} of {exam}: which one?",
-            "options": [f"option {LETTERS[k]} of {exam} {i}" for k in range(n_options)], "answer": GOLD[exam][i]}
+    return {
+        "id": (MEDQA if medqa else DOCTOR)[i],
+        "dataset": "medqa" if medqa else "kormedmcqa",
+        "exam": exam,
+        "split": "test",
+        "year": None if medqa else 2024,
+        "question": f"Question {i} of {exam}: which one?",
+        "options": [f"option {LETTERS[k]} of {exam} {i}" for k in range(n_options)],
+        "answer": GOLD[exam][i],
+    }
 
 
 def _mc_sample(doc: dict, letter: str, tie: bool) -> dict:
@@ -47,15 +54,31 @@ def _mc_sample(doc: dict, letter: str, tie: bool) -> dict:
     if tie:
         lls[best + 1] = -0.75  # lm-eval's argmax keeps the first of equal maxima
     pairs = [[ll, k == best] for k, ll in enumerate(lls)]
-    return {"doc_id": 0, "doc": doc, "target": LETTERS.index(doc["answer"]), "resps": [[p] for p in pairs],
-            "filtered_resps": pairs, "filter": "none", "metrics": ["acc"], "acc": float(letter == doc["answer"])}
+    return {
+        "doc_id": 0,
+        "doc": doc,
+        "target": LETTERS.index(doc["answer"]),
+        "resps": [[p] for p in pairs],
+        "filtered_resps": pairs,
+        "filter": "none",
+        "metrics": ["acc"],
+        "acc": float(letter == doc["answer"]),
+    }
 
 
 def _gen_sample(doc: dict, letter: str) -> dict:
     extracted = "" if letter == "?" else letter
     text = f"생각해 보면 정답: {letter}" if extracted else f"model text without a letter for {doc['id']}"
-    return {"doc_id": 0, "doc": doc, "target": doc["answer"], "resps": [[text]], "filtered_resps": [extracted],
-            "filter": "extract_answer", "metrics": ["exact_match"], "exact_match": float(extracted == doc["answer"])}
+    return {
+        "doc_id": 0,
+        "doc": doc,
+        "target": doc["answer"],
+        "resps": [[text]],
+        "filtered_resps": [extracted],
+        "filter": "extract_answer",
+        "metrics": ["exact_match"],
+        "exact_match": float(extracted == doc["answer"]),
+    }
 
 
 def write_run(results, run_id: str, answers: dict, *, variant: str = "base", mode: str = "mc") -> None:
@@ -67,25 +90,53 @@ def write_run(results, run_id: str, answers: dict, *, variant: str = "base", mod
         dataset = "medqa" if exam == "usmle" else "kormedmcqa"
         name = f"medbench_{dataset}_{exam}" + ("_gen" if mode == "gen" else "")
         docs = [_doc(exam, i) for i in range(len(letters))]
-        samples = [_gen_sample(d, x) if mode == "gen" else _mc_sample(d, x, run_id == "m-base-mc" and d["id"] == DOCTOR[1])
-                   for d, x in zip(docs, letters)]
+        samples = [
+            _gen_sample(d, x) if mode == "gen" else _mc_sample(d, x, run_id == "m-base-mc" and d["id"] == DOCTOR[1])
+            for d, x in zip(docs, letters)
+        ]
         io.write_samples(io.samples_path(run_dir, name), samples)
         metric = "exact_match" if mode == "gen" else "acc"
         correct, invalid = sum(int(s[metric]) for s in samples), sum(1 for s in samples if s["filtered_resps"][0] == "")
-        tasks.append({"task": name, "dataset": dataset, "exam": exam, "metric": metric, "n": len(samples),
-                      "correct": correct, "accuracy": correct / len(samples), "stderr": None, "invalid": invalid,
-                      "invalid_rate": invalid / len(samples), "truncated_prompts": 0})
-    record = {"run_id": run_id, "model": "tiny-model", "params_b": 0.5, "weights": "real", "variant": variant,
-              "prompt": "zeroshot", "mode": mode, "limit": None, "sample": None, "device": "cpu", "tasks": tasks,
-              "timing": {"questions_per_second": 2.0}, "memory": {"peak_gib": 1.0}, "hardware": {"gpu": None},
-              "git_sha": "abc"}
+        tasks.append(
+            {
+                "task": name,
+                "dataset": dataset,
+                "exam": exam,
+                "metric": metric,
+                "n": len(samples),
+                "correct": correct,
+                "accuracy": correct / len(samples),
+                "stderr": None,
+                "invalid": invalid,
+                "invalid_rate": invalid / len(samples),
+                "truncated_prompts": 0,
+            }
+        )
+    record = {
+        "run_id": run_id,
+        "model": "tiny-model",
+        "params_b": 0.5,
+        "weights": "real",
+        "variant": variant,
+        "prompt": "zeroshot",
+        "mode": mode,
+        "limit": None,
+        "sample": None,
+        "device": "cpu",
+        "tasks": tasks,
+        "timing": {"questions_per_second": 2.0},
+        "memory": {"peak_gib": 1.0},
+        "hardware": {"gpu": None},
+        "git_sha": "abc",
+    }
     (run_dir / "record.json").write_text(json.dumps(record))
 
 
 def _browser_binaries() -> tuple[str | None, str | None]:
     """Debian's chromium and chromedriver; also a CI image's Chrome (scripts/install-browser.sh looks alike)."""
     chromium = os.environ.get("MEDBENCH_CHROMIUM") or next(
-        filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
+        filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None
+    )
     driver = os.environ.get("MEDBENCH_CHROMEDRIVER") or shutil.which("chromedriver")
     if not driver and os.environ.get("CHROMEWEBDRIVER"):  # GitHub's runner images
         driver = shutil.which("chromedriver", path=os.environ["CHROMEWEBDRIVER"])
@@ -101,12 +152,19 @@ def browser():
         pytest.skip("MEDBENCH_SKIP_BROWSER=1")
     chromium, driver_path = _browser_binaries()
     if not (chromium and driver_path):
-        pytest.fail(f"no {'chromium' if not chromium else 'chromedriver'} found: run `bash scripts/install-browser.sh` "
-                    "(apt-get install chromium chromium-driver), or set MEDBENCH_SKIP_BROWSER=1 to skip this test")
+        pytest.fail(
+            f"no {'chromium' if not chromium else 'chromedriver'} found: run `bash scripts/install-browser.sh` "
+            "(apt-get install chromium chromium-driver), or set MEDBENCH_SKIP_BROWSER=1 to skip this test"
+        )
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1500,1000",
-                "--force-device-scale-factor=1"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1500,1000",
+        "--force-device-scale-factor=1",
+    ):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
@@ -123,8 +181,11 @@ def _wait(driver, condition, what: str, timeout: float = 10):
 
 def _open(driver, index_html) -> None:
     driver.get(index_html.as_uri())
-    _wait(driver, lambda d: _css(d, "#accuracy-table tbody tr") or "failed" in d.find_element("id", "status").text,
-          "the accuracy table")
+    _wait(
+        driver,
+        lambda d: _css(d, "#accuracy-table tbody tr") or "failed" in d.find_element("id", "status").text,
+        "the accuracy table",
+    )
     status = driver.find_element("id", "status")
     assert not status.is_displayed(), status.text
 
@@ -169,7 +230,9 @@ def test_explorer_in_a_real_browser(tmp_path, browser):
         record = json.loads((results / "runs" / run_id / "record.json").read_text())
         by_exam = {t["exam"]: t for t in record["tasks"]}
         for column, exam, expected in (("doctor", "doctor", doctor), ("medqa", "usmle", medqa)):
-            cell = browser.find_element("css selector", f'#accuracy-table tr[data-run="{run_id}"] td[data-column="{column}"]')
+            cell = browser.find_element(
+                "css selector", f'#accuracy-table tr[data-run="{run_id}"] td[data-column="{column}"]'
+            )
             assert f"{100 * by_exam[exam]['correct'] / by_exam[exam]['n']:.1f}" == expected
             assert cell.text.split()[0] == expected, (run_id, column, cell.text)
             assert cell.get_attribute("title").startswith(f"n = {by_exam[exam]['n']} · 95% CI ")
@@ -179,22 +242,30 @@ def test_explorer_in_a_real_browser(tmp_path, browser):
     # Chart: one point per run, and a variant's checkbox hides exactly its points.
     def shown(variant):
         return [g for g in _css(browser, f'#chart g.series[data-variant="{variant}"]') if g.is_displayed()]
+
     assert (len(shown("base")), len(shown("lora"))) == (2, 1)
     browser.find_element("css selector", '#chart-variants input[value="lora"]').click()
     assert (len(shown("base")), len(shown("lora"))) == (2, 0)
     browser.find_element("css selector", '#chart-variants input[value="lora"]').click()
     assert len(shown("lora")) == 1
     _select(browser, "chart-task", "medqa")
-    assert [g.get_attribute("data-run") for g in _css(browser, "#chart g.series")] == ["m-base-mc", "m-base-gen",
-                                                                                       "m-lora-mc"]
+    assert [g.get_attribute("data-run") for g in _css(browser, "#chart g.series")] == [
+        "m-base-mc",
+        "m-base-gen",
+        "m-lora-mc",
+    ]
 
     # Other tables: letter distributions per run and task, contamination as computed.
     browser.find_element("css selector", '#tabs button[data-tab="letters"]').click()
     letter_rows = _css(browser, "#letter-table tbody tr")
     assert len(letter_rows) == 6
     header = [th.text for th in _css(browser, "#letter-table thead th")]
-    cells = {(r.get_attribute("data-run"), r.find_elements("css selector", "td")[1].text):
-             dict(zip(header, (td.text for td in r.find_elements("css selector", "td")))) for r in letter_rows}
+    cells = {
+        (r.get_attribute("data-run"), r.find_elements("css selector", "td")[1].text): dict(
+            zip(header, (td.text for td in r.find_elements("css selector", "td")))
+        )
+        for r in letter_rows
+    }
     base_doctor = cells[("m-base-mc", "medbench_kormedmcqa_doctor")]
     assert (base_doctor["n"], base_doctor["ties"], base_doctor["accuracy %"]) == ("7", "1", "57.1")
     # Gold A B C D E A B: majority baseline 2/7. Answers A A C D B A E: Σ p·p = (3·2 + 1·2 + 1 + 1 + 1) / 7² = 11/49.
@@ -245,7 +316,9 @@ def test_explorer_in_a_real_browser(tmp_path, browser):
     _select(browser, "q-outcome", "invalid")
     assert _count(browser) == 3 and _listed(browser) == {DOCTOR[2], DOCTOR[4], MEDQA[1]}
     browser.find_element("css selector", f'#q-table tr[data-id="{DOCTOR[2]}"]').click()
-    assert "model text without a letter for doctor-2024-1-2" in browser.find_element("css selector", "#q-detail pre").text
+    assert (
+        "model text without a letter for doctor-2024-1-2" in browser.find_element("css selector", "#q-detail pre").text
+    )
     assert "invalid: no answer could be extracted" in browser.find_element("id", "q-detail").text
     _select(browser, "q-outcome", "right")
     browser.find_element("css selector", f'#q-table tr[data-id="{MEDQA[0]}"]').click()
@@ -255,19 +328,21 @@ def test_explorer_in_a_real_browser(tmp_path, browser):
     assert errors == []
 
 
-@pytest.mark.skipif(os.environ.get("MEDBENCH_SCREENSHOT") != "1", reason="set MEDBENCH_SCREENSHOT=1 to update docs/")
-def test_screenshot_of_the_committed_results(browser):
-    """docs/explorer.png for the README: the committed results' question browser, two runs side by side."""
+def test_screenshot_of_the_committed_results(browser, tmp_path):
+    """The committed results' question browser, two runs side by side, as a screenshot: into tmp_path, or into
+    docs/explorer.png (the README's picture) with MEDBENCH_SCREENSHOT=1."""
     site = REPO_ROOT / "results" / "site" / "index.html"
     assert site.exists(), "run `just report` first"
     browser.set_window_size(1400, 860)
     _open(browser, site)
     _open_questions(browser, "gemma3-270m-base-cot-gen-gpu")
-    _select(browser, "q-other", "gemma3-270m-base-zeroshot-mc-gpu")
-    _wait(browser, lambda d: "B: gemma3-270m-base-zeroshot-mc-gpu" in d.find_element("id", "q-count").text, "run B")
+    _select(browser, "q-other", "gemma3-270m-base-zeroshot-mc-perm-gpu")
+    _wait(
+        browser, lambda d: "B: gemma3-270m-base-zeroshot-mc-perm-gpu" in d.find_element("id", "q-count").text, "run B"
+    )
     browser.find_element("css selector", '#q-table tr[data-id="doctor-2022-1-4"]').click()
-    (REPO_ROOT / "docs").mkdir(exist_ok=True)
-    assert browser.save_screenshot(str(REPO_ROOT / "docs" / "explorer.png"))
+    target = REPO_ROOT / "docs" / "explorer.png" if os.environ.get("MEDBENCH_SCREENSHOT") == "1" else tmp_path / "s.png"
+    assert browser.save_screenshot(str(target)) and target.stat().st_size > 10_000
 
 
 def test_site_files_are_deterministic_and_follow_the_runs(tmp_path):
@@ -279,8 +354,13 @@ def test_site_files_are_deterministic_and_follow_the_runs(tmp_path):
     write_run(results, "m-base-gen", GEN, mode="gen")
     site = write_site(results, load_runs(results), [], [], Contamination([], [], []))
     files = {p.name: p.read_bytes() for p in (site / "data").iterdir()}
-    assert set(files) == {"summary.js", "run-m_base_mc.js", "run-m-base-gen.js", "questions-kormedmcqa.js",
-                          "questions-medqa.js"}
+    assert set(files) == {
+        "summary.js",
+        "run-m_base_mc.js",
+        "run-m-base-gen.js",
+        "questions-kormedmcqa.js",
+        "questions-medqa.js",
+    }
     # Question texts once per dataset, not once per run.
     assert sum(b"Question 3 of doctor" in data for data in files.values()) == 1
     assert write_site(results, load_runs(results), [], [], Contamination([], [], [])) == site

@@ -16,9 +16,11 @@ def tm():
     return TaskManager(include_path=str(tasks_dir()), include_defaults=False)
 
 
-ALL = ([f"medbench_kormedmcqa_{e}{s}" for e in ("doctor", "nurse", "pharm", "dentist")
-        for s in ("", "_gen", "_fewshot", "_cot")]
-       + ["medbench_medqa_usmle", "medbench_medqa_usmle_gen", "medbench_medqa_usmle_fewshot", "medbench_medqa_usmle_cot"])
+ALL = [
+    f"medbench_kormedmcqa_{e}{s}"
+    for e in ("doctor", "nurse", "pharm", "dentist")
+    for s in ("", "_gen", "_fewshot", "_cot")
+] + ["medbench_medqa_usmle", "medbench_medqa_usmle_gen", "medbench_medqa_usmle_fewshot", "medbench_medqa_usmle_cot"]
 GROUPS = ["medbench_kormedmcqa", "medbench_kormedmcqa_gen", "medbench_kormedmcqa_fewshot", "medbench_kormedmcqa_cot"]
 
 
@@ -48,10 +50,12 @@ def _first_request(tm, name):
     return task.instances
 
 
-KOREAN = ("2개월 남아가 BCG예방접종 1개월 뒤 주사 부위에 이상반응이 생겨서 예방접종을 실시한 소아청소년과의원을 찾아왔다. "
-          "이때 「감염병의 예방 및 관리에 관한 법률」에 따라 예방접종 후 이상반응으로 진단한 원장이 이상반응 발생신고서를 "
-          "제출해야 할 대상은?\nA. 대한의사협회장\nB. 보건복지부장관\nC. 남아 소재지 관할 보건소장\n"
-          "D. 남아 소재지 관할 시장 ∙ 군수 ∙ 구청장\nE. 남아 소재지 관할 시 ∙ 도지사\n정답：")
+KOREAN = (
+    "2개월 남아가 BCG예방접종 1개월 뒤 주사 부위에 이상반응이 생겨서 예방접종을 실시한 소아청소년과의원을 찾아왔다. "
+    "이때 「감염병의 예방 및 관리에 관한 법률」에 따라 예방접종 후 이상반응으로 진단한 원장이 이상반응 발생신고서를 "
+    "제출해야 할 대상은?\nA. 대한의사협회장\nB. 보건복지부장관\nC. 남아 소재지 관할 보건소장\n"
+    "D. 남아 소재지 관할 시장 ∙ 군수 ∙ 구청장\nE. 남아 소재지 관할 시 ∙ 도지사\n정답："
+)
 
 
 def test_korean_zero_shot_prompt(tm):
@@ -66,11 +70,13 @@ def test_english_zero_shot_prompt(tm):
     instances = _first_request(tm, "medbench_medqa_usmle")
     ctx = instances[0].args[0]
     assert ctx.startswith("Question: A junior orthopaedic surgery resident is completing a carpal tunnel repair")
-    assert ctx.endswith("Which of the following is the correct next action for the resident to take?\n"
-                        "A. Disclose the error to the patient and put it in the operative report\n"
-                        "B. Tell the attending that he cannot fail to disclose this mistake\n"
-                        "C. Report the physician to the ethics committee\n"
-                        "D. Refuse to dictate the operative report\nAnswer:")
+    assert ctx.endswith(
+        "Which of the following is the correct next action for the resident to take?\n"
+        "A. Disclose the error to the patient and put it in the operative report\n"
+        "B. Tell the attending that he cannot fail to disclose this mistake\n"
+        "C. Report the physician to the ethics committee\n"
+        "D. Refuse to dictate the operative report\nAnswer:"
+    )
     assert [i.args[1] for i in instances] == [" A", " B", " C", " D"]
 
 
@@ -100,7 +106,9 @@ def test_medqa_cot_shots_are_the_direct_shots_with_their_rationales(tm):
         question, target = c.rsplit("\nAnswer: ", 1)
         assert d == f"{question}\nAnswer: {row['answer']}"  # the same rows, in the same order
         assert target == rationales[row["id"]]
-        assert target.startswith("Let's think step by step. ") and target.endswith(f"Therefore, the answer is ({row['answer']}).")
+        assert target.startswith("Let's think step by step. ") and target.endswith(
+            f"Therefore, the answer is ({row['answer']})."
+        )
         assert 3 <= target.count(". ") + 1 <= 6 and "\n" not in target  # lead-in + 2–5 sentences; one paragraph
         assert extract_answer(target, 4) == row["answer"]
     assert cot.endswith(direct.split("\n\n")[-1]) and cot.count("Question: ") == 6
@@ -123,8 +131,9 @@ def test_medqa_cot_refuses_rationales_that_are_not_the_shots(monkeypatch, tmp_pa
 def test_task_selection():
     assert task_names("zeroshot", "mc", []) == [f"medbench_{t}" for t in SHORT_TASKS]
     assert task_names("zeroshot", "gen", ["medqa"]) == ["medbench_medqa_usmle_gen"]
-    assert task_names("cot", "gen", []) == [f"medbench_kormedmcqa_{e}_cot" for e in ("doctor", "nurse", "pharm", "dentist")] \
-        + ["medbench_medqa_usmle_cot"]
+    assert task_names("cot", "gen", []) == [
+        f"medbench_kormedmcqa_{e}_cot" for e in ("doctor", "nurse", "pharm", "dentist")
+    ] + ["medbench_medqa_usmle_cot"]
     assert task_names("cot", "gen", ["medqa_usmle"]) == ["medbench_medqa_usmle_cot"]
     assert task_names("fewshot", "gen", ["kormedmcqa_pharm"]) == ["medbench_kormedmcqa_pharm_fewshot"]
     with pytest.raises(RunError, match="unknown task 'kormedmcqa_surgeon'"):
@@ -133,3 +142,15 @@ def test_task_selection():
 
 def test_tasks_readme_is_current():
     assert readme_path().read_text() == render_readme(), "run `just tasks-readme`"
+
+
+def test_readme_tables_copy_their_source_of_truth():
+    """Settings, variants, methods and models tables between markers equal what their YAML/dataclass says."""
+    from medbench.cli import readme_tables
+
+    for path in readme_tables.readme_paths():
+        text = path.read_text()
+        assert readme_tables.render(text) == text, f"{path} is out of date: run `just tasks-readme`"
+    readme = readme_tables.readme_paths()[0].read_text()
+    for name in readme_tables.TABLES:
+        assert f"<!-- table:{name}:start -->" in readme

@@ -42,6 +42,7 @@ PROJECTIONS = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "
 
 # --- SFT data ---------------------------------------------------------------------------------------
 
+
 def test_sft_example_is_the_eval_prompt_plus_the_answer_letter():
     row = next(r for r in load_rows("kormedmcqa", "doctor", "train") if r["id"] == "doctor-2012-1-1")
     example = sft_data.render(row, "medbench_kormedmcqa_doctor")
@@ -88,6 +89,7 @@ def test_mix_sources_and_eval_split():
 
 # --- methods as data --------------------------------------------------------------------------------
 
+
 def test_methods_carry_the_reference_arguments():
     assert method_names() == ["full", "lora", "qlora"]
     lrs = {name: load_method(name).training["learning_rate"] for name in method_names()}
@@ -128,14 +130,17 @@ def _methods_dir(tmp_path, files: dict[str, str]):
     return d
 
 
-@pytest.mark.parametrize("text, bad", [
-    ("extends: _reference\ndescription: x\ntraining: {learnig_rate: 1.0e-4}\n", "learnig_rate"),
-    ("extends: _reference\ndescription: x\nepochs: 3\n", "epochs"),
-    ("extends: _reference\ndescription: x\npeft: {r: 8, alpha: 16}\n", "alpha"),
-    ("extends: _reference\ndescription: x\noverrides: {m: {training: {lr: 1}}}\n", "lr"),
-    ("extends: _reference\ndescription: x\noverrides: {m: {description: y}}\n", "description"),
-    ("extends: _reference\ndescription: x\ntraining: {output_dir: /tmp}\n", "output_dir"),
-])
+@pytest.mark.parametrize(
+    "text, bad",
+    [
+        ("extends: _reference\ndescription: x\ntraining: {learnig_rate: 1.0e-4}\n", "learnig_rate"),
+        ("extends: _reference\ndescription: x\nepochs: 3\n", "epochs"),
+        ("extends: _reference\ndescription: x\npeft: {r: 8, alpha: 16}\n", "alpha"),
+        ("extends: _reference\ndescription: x\noverrides: {m: {training: {lr: 1}}}\n", "lr"),
+        ("extends: _reference\ndescription: x\noverrides: {m: {description: y}}\n", "description"),
+        ("extends: _reference\ndescription: x\ntraining: {output_dir: /tmp}\n", "output_dir"),
+    ],
+)
 def test_unknown_key_anywhere_names_the_file(tmp_path, text, bad):
     d = _methods_dir(tmp_path, {"mine": text})
     with pytest.raises(TrainError, match=rf"{re.escape(str(d / 'mine.yaml'))}.*{bad}"):
@@ -143,8 +148,10 @@ def test_unknown_key_anywhere_names_the_file(tmp_path, text, bad):
 
 
 def test_per_model_override(tmp_path):
-    text = ("extends: _reference\ndescription: x\ntraining: {learning_rate: 1.0e-4}\n"
-            "overrides: {small: {training: {learning_rate: 3.0e-4, num_train_epochs: 1}}}\n")
+    text = (
+        "extends: _reference\ndescription: x\ntraining: {learning_rate: 1.0e-4}\n"
+        "overrides: {small: {training: {learning_rate: 3.0e-4, num_train_epochs: 1}}}\n"
+    )
     d = _methods_dir(tmp_path, {"mine": text})
     assert load_method("mine", "big", methods_dir=d).training["learning_rate"] == 1e-4
     small = load_method("mine", "small", methods_dir=d)
@@ -152,13 +159,16 @@ def test_per_model_override(tmp_path):
     assert small.training["per_device_train_batch_size"] == 8  # the rest still comes from _reference
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["no-such-model", "lora"], "unknown model 'no-such-model'. Known aliases: gemma3-270m"),
-    (["gemma3-270m", "dora"], "unknown method 'dora'; choose from full, lora, qlora"),
-    (["gemma3-270m", "qlora"], "method 'qlora' .* needs a CUDA GPU"),
-    (["gemma3-270m", "lora", "--gpus", "2"], "--gpus 2 needs one process per GPU"),
-    (["gemma3-270m", "lora", "--set", "learnig_rate=1"], "--set learnig_rate: not a training argument"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["no-such-model", "lora"], "unknown model 'no-such-model'. Known aliases: gemma3-270m"),
+        (["gemma3-270m", "dora"], "unknown method 'dora'; choose from full, lora, qlora"),
+        (["gemma3-270m", "qlora"], "method 'qlora' .* needs a CUDA GPU"),
+        (["gemma3-270m", "lora", "--gpus", "2"], "--gpus 2 needs one process per GPU"),
+        (["gemma3-270m", "lora", "--set", "learnig_rate=1"], "--set learnig_rate: not a training argument"),
+    ],
+)
 def test_refusals_come_before_anything_loads(monkeypatch, argv, message):
     def no_load(*a, **k):
         raise AssertionError("weights were asked for")
@@ -172,13 +182,18 @@ def test_refusals_come_before_anything_loads(monkeypatch, argv, message):
 
 # --- DeepSpeed --------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", ["zero2", "zero3"])
 def test_deepspeed_configs_agree_with_every_method(name):
     ds = load_deepspeed(DEEPSPEED_DIR / f"{name}.json")
     assert ds["zero_optimization"]["stage"] == int(name[-1])
     # Everything transformers can fill from the training arguments is left to it.
-    for key in ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "train_batch_size",
-                "gradient_clipping"):
+    for key in (
+        "train_micro_batch_size_per_gpu",
+        "gradient_accumulation_steps",
+        "train_batch_size",
+        "gradient_clipping",
+    ):
         assert ds[key] == "auto"
     assert ds["bf16"]["enabled"] == "auto" and ds["zero_optimization"]["reduce_bucket_size"] == "auto"
     if name == "zero3":
@@ -210,6 +225,7 @@ def test_contradicting_deepspeed_config_is_refused_with_the_mismatch(tmp_path, m
 
 # --- launch -----------------------------------------------------------------------------------------
 
+
 def test_launch_uses_accelerate_for_several_gpus():
     one = parse_args(["m", "lora"])
     assert launch.command(one, ["m", "lora"]) == [sys.executable, "-m", "trainers.sft", "m", "lora"]
@@ -220,32 +236,54 @@ def test_launch_uses_accelerate_for_several_gpus():
         cmd = launch.command(args, to_argv(args))
         assert cmd[1:3] == ["-m", "accelerate.commands.launch"]
         assert cmd[cmd.index("--num_processes") + 1] == "4" and cmd[cmd.index("--num_machines") + 1] == "1"
-        assert parse_args(cmd[cmd.index("trainers.sft") + 1:]) == args  # every process parses the same arguments
+        assert parse_args(cmd[cmd.index("trainers.sft") + 1 :]) == args  # every process parses the same arguments
         assert "CUDA_VISIBLE_DEVICES" not in launch.environment(args, {})
 
 
 def test_multinode_launch_passes_accelerates_own_arguments():
-    args = parse_args(["m", "full", "--gpus", "4", "--num-machines", "2", "--machine-rank", "1",
-                       "--main-process-ip", "10.0.0.1", "--main-process-port", "29500", "--deepspeed", "zero3"])
+    args = parse_args(
+        [
+            "m",
+            "full",
+            "--gpus",
+            "4",
+            "--num-machines",
+            "2",
+            "--machine-rank",
+            "1",
+            "--main-process-ip",
+            "10.0.0.1",
+            "--main-process-port",
+            "29500",
+            "--deepspeed",
+            "zero3",
+        ]
+    )
     cmd = launch.command(args, to_argv(args))
     opts = dict(zip(cmd[3:-1:2], cmd[4::2]))
     assert opts["--num_processes"] == "8" and opts["--num_machines"] == "2" and opts["--machine_rank"] == "1"
     assert opts["--main_process_ip"] == "10.0.0.1" and opts["--main_process_port"] == "29500"
-    assert parse_args(cmd[cmd.index("trainers.sft") + 1:]) == args
+    assert parse_args(cmd[cmd.index("trainers.sft") + 1 :]) == args
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--num-machines", "2"], "needs --main-process-ip and --main-process-port"),
-    (["--num-machines", "2", "--main-process-ip", "h", "--main-process-port", "1", "--machine-rank", "2"],
-     "--machine-rank 2 is outside 0..1"),
-    (["--gpus", "0"], "count from 1"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--num-machines", "2"], "needs --main-process-ip and --main-process-port"),
+        (
+            ["--num-machines", "2", "--main-process-ip", "h", "--main-process-port", "1", "--machine-rank", "2"],
+            "--machine-rank 2 is outside 0..1",
+        ),
+        (["--gpus", "0"], "count from 1"),
+    ],
+)
 def test_bad_multinode_arguments_are_refused_before_launch(argv, message):
     with pytest.raises(TrainError, match=message):
         launch.command(parse_args(["m", "full", *argv]), [])
 
 
 # --- training on CPU --------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def short_data(monkeypatch, tiny_gemma_dir):
@@ -258,19 +296,30 @@ def short_data(monkeypatch, tiny_gemma_dir):
     from datasets.utils._dill import Pickler
 
     tokenizer_type = type(AutoTokenizer.from_pretrained(tiny_gemma_dir))
-    monkeypatch.setitem(Pickler.dispatch, tokenizer_type,
-                        lambda pickler, obj: pickler.save_reduce(str, (f"tokenizer {obj.name_or_path}",), obj=obj))
+    monkeypatch.setitem(
+        Pickler.dispatch,
+        tokenizer_type,
+        lambda pickler, obj: pickler.save_reduce(str, (f"tokenizer {obj.name_or_path}",), obj=obj),
+    )
 
     def parts(split, ids):
-        return [([r for r in load_rows("kormedmcqa", exam, split) if r["id"] in ids], task)
-                for exam, task in sft_data.KOREAN_TASKS.items()]
+        return [
+            ([r for r in load_rows("kormedmcqa", exam, split) if r["id"] in ids], task)
+            for exam, task in sft_data.KOREAN_TASKS.items()
+        ]
 
     train_ds = sft_data.build_examples(parts("train", SHORT_TRAIN_IDS), cot=False, limit=None, seed=0)
     eval_ds = sft_data.build_examples(parts("valid", SHORT_VALID_IDS), cot=False, limit=None, seed=0)
     assert len(train_ds) == 2 and len(eval_ds) == 2
     monkeypatch.setattr(sft_data, "train_dataset", lambda *a, **k: (train_ds, [{"dataset": "kormedmcqa"}]))
-    monkeypatch.setattr(sft_data, "eval_dataset", lambda limit=None, seed=0: (
-        eval_ds.select(range(2 if limit is None else min(limit, 2))), [{"dataset": "kormedmcqa"}]))
+    monkeypatch.setattr(
+        sft_data,
+        "eval_dataset",
+        lambda limit=None, seed=0: (
+            eval_ds.select(range(2 if limit is None else min(limit, 2))),
+            [{"dataset": "kormedmcqa"}],
+        ),
+    )
 
 
 @pytest.fixture
@@ -282,8 +331,21 @@ def checkpoints(tmp_path, monkeypatch):
 
 
 def _train(model_dir, method, *extra, callbacks=()):
-    argv = [str(model_dir), method, "--mix", "korean", "--set", "logging_steps=1", "--set", "warmup_steps=0",
-            "--set", "per_device_train_batch_size=2", "--set", "per_device_eval_batch_size=2", *extra]
+    argv = [
+        str(model_dir),
+        method,
+        "--mix",
+        "korean",
+        "--set",
+        "logging_steps=1",
+        "--set",
+        "warmup_steps=0",
+        "--set",
+        "per_device_train_batch_size=2",
+        "--set",
+        "per_device_eval_batch_size=2",
+        *extra,
+    ]
     return sft.train(parse_args(argv), callbacks=callbacks)
 
 
@@ -307,9 +369,28 @@ def test_training_lowers_the_loss_and_saves_what_eval_loads(tiny_gemma_dir, shor
     assert len(losses) == 5 and losses[-1] < losses[0] - 0.5, losses
 
     # The record.
-    for key in ("examples", "tokens_trained", "steps", "epochs", "wall_seconds", "train_seconds",
-                "train_tokens_per_second", "mfu", "mfu_formula", "memory", "final_train_loss", "final_eval_loss",
-                "data", "method_config", "deepspeed", "versions", "git_sha", "hardware", "params", "loss_curve"):
+    for key in (
+        "examples",
+        "tokens_trained",
+        "steps",
+        "epochs",
+        "wall_seconds",
+        "train_seconds",
+        "train_tokens_per_second",
+        "mfu",
+        "mfu_formula",
+        "memory",
+        "final_train_loss",
+        "final_eval_loss",
+        "data",
+        "method_config",
+        "deepspeed",
+        "versions",
+        "git_sha",
+        "hardware",
+        "params",
+        "loss_curve",
+    ):
         assert key in record, key
     assert record == json.loads((out / "train_record.json").read_text())
     assert (record["examples"], record["steps"], record["data"]["mix"]) == (2, 5, "korean")
@@ -377,7 +458,8 @@ class InterruptAfterSave(TrainerCallback):
 
 
 def test_resume_continues_from_the_last_checkpoint_and_a_finished_run_is_left_alone(
-        tiny_gemma_dir, short_data, checkpoints, monkeypatch):
+    tiny_gemma_dir, short_data, checkpoints, monkeypatch
+):
     args = ("--max-steps", "4", "--set", "save_steps=1", "--set", "learning_rate=5e-3", "--eval-limit", "0")
     with pytest.raises(Interrupted):
         _train(tiny_gemma_dir, "lora", *args, callbacks=(InterruptAfterSave(),))
@@ -385,15 +467,29 @@ def test_resume_continues_from_the_last_checkpoint_and_a_finished_run_is_left_al
     assert (out / "checkpoint-2").is_dir() and not (out / "train_record.json").exists()
 
     with pytest.raises(RecordError, match="other training.learning_rate"):  # not a different run's checkpoint
-        _train(tiny_gemma_dir, "lora", "--max-steps", "4", "--set", "save_steps=1", "--set", "learning_rate=1e-3",
-               "--eval-limit", "0")
+        _train(
+            tiny_gemma_dir,
+            "lora",
+            "--max-steps",
+            "4",
+            "--set",
+            "save_steps=1",
+            "--set",
+            "learning_rate=1e-3",
+            "--eval-limit",
+            "0",
+        )
 
     record = _train(tiny_gemma_dir, "lora", *args)
     assert record["resumed_from"] == str(out / "checkpoint-2") and record["resumed_from_step"] == 2
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == record["steps"] == 4
     assert 0 < record["tokens_this_run"] < record["tokens_trained"]
-    assert [e["step"] for e in json.loads((out / "trainer_state.json").read_text())["log_history"]
-            if "loss" in e] == [1, 2, 3, 4]
+    assert [e["step"] for e in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in e] == [
+        1,
+        2,
+        3,
+        4,
+    ]
 
     # Finished: not trained again (nothing is loaded), the record is returned as it was.
     monkeypatch.setattr(sft, "base_weights", lambda *a: pytest.fail("a finished run was trained again"))
@@ -416,12 +512,16 @@ def test_force_deletes_only_a_training_run(tmp_path):
 
 # --- bench train (the GPU runs themselves are in results/bench/) --------------------------------------
 
+
 def test_bench_configurations_are_checked_before_anything_runs():
     from trainers import bench
 
     assert bench.parse_config("full") == ("full", 1) and bench.parse_config("lora@4") == ("lora", 4)
-    for bad, message in (("ful", "unknown bench configuration 'ful'"), ("full@x", "GPU count"),
-                         ("reference@2", "reference loop runs on one GPU")):
+    for bad, message in (
+        ("ful", "unknown bench configuration 'ful'"),
+        ("full@x", "GPU count"),
+        ("reference@2", "reference loop runs on one GPU"),
+    ):
         with pytest.raises(TrainError, match=re.escape(message)):
             bench.parse_config(bad)
     for method, extra in bench.CONFIGS.values():  # every configuration is a valid `just train` command
@@ -446,15 +546,30 @@ def test_bench_ratios_and_table():
     from trainers import bench
 
     def row(tps, gib):
-        return {"tokens_per_second": tps, "peak_gpu_gib": gib, "mean_tokens_per_step": 1000,
-                "median_step_seconds": 0.5, "mfu": 0.01}
+        return {
+            "tokens_per_second": tps,
+            "peak_gpu_gib": gib,
+            "mean_tokens_per_step": 1000,
+            "median_step_seconds": 0.5,
+            "mfu": 0.01,
+        }
 
-    result = {"configs": {"reference@1": row(20000, 40.0), "full@1": row(4000, 10.0), "lora@1": row(5000, 5.0),
-                          "full@2": row(7000, 9.0), "qlora@1": {"error": "exit 1"}}}
+    result = {
+        "configs": {
+            "reference@1": row(20000, 40.0),
+            "full@1": row(4000, 10.0),
+            "lora@1": row(5000, 5.0),
+            "full@2": row(7000, 9.0),
+            "qlora@1": {"error": "exit 1"},
+        }
+    }
     result["ratios"] = bench.ratios({k: v for k, v in result["configs"].items() if "error" not in v})
-    assert result["ratios"]["lora@1"] == {"tokens_per_second_over_full": 1.25, "peak_gpu_gib_over_full": 0.5,
-                                          "tokens_per_second_over_reference": 0.25,
-                                          "peak_gpu_gib_over_reference": 0.125}
+    assert result["ratios"]["lora@1"] == {
+        "tokens_per_second_over_full": 1.25,
+        "peak_gpu_gib_over_full": 0.5,
+        "tokens_per_second_over_reference": 0.25,
+        "peak_gpu_gib_over_reference": 0.125,
+    }
     assert result["ratios"]["full@2"]["tokens_per_second_over_full"] == 1.75
     assert "tokens_per_second_over_full" not in result["ratios"]["full@1"]
     lines = bench.table(result).splitlines()
@@ -462,11 +577,14 @@ def test_bench_ratios_and_table():
     assert lines[-1].split() == ["qlora@1", "exit", "1"]
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["train", "--configs", "full,ful"], "unknown bench configuration 'ful'"),
-    (["train", "--model", "/no/such/model"], "not a model directory"),
-    (["train"], "needs a CUDA GPU"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--configs", "full,ful"], "unknown bench configuration 'ful'"),
+        (["train", "--model", "/no/such/model"], "not a model directory"),
+        (["train"], "needs a CUDA GPU"),
+    ],
+)
 def test_bench_train_refuses_before_building_anything(monkeypatch, capsys, argv, message):
     from medbench.cli import main
     from medbench.models import shapes
@@ -478,5 +596,6 @@ def test_bench_train_refuses_before_building_anything(monkeypatch, capsys, argv,
 
 
 def claim(directory, config, force):
-    return claim_dir(directory, config, config_name=sft.TRAIN_CONFIG, markers=(sft.TRAIN_RECORD,), force=force,
-                     what="training run")
+    return claim_dir(
+        directory, config, config_name=sft.TRAIN_CONFIG, markers=(sft.TRAIN_RECORD,), force=force, what="training run"
+    )

@@ -10,14 +10,32 @@ from medbench.models.registry import RegistryError, load_registry, resolve
 from medbench.models.variants import VariantError, load_variants, plan
 from medbench.settings import EvalSettings
 
-STUDY_NF4 = {"quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4",
-             "bnb_4bit_use_double_quant": True, "bnb_4bit_compute_dtype": "bfloat16"}
+STUDY_NF4 = {
+    "quant_method": "bitsandbytes",
+    "load_in_4bit": True,
+    "bnb_4bit_quant_type": "nf4",
+    "bnb_4bit_use_double_quant": True,
+    "bnb_4bit_compute_dtype": "bfloat16",
+}
 
 
 def test_registry_aliases_and_families():
     registry = load_registry()
-    for alias in ("gemma3-270m", "gemma3-1b", "gemma3-4b", "qwen3-0.6b", "qwen3-1.7b", "qwen3-4b", "qwen3-8b",
-                  "qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-3b", "qwen2.5-7b", "exaone3.5-2.4b", "exaone3.5-7.8b"):
+    for alias in (
+        "gemma3-270m",
+        "gemma3-1b",
+        "gemma3-4b",
+        "qwen3-0.6b",
+        "qwen3-1.7b",
+        "qwen3-4b",
+        "qwen3-8b",
+        "qwen2.5-0.5b",
+        "qwen2.5-1.5b",
+        "qwen2.5-3b",
+        "qwen2.5-7b",
+        "exaone3.5-2.4b",
+        "exaone3.5-7.8b",
+    ):
         assert alias in registry and registry[alias].params_b > 0
     assert resolve("qwen3").alias == "qwen3-4b"
     assert resolve("qwen2.5").alias == "qwen2.5-3b"
@@ -39,6 +57,8 @@ def test_registry_refuses_unknown_keys(tmp_path):
 
 
 def test_local_directory_is_a_model(tmp_path):
+    (tmp_path / "config.json").write_text("{}")  # an empty folder is refused (tests/test_reliability.py)
+    (tmp_path / "tokenizer.json").write_text("{}")
     spec = resolve(str(tmp_path))
     assert spec.path == str(tmp_path.resolve()) and spec.alias == tmp_path.name
 
@@ -50,13 +70,18 @@ def test_bnb_is_the_studys_nf4_config():
     kwargs = from_pretrained_kwargs(resolve("gemma3-270m"), p, EvalSettings(), "cuda")
     q = kwargs["quantization_config"]
     assert (q.load_in_4bit, q.bnb_4bit_quant_type, q.bnb_4bit_use_double_quant, q.bnb_4bit_compute_dtype) == (
-        True, "nf4", True, torch.bfloat16)
+        True,
+        "nf4",
+        True,
+        torch.bfloat16,
+    )
     assert kwargs["dtype"] == torch.bfloat16 and kwargs["attn_implementation"] in {"sdpa", "flash_attention_2"}
 
 
 def test_cpu_defaults_are_fp32_sdpa():
-    kwargs = from_pretrained_kwargs(resolve("gemma3-270m"), plan(resolve("gemma3-270m"), "base", False),
-                                    EvalSettings(), "cpu")
+    kwargs = from_pretrained_kwargs(
+        resolve("gemma3-270m"), plan(resolve("gemma3-270m"), "base", False), EvalSettings(), "cpu"
+    )
     assert kwargs == {"dtype": torch.float32, "attn_implementation": "sdpa", "trust_remote_code": False}
 
 
@@ -109,8 +134,9 @@ def test_lora_adapter_round_trip(tiny_gemma_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("MEDBENCH_CHECKPOINTS", str(tmp_path))
     tok = AutoTokenizer.from_pretrained(tiny_gemma_dir)
     base = AutoModelForCausalLM.from_pretrained(tiny_gemma_dir, dtype=torch.float32)
-    model = get_peft_model(base, LoraConfig(r=32, lora_alpha=64, lora_dropout=0.0, task_type="CAUSAL_LM",
-                                            target_modules="all-linear"))
+    model = get_peft_model(
+        base, LoraConfig(r=32, lora_alpha=64, lora_dropout=0.0, task_type="CAUSAL_LM", target_modules="all-linear")
+    )
     batch = tok(["정답： C\n\nThe answer is B"], return_tensors="pt")
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     model(**batch, labels=batch["input_ids"]).loss.backward()
@@ -139,3 +165,12 @@ def test_full_checkpoint_loads(tiny_gemma_dir, tmp_path, monkeypatch):
     assert loaded.source == str(tmp_path / f"{spec.alias}-full")
     tok = AutoTokenizer.from_pretrained(tiny_gemma_dir)
     assert torch.allclose(_logits(loaded.model, loaded.tokenizer), _logits(model, tok), atol=1e-5)
+
+
+def test_fp32_on_a_gpu_attends_eagerly_and_bf16_keeps_sdpa():
+    from medbench.models.loading import pick_attention
+
+    assert pick_attention("auto", "cuda", torch.float32) == "eager"  # the measured fp32 sdpa fault (canary)
+    assert pick_attention("auto", "cuda", torch.bfloat16) in ("sdpa", "flash_attention_2")
+    assert pick_attention("auto", "cpu", torch.float32) == "sdpa"
+    assert pick_attention("sdpa", "cuda", torch.float32) == "sdpa"  # a named choice is kept

@@ -14,16 +14,23 @@ PROFILES = ("study", "fast")
 
 @dataclass
 class TrainArguments:
-    model: str = arg(positional=True, help="registry alias (medbench/models/models.yaml), local model directory, "
-                                           "or hub id")
+    model: str = arg(
+        positional=True, help="registry alias (medbench/models/models.yaml), local model directory, or hub id"
+    )
     method: str = arg(positional=True, help="a method in trainers/methods/: full, lora, qlora")
     mix: str = arg("both", choices=MIXES, help="training data: english (MedQA), korean (KorMedMCQA), both (default)")
     cot: bool = arg(False, help="rows that have a chain of thought (`cot`) train on it instead of the bare letter")
-    deepspeed: str | None = arg(None, help=f"{', '.join(DEEPSPEED_CHOICES)} (trainers/deepspeed/) or a JSON file; used "
-                                              f"on CUDA only (default: the profile's; the study's is zero2)")
-    profile: str = arg("study", choices=PROFILES, help="study: the reference study's recipe (default); fast: packed "
-                                                       "batches, no gradient checkpointing, no DeepSpeed on one GPU "
-                                                       "(trainers/profiles/fast.yaml)")
+    deepspeed: str | None = arg(
+        None,
+        help=f"{', '.join(DEEPSPEED_CHOICES)} (trainers/deepspeed/) or a JSON file; used on CUDA only (default: the "
+        f"profile's; the study's is zero2)",
+    )
+    profile: str = arg(
+        "study",
+        choices=PROFILES,
+        help="study: the reference study's recipe (default); fast: packed batches, no gradient checkpointing, no "
+        "DeepSpeed on one GPU (trainers/profiles/fast.yaml)",
+    )
     gpus: int = arg(1, help="GPUs on this machine (one process each, started through `accelerate launch`)")
     num_machines: int = arg(1, help="machines in a multi-node run (accelerate launch --num_machines)")
     machine_rank: int = arg(0, help="this machine's rank in a multi-node run (0 is the main machine)")
@@ -32,12 +39,16 @@ class TrainArguments:
     max_steps: int | None = arg(None, help="stop after this many optimizer steps (overrides epochs)")
     epochs: float | None = arg(None, help="override the method's num_train_epochs")
     limit: int | None = arg(None, help="train on a seeded sample of N examples (smoke runs)")
-    eval_limit: int | None = arg(None, help="evaluate on a seeded sample of N KorMedMCQA valid examples "
-                                            "(0: no evaluation)")
+    eval_limit: int | None = arg(
+        None, help="evaluate on a seeded sample of N KorMedMCQA valid examples (0: no evaluation)"
+    )
     output_dir: str | None = arg(None, help="default: checkpoints/<alias>-<method>/ (MEDBENCH_CHECKPOINTS)")
     force: bool = arg(False, help="delete the output directory's run and train again")
-    set: list[str] = arg(default_factory=list, metavar="KEY=VALUE",
-                         help="override a training argument (any TRL SFTConfig field), e.g. --set learning_rate=1e-4")
+    set: list[str] = arg(
+        default_factory=list,
+        metavar="KEY=VALUE",
+        help="override a training argument (any TRL SFTConfig field), e.g. --set learning_rate=1e-4",
+    )
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:

@@ -7,8 +7,9 @@ bf16 autocast, sdpa, a fixed batch of 8 x 512 random tokens, no gradient checkpo
 Every other configuration is `just train MODEL METHOD --max-steps N` on the real training mix, exactly
 as a user runs it (DeepSpeed ZeRO-2, gradient checkpointing, batch 8), or with one thing changed
 (CONFIGS below; `full-plain` turns off both DeepSpeed and gradient checkpointing; `fast` is
-`--profile fast`: packed rows, no gradient checkpointing, no DeepSpeed on one GPU). `NAME@G` runs NAME on G GPUs. Each runs in its own process, so each has its own CUDA
-context and memory peak; throughput is the steady state (trainers/sft.py drops the first steps).
+`--profile fast`: packed rows, no gradient checkpointing, no DeepSpeed on one GPU). `NAME@G` runs
+NAME on G GPUs. Each runs in its own process, so each has its own CUDA context and memory peak;
+throughput is the steady state (trainers/sft.py drops the first steps).
 The record (results/bench/) is rewritten after every configuration: a run cut short keeps what it
 measured, and the next run with the same model, steps, GPU, git sha and packages measures only the rest
 (`--fresh` starts over).
@@ -61,8 +62,9 @@ DISTRIBUTED_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MAST
 def parse_config(name: str) -> tuple[str, int]:
     base, _, gpus = name.partition("@")
     if base != "reference" and base not in CONFIGS:
-        raise TrainError(f"unknown bench configuration {base!r}; known: reference, {', '.join(CONFIGS)} "
-                         f"(NAME@G runs NAME on G GPUs)")
+        raise TrainError(
+            f"unknown bench configuration {base!r}; known: reference, {', '.join(CONFIGS)} (NAME@G runs NAME on G GPUs)"
+        )
     if gpus and (not gpus.isdigit() or int(gpus) < 1):
         raise TrainError(f"bench configuration {name!r}: the part after @ is a GPU count")
     if base == "reference" and gpus and int(gpus) != 1:
@@ -93,11 +95,19 @@ def reference_step(model_dir: str, batch: int, seq: int, steps: int, warmup: int
     params = rec.count_parameters(model)
     tokens_per_second = batch * seq * steps / seconds
     gpu = torch.cuda.get_device_name(0)
-    return {"batch": batch, "seq": seq, "steps": steps, "skipped_first_steps": warmup,
-            "tokens_per_second": round(tokens_per_second, 1), "median_step_seconds": round(seconds / steps, 4),
-            "mean_tokens_per_step": batch * seq, "mfu": rec.mfu(params["total"], tokens_per_second, gpu, 1),
-            "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3), "params": params,
-            "final_loss": round(loss.item(), 4)}
+    return {
+        "batch": batch,
+        "seq": seq,
+        "steps": steps,
+        "skipped_first_steps": warmup,
+        "tokens_per_second": round(tokens_per_second, 1),
+        "median_step_seconds": round(seconds / steps, 4),
+        "mean_tokens_per_step": batch * seq,
+        "mfu": rec.mfu(params["total"], tokens_per_second, gpu, 1),
+        "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3),
+        "params": params,
+        "final_loss": round(loss.item(), 4),
+    }
 
 
 def _child_env(gpus: int) -> dict:
@@ -117,22 +127,48 @@ def run_reference(model_dir: str, steps: int) -> dict:
 def run_trainer(model_dir: str, name: str, gpus: int, steps: int, workdir: Path) -> dict:
     method, extra = CONFIGS[name]
     output_dir = workdir / f"{name}@{gpus}"
-    cmd = [sys.executable, "-m", "trainers.launch", model_dir, method, "--max-steps", str(steps),
-           "--eval-limit", "0", "--output-dir", str(output_dir), "--force", "--gpus", str(gpus), *extra]
+    # `just train` itself (medbench/cli/train.py starts the processes through trainers/launch.py).
+    cmd = [
+        sys.executable,
+        "-m",
+        "medbench.cli",
+        "train",
+        model_dir,
+        method,
+        "--max-steps",
+        str(steps),
+        "--eval-limit",
+        "0",
+        "--output-dir",
+        str(output_dir),
+        "--force",
+        "--gpus",
+        str(gpus),
+        *extra,
+    ]
     print(f"bench train: {' '.join(cmd)}", file=sys.stderr, flush=True)
     subprocess.run(cmd, check=True, env=_child_env(gpus))
     record = json.loads((output_dir / "train_record.json").read_text())
     shutil.rmtree(output_dir)  # a full fine-tune of a 1B model leaves ~16 GB of checkpoint: the next one needs the disk
     steady = record["steady_state"] or {}
-    return {"method": method, "args": extra, "gpus": record["gpus"], "steps": record["steps"],
-            "deepspeed": (record["deepspeed"] or {}).get("file"),
-            "gradient_checkpointing": record["training_arguments"].get("gradient_checkpointing"),
-            "skipped_first_steps": steady.get("skipped_first_steps"),
-            "tokens_per_second": steady.get("tokens_per_second"), "median_step_seconds": steady.get("median_step_seconds"),
-            "mean_tokens_per_step": steady.get("mean_tokens_per_step"), "mfu": steady.get("mfu"),
-            "tokens_per_second_whole_run": record["train_tokens_per_second"],
-            "peak_gpu_gib": record["memory"]["peak_gpu_gib"], "params": record["params"],
-            "final_train_loss": record["final_train_loss"], "train_lengths": record["data"]["train_lengths"]}
+    return {
+        "method": method,
+        "args": extra,
+        "gpus": record["gpus"],
+        "steps": record["steps"],
+        "deepspeed": (record["deepspeed"] or {}).get("file"),
+        "gradient_checkpointing": record["training_arguments"].get("gradient_checkpointing"),
+        "skipped_first_steps": steady.get("skipped_first_steps"),
+        "tokens_per_second": steady.get("tokens_per_second"),
+        "median_step_seconds": steady.get("median_step_seconds"),
+        "mean_tokens_per_step": steady.get("mean_tokens_per_step"),
+        "mfu": steady.get("mfu"),
+        "tokens_per_second_whole_run": record["train_tokens_per_second"],
+        "peak_gpu_gib": record["memory"]["peak_gpu_gib"],
+        "params": record["params"],
+        "final_train_loss": record["final_train_loss"],
+        "train_lengths": record["data"]["train_lengths"],
+    }
 
 
 def ratios(results: dict) -> dict:
@@ -155,13 +191,24 @@ def bench_train(model_dir: str, parsed: list[tuple[str, int]], steps: int, out_p
     if max(g for _, g in parsed) > torch.cuda.device_count():
         raise TrainError(f"a bench configuration asks for more GPUs than the {torch.cuda.device_count()} visible")
     marker = Path(model_dir) / RANDOM_MARKER
-    result = {"bench": "train", "model": model_dir, "weights": "random" if marker.exists() else "real",
-              "weights_note": marker.read_text().strip() if marker.exists() else None, "steps": steps,
-              "configs": {}, "ratios": {}, "gpu": torch.cuda.get_device_name(0),
-              "hardware": provenance.hardware(), "versions": provenance.package_versions(), "git_sha": provenance.git_sha(),
-              "definition": {"reference": "plain PyTorch: fp32 weights, fused AdamW, bf16 autocast, sdpa, batch 8 x "
-                                          "512 random tokens, no gradient checkpointing, no DeepSpeed",
-                             **{k: f"just train MODEL {m} {' '.join(a)}".strip() for k, (m, a) in CONFIGS.items()}}}
+    result = {
+        "bench": "train",
+        "model": model_dir,
+        "weights": "random" if marker.exists() else "real",
+        "weights_note": marker.read_text().strip() if marker.exists() else None,
+        "steps": steps,
+        "configs": {},
+        "ratios": {},
+        "gpu": torch.cuda.get_device_name(0),
+        "hardware": provenance.hardware(),
+        "versions": provenance.package_versions(),
+        "git_sha": provenance.git_sha(),
+        "definition": {
+            "reference": "plain PyTorch: fp32 weights, fused AdamW, bf16 autocast, sdpa, batch 8 x "
+            "512 random tokens, no gradient checkpointing, no DeepSpeed",
+            **{k: f"just train MODEL {m} {' '.join(a)}".strip() for k, (m, a) in CONFIGS.items()},
+        },
+    }
     previous = None if fresh else _resumable(out_path, result)
     if previous:
         result["configs"] = previous["configs"]
@@ -196,8 +243,9 @@ def _resumable(out_path: Path, result: dict) -> dict | None:
 
 
 def table(result: dict) -> str:
-    header = (f"{'config':<22}{'tok/s':>10}{'tok/step':>10}{'s/step':>9}{'MFU %':>8}{'peak GiB':>10}"
-              f"{'x full':>9}{'x ref':>8}")
+    header = (
+        f"{'config':<22}{'tok/s':>10}{'tok/step':>10}{'s/step':>9}{'MFU %':>8}{'peak GiB':>10}{'x full':>9}{'x ref':>8}"
+    )
     lines = [header]
     for key, r in result["configs"].items():
         if "error" in r:
@@ -205,9 +253,11 @@ def table(result: dict) -> str:
             continue
         ratio = result["ratios"].get(key, {})
         mfu = f"{100 * r['mfu']:.2f}" if r.get("mfu") is not None else "-"
-        lines.append(f"{key:<22}{r['tokens_per_second']:>10.0f}{r['mean_tokens_per_step']:>10.0f}"
-                     f"{r['median_step_seconds']:>9.3f}{mfu:>8}{r['peak_gpu_gib']:>10.2f}"
-                     f"{ratio.get('tokens_per_second_over_full', '-'):>9}{ratio.get('tokens_per_second_over_reference', '-'):>8}")
+        lines.append(
+            f"{key:<22}{r['tokens_per_second']:>10.0f}{r['mean_tokens_per_step']:>10.0f}"
+            f"{r['median_step_seconds']:>9.3f}{mfu:>8}{r['peak_gpu_gib']:>10.2f}"
+            f"{ratio.get('tokens_per_second_over_full', '-'):>9}{ratio.get('tokens_per_second_over_reference', '-'):>8}"
+        )
     return "\n".join(lines)
 
 

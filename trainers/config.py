@@ -20,7 +20,6 @@ from medbench.models.variants import load_variants
 
 TRAINERS_DIR = Path(__file__).resolve().parent
 METHODS_DIR = TRAINERS_DIR / "methods"
-PROFILES_DIR = TRAINERS_DIR / "profiles"
 DEEPSPEED_DIR = TRAINERS_DIR / "deepspeed"
 DEEPSPEED_CHOICES = ("zero2", "zero3", "none")
 
@@ -28,8 +27,14 @@ METHOD_KEYS = {"extends", "description", "model_dtype", "peft", "quantization_fr
 OVERRIDE_KEYS = {"model_dtype", "peft", "training"}  # what a per-model override may change
 MODEL_DTYPES = ("float32", "bfloat16")
 # Set by trainers/sft.py from its own arguments; a method file that sets them is refused.
-RESERVED_TRAINING_KEYS = {"output_dir", "deepspeed", "resume_from_checkpoint", "completion_only_loss",
-                          "include_num_input_tokens_seen", "dataset_text_field"}
+RESERVED_TRAINING_KEYS = {
+    "output_dir",
+    "deepspeed",
+    "resume_from_checkpoint",
+    "completion_only_loss",
+    "include_num_input_tokens_seen",
+    "dataset_text_field",
+}
 
 
 class TrainError(MedbenchError):
@@ -92,9 +97,18 @@ def load_method(name: str, alias: str | None = None, methods_dir: Path = METHODS
         quantization = copy.deepcopy(variant.quantization)
         requires_cuda = variant.requires_cuda
     peft = raw.get("peft") or None
-    return Method(name=name, path=" <- ".join(chain), description=raw["description"], model_dtype=model_dtype,
-                  peft=peft, quantization=quantization, quantization_from_variant=raw.get("quantization_from_variant"),
-                  requires_cuda=requires_cuda, training=dict(raw.get("training") or {}), override=applied)
+    return Method(
+        name=name,
+        path=" <- ".join(chain),
+        description=raw["description"],
+        model_dtype=model_dtype,
+        peft=peft,
+        quantization=quantization,
+        quantization_from_variant=raw.get("quantization_from_variant"),
+        requires_cuda=requires_cuda,
+        training=dict(raw.get("training") or {}),
+        override=applied,
+    )
 
 
 def _shown(path: Path) -> str:
@@ -144,8 +158,10 @@ def _validate_body(path: Path, raw: dict, where: str = "") -> None:
     _known(path, f"{where}training", training, sft_config_fields(), kind="SFTConfig argument")
     reserved = sorted(set(training) & RESERVED_TRAINING_KEYS)
     if reserved:
-        raise TrainError(f"{path}: {where}training sets {', '.join(reserved)}, which trainers/sft.py sets itself "
-                         f"(use its command-line arguments)")
+        raise TrainError(
+            f"{path}: {where}training sets {', '.join(reserved)}, which trainers/sft.py sets itself "
+            f"(use its command-line arguments)"
+        )
     peft = raw.get("peft")
     if peft is not None:
         if not isinstance(peft, dict):
@@ -156,8 +172,10 @@ def _validate_body(path: Path, raw: dict, where: str = "") -> None:
         variants = load_variants()
         quantized = [n for n, v in variants.items() if v.quantization]
         if variant not in quantized:
-            raise TrainError(f"{path}: quantization_from_variant {variant!r} is not a variant with a quantization "
-                             f"block in medbench/models/variants.yaml; choose from {', '.join(quantized)}")
+            raise TrainError(
+                f"{path}: quantization_from_variant {variant!r} is not a variant with a quantization "
+                f"block in medbench/models/variants.yaml; choose from {', '.join(quantized)}"
+            )
 
 
 def _known(path: Path, where: str, raw: dict, known, kind: str = "key") -> None:
@@ -177,43 +195,8 @@ def _deep_merge(base: dict, top: dict) -> dict:
     return out
 
 
-# --- Profiles ------------------------------------------------------------------------------------
-
-PROFILE_KEYS = {"description", "deepspeed_one_gpu", "deepspeed_several_gpus", "training"}
-STUDY_DEEPSPEED = "zero2"
-# Attention implementations that keep packed sequences apart: flash-attention through TRL's cu_seq_lens,
-# the others through the block-diagonal mask transformers 5.24 builds from restarting position ids.
-PACKING_ATTENTION = ("flash_attention_2", "flash_attention_3", "sdpa", "eager", "flex_attention")
-
-
-@dataclass(frozen=True)
-class Profile:
-    name: str
-    description: str
-    training: dict  # SFTConfig arguments merged over the method's
-    deepspeed_one_gpu: str = STUDY_DEEPSPEED
-    deepspeed_several_gpus: str = STUDY_DEEPSPEED
-
-
-def load_profile(name: str, profiles_dir: Path = PROFILES_DIR) -> Profile:
-    """`study` (the method files as they are) or a file in trainers/profiles/."""
-    if name == "study":
-        return Profile("study", "the reference study's recipe (the method file as it is)", {})
-    path = profiles_dir / f"{name}.yaml"
-    if not path.exists():
-        known = ["study", *sorted(p.stem for p in profiles_dir.glob("*.yaml"))]
-        raise TrainError(f"unknown profile {name!r}; choose from {', '.join(known)}")
-    raw = yaml.safe_load(path.read_text()) or {}
-    _known(path, "profile", raw, PROFILE_KEYS)
-    _validate_body(path, {"training": raw.get("training") or {}})
-    for key in ("deepspeed_one_gpu", "deepspeed_several_gpus"):
-        if raw.get(key, STUDY_DEEPSPEED) not in DEEPSPEED_CHOICES:
-            raise TrainError(f"{path}: {key} must be one of {', '.join(DEEPSPEED_CHOICES)}")
-    return Profile(name, raw.get("description", ""), dict(raw.get("training") or {}),
-                   raw.get("deepspeed_one_gpu", STUDY_DEEPSPEED), raw.get("deepspeed_several_gpus", STUDY_DEEPSPEED))
-
-
 # --- DeepSpeed -------------------------------------------------------------------------------------
+
 
 def deepspeed_path(choice: str) -> Path | None:
     """`zero2`, `zero3` (trainers/deepspeed/), `none`, or a path to a DeepSpeed JSON config."""
@@ -284,5 +267,7 @@ def deepspeed_mismatches(ds: dict, training: dict, world_size: int) -> list[str]
 def check_deepspeed(path: Path, ds: dict, training: dict, world_size: int) -> None:
     mismatches = deepspeed_mismatches(ds, training, world_size)
     if mismatches:
-        raise TrainError(f"{path} contradicts the training arguments: {'; '.join(mismatches)}. "
-                         f"Set these to \"auto\" in the DeepSpeed config, or change the training arguments.")
+        raise TrainError(
+            f"{path} contradicts the training arguments: {'; '.join(mismatches)}. "
+            f'Set these to "auto" in the DeepSpeed config, or change the training arguments.'
+        )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 
+from medbench.launch import process_environment
 from trainers.arguments import TrainArguments
 from trainers.config import TrainError
 
@@ -21,8 +22,10 @@ def check(args: TrainArguments) -> None:
         raise TrainError("--gpus and --num-machines count from 1")
     if args.num_machines > 1:
         if not args.main_process_ip or not args.main_process_port:
-            raise TrainError("a multi-node run (--num-machines > 1) needs --main-process-ip and --main-process-port "
-                             "(the rank-0 machine's address), the same on every machine")
+            raise TrainError(
+                "a multi-node run (--num-machines > 1) needs --main-process-ip and --main-process-port "
+                "(the rank-0 machine's address), the same on every machine"
+            )
         if not 0 <= args.machine_rank < args.num_machines:
             raise TrainError(f"--machine-rank {args.machine_rank} is outside 0..{args.num_machines - 1}")
 
@@ -32,16 +35,33 @@ def command(args: TrainArguments, argv: list[str]) -> list[str]:
     check(args)
     if args.gpus == 1 and args.num_machines == 1:
         return [sys.executable, "-m", "trainers.sft", *argv]
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(args.gpus * args.num_machines),
-           "--num_machines", str(args.num_machines), "--mixed_precision", "no", "--dynamo_backend", "no"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        str(args.gpus * args.num_machines),
+        "--num_machines",
+        str(args.num_machines),
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+    ]
     if args.num_machines > 1:
-        cmd += ["--machine_rank", str(args.machine_rank), "--main_process_ip", args.main_process_ip,
-                "--main_process_port", str(args.main_process_port)]
+        cmd += [
+            "--machine_rank",
+            str(args.machine_rank),
+            "--main_process_ip",
+            args.main_process_ip,
+            "--main_process_port",
+            str(args.main_process_port),
+        ]
     return [*cmd, "-m", "trainers.sft", *argv]
 
 
 def environment(args: TrainArguments, env: dict[str, str]) -> dict[str, str]:
-    env = dict(env)
+    env = process_environment(env)  # NVLink multicast off (medbench/launch.py)
     if args.gpus <= 1 and args.num_machines <= 1:
         env.setdefault("CUDA_VISIBLE_DEVICES", "0")
     return env

@@ -26,8 +26,11 @@ def load_model(base: str, spec, method: Method, cuda: bool, zero3: bool):
     from transformers import AutoModelForCausalLM
 
     dtype = getattr(torch, method.model_dtype) if cuda else torch.float32
-    kwargs = {"dtype": dtype, "attn_implementation": pick_attention("auto", "cuda" if cuda else "cpu"),
-              "trust_remote_code": spec.trust_remote_code}
+    kwargs = {
+        "dtype": dtype,
+        "attn_implementation": pick_attention("auto", "cuda" if cuda else "cpu"),
+        "trust_remote_code": spec.trust_remote_code,
+    }
     quantization = method.quantization
     if quantization:
         quantization = dict(quantization)
@@ -40,8 +43,9 @@ def load_model(base: str, spec, method: Method, cuda: bool, zero3: bool):
 
             kwargs["device_map"] = {"": PartialState().local_process_index}  # bitsandbytes quantizes on the GPU
     model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
-    info = {"model_dtype": str(dtype).replace("torch.", ""), "attn_implementation": model.config._attn_implementation,
-            "quantization": quantization}
+    info = {
+        "model_dtype": str(dtype).replace("torch.", ""),
+        "attn_implementation": model.config._attn_implementation,
+        "quantization": quantization,
+    }
     return model, info
-
-

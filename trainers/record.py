@@ -11,12 +11,14 @@ from medbench.records.provenance import peak_memory, provenance
 
 # Dense bf16 tensor-core peak per GPU (no sparsity), from NVIDIA's data sheets. Others: no MFU.
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12}
-MFU_FORMULA = ("6 x total_params x train_tokens_per_second / (peak_bf16_flops_per_gpu x gpus); total_params "
-               "counts every weight the forward pass uses (tied embeddings once, 4-bit weights unpacked), "
-               "train tokens are non-padding prompt+completion tokens and train seconds are optimizer-step time "
-               "only (evaluation and saving excluded). For lora/qlora the backward skips the frozen weights' "
-               "gradients (about 4 x total + 6 x trainable FLOPs a token), so 6N overstates their useful FLOPs "
-               "by up to 1.5x: compare MFU across runs of one method")
+MFU_FORMULA = (
+    "6 x total_params x train_tokens_per_second / (peak_bf16_flops_per_gpu x gpus); total_params "
+    "counts every weight the forward pass uses (tied embeddings once, 4-bit weights unpacked), "
+    "train tokens are non-padding prompt+completion tokens and train seconds are optimizer-step time "
+    "only (evaluation and saving excluded). For lora/qlora the backward skips the frozen weights' "
+    "gradients (about 4 x total + 6 x trainable FLOPs a token), so 6N overstates their useful FLOPs "
+    "by up to 1.5x: compare MFU across runs of one method"
+)
 
 
 def peak_flops(gpu_name: str | None) -> float | None:
@@ -83,8 +85,18 @@ def loss_curve(log_history: list[dict], path: Path, title: str) -> Path | None:
     return path
 
 
-def build_record(args, plan, data, trainer, timer, train_output, eval_metrics: dict, resume: str | None,
-                 tokens_before: int, wall_seconds: float) -> dict:
+def build_record(
+    args,
+    plan,
+    data,
+    trainer,
+    timer,
+    train_output,
+    eval_metrics: dict,
+    resume: str | None,
+    tokens_before: int,
+    wall_seconds: float,
+) -> dict:
     """train_record.json: what ran (model, method, data, arguments), how fast, how much memory, the losses."""
     state = trainer.state
     tokens_this_run = state.num_input_tokens_seen - tokens_before
@@ -95,39 +107,62 @@ def build_record(args, plan, data, trainer, timer, train_output, eval_metrics: d
     gpus = trainer.accelerator.num_processes
     curve = loss_curve(state.log_history, plan.output_dir / "loss_curve.png", f"{plan.spec.alias} {plan.method.name}")
     return {
-        "model": plan.spec.alias, "model_source": data.base, "params_b": plan.spec.params_b,
-        "method": plan.method.name, "method_config": plan.method.as_dict(), "profile": args.profile,
-        "training_arguments": plan.training, "output_dir": str(plan.output_dir), "created": prov["created"],
+        "model": plan.spec.alias,
+        "model_source": data.base,
+        "params_b": plan.spec.params_b,
+        "method": plan.method.name,
+        "method_config": plan.method.as_dict(),
+        "profile": args.profile,
+        "training_arguments": plan.training,
+        "output_dir": str(plan.output_dir),
+        "created": prov["created"],
         "data": {
-            "mix": args.mix, "cot": args.cot, "sources": data.sources, "eval_sources": data.eval_sources,
-            "limit": args.limit, "eval_limit": args.eval_limit,
+            "mix": args.mix,
+            "cot": args.cot,
+            "sources": data.sources,
+            "eval_sources": data.eval_sources,
+            "files": data.files,
+            "limit": args.limit,
+            "eval_limit": args.eval_limit,
             "format": "prompt = lm-eval task doc_to_text(row) of the zero-shot mc task; completion = "
-                      "target_delimiter + answer letter (the continuation the mc task scores) + EOS; "
-                      "loss on completion tokens only",
-            "train_examples": len(data.train), "eval_examples": len(data.eval),
-            "train_lengths": data.train_lengths, "eval_lengths": data.eval_lengths,
+            "target_delimiter + answer letter (the continuation the mc task scores) + EOS; "
+            "loss on completion tokens only",
+            "train_examples": len(data.train),
+            "eval_examples": len(data.eval),
+            "train_lengths": data.train_lengths,
+            "eval_lengths": data.eval_lengths,
         },
         "examples": len(data.train),
-        "steps": state.global_step, "epochs": state.epoch,
-        "tokens_trained": state.num_input_tokens_seen, "tokens_this_run": tokens_this_run,
-        "resumed_from": resume, "resumed_from_step": int(Path(resume).name.rsplit("-", 1)[1]) if resume else None,
-        "wall_seconds": round(wall_seconds, 2), "train_seconds": round(timer.seconds, 2),
+        "steps": state.global_step,
+        "epochs": state.epoch,
+        "tokens_trained": state.num_input_tokens_seen,
+        "tokens_this_run": tokens_this_run,
+        "resumed_from": resume,
+        "resumed_from_step": int(Path(resume).name.rsplit("-", 1)[1]) if resume else None,
+        "wall_seconds": round(wall_seconds, 2),
+        "train_seconds": round(timer.seconds, 2),
         "train_tokens_per_second": round(tokens_per_second, 1) if tokens_per_second else None,
         "params": params,
         "mfu": mfu(params["total"], tokens_per_second, gpu, gpus),
-        "mfu_formula": MFU_FORMULA, "peak_bf16_flops_per_gpu": peak_flops(gpu),
+        "mfu_formula": MFU_FORMULA,
+        "peak_bf16_flops_per_gpu": peak_flops(gpu),
         "steady_state": with_mfu(timer.steady_state(), params["total"], gpu, gpus),
         "memory": peak_memory(),
         # The last logged loss; a run shorter than logging_steps logged none: its mean loss then.
         "final_train_loss": last(state.log_history, "loss") or train_output.training_loss,
         "final_eval_loss": eval_metrics.get("eval_loss"),
         "mean_train_loss_this_run": train_output.training_loss,
-        "device": "cuda" if plan.cuda else "cpu", "gpus": gpus,
-        "precision": "bf16 mixed" if trainer.args.bf16 else "fp32", **plan.model_info,
+        "device": "cuda" if plan.cuda else "cpu",
+        "gpus": gpus,
+        "precision": "bf16 mixed" if trainer.args.bf16 else "fp32",
+        **plan.model_info,
         "deepspeed": deepspeed_record(trainer, plan.ds_path, plan.ds_config) if plan.use_deepspeed else None,
         "notes": plan.notes,
         "loss_curve": "loss_curve.png" if curve else None,
-        "versions": prov["versions"], "git_sha": prov["git_sha"], "hardware": prov["hardware"],
+        "versions": prov["versions"],
+        "git_sha": prov["git_sha"],
+        "git_dirty": prov["git_dirty"],
+        "hardware": prov["hardware"],
     }
 
 

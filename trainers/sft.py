@@ -3,6 +3,7 @@
     just train gemma3-1b lora                      # LoRA r=32/alpha=64, KorMedMCQA + MedQA, DeepSpeed ZeRO-2
     just train gemma3-1b full --gpus 4 --deepspeed zero3
     just train gemma3-1b qlora --mix korean --max-steps 200
+    just train gemma3-1b full --profile fast       # packed batches, no checkpointing (trainers/profile.py)
 
 MODEL is a registry alias, a local model directory (alias = its name) or a hub id; METHOD is a file in
 trainers/methods/. The examples are the zero-shot evaluation prompts with the answer letter as the
@@ -31,8 +32,9 @@ from pathlib import Path
 
 import torch
 
+from medbench.data.checksums import verify_splits
 from medbench.errors import MedbenchError
-from medbench.models.loading import base_weights, pick_attention
+from medbench.models.loading import base_weights
 from medbench.models.registry import resolve
 from medbench.models.shapes import RANDOM_MARKER
 from medbench.models.variants import checkpoint_path
@@ -43,7 +45,6 @@ from trainers import record as rec
 from trainers import sft_data
 from trainers.arguments import TrainArguments, parse_args
 from trainers.config import (
-    PACKING_ATTENTION,
     RESERVED_TRAINING_KEYS,
     Method,
     TrainError,
@@ -51,10 +52,10 @@ from trainers.config import (
     deepspeed_path,
     load_deepspeed,
     load_method,
-    load_profile,
     sft_config_fields,
 )
 from trainers.model import load_model, single_process_distributed_env
+from trainers.profile import load_profile, suffix
 from trainers.timing import StepTimer
 
 TRAIN_RECORD = "train_record.json"
@@ -92,8 +93,12 @@ class Plan:
 
     @property
     def run_config(self) -> dict:
-        return {"model": self.spec.alias, "method": self.method.as_dict(), "training": self.training,
-                "deepspeed": self.ds_path.name if self.use_deepspeed else None}
+        return {
+            "model": self.spec.alias,
+            "method": self.method.as_dict(),
+            "training": self.training,
+            "deepspeed": self.ds_path.name if self.use_deepspeed else None,
+        }
 
 
 def train(args: TrainArguments, callbacks: tuple = ()) -> dict:
@@ -102,15 +107,25 @@ def train(args: TrainArguments, callbacks: tuple = ()) -> dict:
     plan = preflight(args)
     record_path = plan.output_dir / TRAIN_RECORD
     if record_path.exists() and not args.force:
-        print(f"medbench train: {plan.spec.alias} {plan.method.name} is already trained ({record_path}); "
-              f"--force trains it again")
+        print(
+            f"medbench train: {plan.spec.alias} {plan.method.name} is already trained ({record_path}); "
+            f"--force trains it again"
+        )
         return json.loads(record_path.read_text())
+    # The data verified against SHA256SUMS before the run claims its folder or loads a model.
+    data_files = verify_splits(sft_data.splits_read(args.mix))
     if is_rank0():
-        claim_dir(plan.output_dir, {**plan.run_config, "mix": args.mix, "cot": args.cot, "limit": args.limit,
-                                    "eval_limit": args.eval_limit},
-                  config_name=TRAIN_CONFIG, markers=(TRAIN_RECORD,), force=args.force, what="training run",
-                  allowed_changes=frozenset(f"training.{k}" for k in RESUMABLE_CHANGES))
+        claim_dir(
+            plan.output_dir,
+            {**plan.run_config, "mix": args.mix, "cot": args.cot, "limit": args.limit, "eval_limit": args.eval_limit},
+            config_name=TRAIN_CONFIG,
+            markers=(TRAIN_RECORD,),
+            force=args.force,
+            what="training run",
+            allowed_changes=frozenset(f"training.{k}" for k in RESUMABLE_CHANGES),
+        )
     data = prepare_data(args, plan)
+    data.files = data_files
     trainer, timer, resume, tokens_before = build_trainer(plan, data, callbacks)
     train_output = trainer.train(resume_from_checkpoint=resume)
     eval_metrics = trainer.evaluate() if trainer.eval_dataset is not None else {}
@@ -118,8 +133,18 @@ def train(args: TrainArguments, callbacks: tuple = ()) -> dict:
     trainer.save_state()
     record = None
     if trainer.is_world_process_zero():
-        record = rec.build_record(args, plan, data, trainer, timer, train_output, eval_metrics, resume,
-                                  tokens_before, wall_seconds=time.perf_counter() - started)
+        record = rec.build_record(
+            args,
+            plan,
+            data,
+            trainer,
+            timer,
+            train_output,
+            eval_metrics,
+            resume,
+            tokens_before,
+            wall_seconds=time.perf_counter() - started,
+        )
         publish(record, plan.output_dir)
     if hasattr(trainer, "end"):  # transformers >= 5.18: finish trackers, destroy the process group
         trainer.end()
@@ -132,40 +157,46 @@ def preflight(args: TrainArguments) -> Plan:
     method = load_method(args.method, spec.alias)
     cuda = torch.cuda.is_available()
     if method.requires_cuda and not cuda:
-        raise TrainError(f"method {method.name!r} ({method.description}) needs a CUDA GPU, and none is visible; "
-                         f"run it on a GPU machine, or use `lora` here")
+        raise TrainError(
+            f"method {method.name!r} ({method.description}) needs a CUDA GPU, and none is visible; "
+            f"run it on a GPU machine, or use `lora` here"
+        )
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if args.gpus > 1 and world_size == 1:
-        raise TrainError(f"--gpus {args.gpus} needs one process per GPU: run `just train {args.model} {args.method} "
-                         f"--gpus {args.gpus} ...`, which starts them")
+        raise TrainError(
+            f"--gpus {args.gpus} needs one process per GPU: run `just train {args.model} {args.method} "
+            f"--gpus {args.gpus} ...`, which starts them"
+        )
     training = training_arguments(method, args)
     profile = load_profile(args.profile)
-    choice = args.deepspeed or (profile.deepspeed_one_gpu if world_size == 1 else profile.deepspeed_several_gpus)
-    ds_path = deepspeed_path(choice)
+    ds_path = deepspeed_path(profile.deepspeed(args.deepspeed, world_size))
     ds_config = None
     if ds_path is not None:  # checked on CPU too, against the arguments a GPU run would use
         ds_config = load_deepspeed(ds_path)
         check_deepspeed(ds_path, ds_config, training, world_size)
-    notes = []
-    if profile.name != "study":
-        notes.append(f"profile {profile.name}: {profile.description} (trainers/profiles/{profile.name}.yaml)")
-    if training.get("packing") or training.get("padding_free"):
-        attention = pick_attention("auto", "cuda" if cuda else "cpu")
-        if attention not in PACKING_ATTENTION:
-            raise TrainError(f"packed batches need attention that keeps the packed examples apart "
-                             f"({', '.join(PACKING_ATTENTION)}); this run would use {attention}")
+    notes = profile.notes(training, cuda)  # packed batches refused on attention that would mix their examples
     if spec.path and (Path(spec.path) / RANDOM_MARKER).exists():
         notes.append(f"random-init weights ({RANDOM_MARKER}): the run measures speed and memory, not learning")
     if not cuda:
         training.update(bf16=False, fp16=False)
-        notes.append("no CUDA: trained on CPU in fp32 (bf16 off)"
-                     + (f", without DeepSpeed ({ds_path.name} was checked, not used)" if ds_path else ""))
+        notes.append(
+            "no CUDA: trained on CPU in fp32 (bf16 off)"
+            + (f", without DeepSpeed ({ds_path.name} was checked, not used)" if ds_path else "")
+        )
         print(f"medbench train: {notes[-1]}", file=sys.stderr)
-    output_dir = Path(args.output_dir) if args.output_dir else checkpoint_path(spec.alias, method.name)
-    if profile.name != "study" and not args.output_dir:  # beside the study's checkpoint, never over it
-        output_dir = output_dir.with_name(f"{output_dir.name}-{profile.name}")
-    return Plan(spec=spec, method=method, training=training, ds_path=ds_path, ds_config=ds_config,
-                use_deepspeed=ds_path is not None and cuda, cuda=cuda, output_dir=output_dir, notes=notes)
+    name = method.name + suffix(profile.name)  # a profile's checkpoint sits beside the study's, never over it
+    output_dir = Path(args.output_dir) if args.output_dir else checkpoint_path(spec.alias, name)
+    return Plan(
+        spec=spec,
+        method=method,
+        training=training,
+        ds_path=ds_path,
+        ds_config=ds_config,
+        use_deepspeed=ds_path is not None and cuda,
+        cuda=cuda,
+        output_dir=output_dir,
+        notes=notes,
+    )
 
 
 @dataclass
@@ -178,6 +209,7 @@ class Data:
     eval_lengths: dict
     tokenizer: object
     base: str
+    files: dict = field(default_factory=dict)  # {file under data/: sha256}, verified
 
 
 def prepare_data(args: TrainArguments, plan: Plan) -> Data:
@@ -204,8 +236,13 @@ def build_trainer(plan: Plan, data: Data, callbacks: tuple):
     if plan.use_deepspeed:
         single_process_distributed_env()
     plan.training["eval_strategy"] = plan.training.get("eval_strategy", "steps") if len(data.eval) else "no"
-    sft_config = SFTConfig(output_dir=str(plan.output_dir), deepspeed=str(plan.ds_path) if plan.use_deepspeed else None,
-                           completion_only_loss=True, include_num_input_tokens_seen="non_padding", **plan.training)
+    sft_config = SFTConfig(
+        output_dir=str(plan.output_dir),
+        deepspeed=str(plan.ds_path) if plan.use_deepspeed else None,
+        completion_only_loss=True,
+        include_num_input_tokens_seen="non_padding",
+        **plan.training,
+    )
     zero3 = plan.use_deepspeed and plan.ds_config.get("zero_optimization", {}).get("stage") == 3
     model, plan.model_info = load_model(data.base, plan.spec, plan.method, plan.cuda, zero3)
     peft_config = None
@@ -214,9 +251,15 @@ def build_trainer(plan: Plan, data: Data, callbacks: tuple):
 
         peft_config = LoraConfig(**plan.method.peft)
     timer = StepTimer()
-    trainer = SFTTrainer(model=model, args=sft_config, train_dataset=data.train,
-                         eval_dataset=data.eval if len(data.eval) else None, processing_class=data.tokenizer,
-                         peft_config=peft_config, callbacks=[timer, *callbacks])
+    trainer = SFTTrainer(
+        model=model,
+        args=sft_config,
+        train_dataset=data.train,
+        eval_dataset=data.eval if len(data.eval) else None,
+        processing_class=data.tokenizer,
+        peft_config=peft_config,
+        callbacks=[timer, *callbacks],
+    )
     resume = get_last_checkpoint(str(plan.output_dir)) if plan.output_dir.is_dir() else None
     tokens_before = 0
     if resume:
@@ -230,15 +273,15 @@ def publish(record: dict, output_dir: Path) -> None:
     write_json(output_dir / TRAIN_RECORD, record)
     published = results_dir() / "train"
     published.mkdir(parents=True, exist_ok=True)
-    # A profile other than the study's is published beside the study's record, never over it.
-    profile = record.get("profile", "study")
-    stem = f"{record['model']}-{record['method']}" + (f"-{profile}" if profile != "study" else "")
+    stem = f"{record['model']}-{record['method']}{suffix(record.get('profile', 'study'))}"  # beside the study's
     if record.get("loss_curve") and (output_dir / LOSS_CURVE).exists():
         shutil.copyfile(output_dir / LOSS_CURVE, published / f"{stem}-loss.png")
     write_json(published / f"{stem}.json", record)
     loss = f"final train loss {record['final_train_loss']}, eval loss {record['final_eval_loss']}"
-    print(f"medbench train: {record['model']} {record['method']}: {record['steps']} steps, {loss}; "
-          f"wrote {output_dir} and {published / (stem + '.json')}")
+    print(
+        f"medbench train: {record['model']} {record['method']}: {record['steps']} steps, {loss}; "
+        f"wrote {output_dir} and {published / (stem + '.json')}"
+    )
 
 
 def is_rank0() -> bool:
@@ -252,7 +295,7 @@ def _sft_config_class():
 
 
 def training_arguments(method: Method, args: TrainArguments) -> dict:
-    """The method's SFTConfig arguments, the profile's over them, then --set, --epochs, --max-steps (as a GPU run uses them)."""
+    """The method's SFTConfig arguments, the profile's over them, then --set, --epochs, --max-steps (as on a GPU)."""
     training = {**method.training, **load_profile(args.profile).training}
     allowed = sft_config_fields() - RESERVED_TRAINING_KEYS
     for item in args.set:
@@ -272,6 +315,7 @@ def training_arguments(method: Method, args: TrainArguments) -> dict:
 
 def drop_too_long(ds, tokenizer, max_length: int | None):
     """Examples whose prompt + completion + EOS exceed max_length are dropped and counted, never cut."""
+
     def lengths(batch):
         texts = [p + c for p, c in zip(batch["prompt"], batch["completion"])]
         return {"n_tokens": [len(ids) + 1 for ids in tokenizer(texts)["input_ids"]]}
@@ -283,8 +327,12 @@ def drop_too_long(ds, tokenizer, max_length: int | None):
     ds = ds.map(lengths, batched=True, new_fingerprint=fingerprint)
     n = ds["n_tokens"]
     kept = ds.filter(lambda row: row["n_tokens"] <= max_length) if max_length else ds
-    stats = {"max_length": max_length, "dropped_too_long": len(ds) - len(kept), "max_tokens": max(n),
-             "mean_tokens": round(sum(n) / len(n), 1)}
+    stats = {
+        "max_length": max_length,
+        "dropped_too_long": len(ds) - len(kept),
+        "max_tokens": max(n),
+        "mean_tokens": round(sum(n) / len(n), 1),
+    }
     return kept.remove_columns("n_tokens"), stats
 
 

@@ -20,7 +20,7 @@ from functools import cache
 
 import datasets
 
-from medbench.data.loader import KORMEDMCQA_EXAMS, DataError, load_rows
+from medbench.data.loader import KORMEDMCQA_EXAMS, DataError, Source, load_rows, source_path
 
 MIXES = ("english", "korean", "both")
 KOREAN_TASKS = {exam: f"medbench_kormedmcqa_{exam}" for exam in KORMEDMCQA_EXAMS}
@@ -75,9 +75,25 @@ def english_rows() -> tuple[list[dict], SourceInfo]:
         return rows, SourceInfo("medqa", "usmle", "train", ENGLISH_TASK, len(rows), "hub copy (just data --from-hub)")
     except DataError as e:
         rows = load_rows("medqa", None, "dev")
-        note = (f"MedQA train unavailable ({e}); trained on MedQA dev instead. dev's first five rows are also the "
-                f"shots of the medqa fewshot prompt")
+        note = (
+            f"MedQA train unavailable ({e}); trained on MedQA dev instead. dev's first five rows are also the "
+            f"shots of the medqa fewshot prompt"
+        )
         return rows, SourceInfo("medqa", "usmle", "dev", ENGLISH_TASK, len(rows), note)
+
+
+def splits_read(mix: str) -> list[tuple[str, str | None, str]]:
+    """(dataset, exam, split) of every split a mix trains on, and the validation splits (verified before a run)."""
+    if mix not in MIXES:
+        raise DataError(f"unknown mix {mix!r}; choose from {', '.join(MIXES)}")
+    out = [("kormedmcqa", exam, "train") for exam in KORMEDMCQA_EXAMS] if mix in ("korean", "both") else []
+    if mix in ("english", "both"):
+        try:
+            source_path(Source("medqa", None, "train"))
+            out.append(("medqa", None, "train"))
+        except DataError:
+            out.append(("medqa", None, "dev"))
+    return out + [("kormedmcqa", exam, "valid") for exam in KORMEDMCQA_EXAMS]
 
 
 def build_examples(parts: list[tuple[list[dict], str]], cot: bool, limit: int | None, seed: int) -> datasets.Dataset:
@@ -90,12 +106,14 @@ def build_examples(parts: list[tuple[list[dict], str]], cot: bool, limit: int | 
     ds = datasets.Dataset.from_list(rows)
     if limit is not None and limit < len(ds):
         ds = ds.shuffle(seed=seed).select(range(limit))
-    return ds.map(_render_row, fn_kwargs={"cot": cot},
-                  remove_columns=[c for c in ds.column_names if c not in KEEP_COLUMNS])
+    return ds.map(
+        _render_row, fn_kwargs={"cot": cot}, remove_columns=[c for c in ds.column_names if c not in KEEP_COLUMNS]
+    )
 
 
-def train_dataset(mix: str = "both", cot: bool = False, limit: int | None = None,
-                  seed: int = 1234) -> tuple[datasets.Dataset, list[dict]]:
+def train_dataset(
+    mix: str = "both", cot: bool = False, limit: int | None = None, seed: int = 1234
+) -> tuple[datasets.Dataset, list[dict]]:
     """The training examples of a mix, and the sources they came from (for the train record)."""
     if mix not in MIXES:
         raise DataError(f"unknown mix {mix!r}; choose from {', '.join(MIXES)}")

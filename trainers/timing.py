@@ -42,13 +42,15 @@ class StepTimer(TrainerCallback):
         if not rest or not seconds:
             return None
         durations = sorted(s for s, _ in rest)
-        return {"skipped_first_steps": skip, "steps": len(rest),
-                "tokens_per_second": round(sum(t for _, t in rest) / seconds, 1),
-                "median_step_seconds": round(durations[len(durations) // 2], 4),
-                "mean_tokens_per_step": round(sum(t for _, t in rest) / len(rest), 1)}
+        return {
+            "skipped_first_steps": skip,
+            "steps": len(rest),
+            "tokens_per_second": round(sum(t for _, t in rest) / seconds, 1),
+            "median_step_seconds": round(durations[len(durations) // 2], 4),
+            "mean_tokens_per_step": round(sum(t for _, t in rest) / len(rest), 1),
+        }
 
 
 def _sync() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
-

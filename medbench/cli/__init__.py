@@ -13,7 +13,19 @@ import sys
 
 from medbench.errors import MedbenchError
 
-COMMANDS = ("eval", "demo", "data", "train", "report", "consistency", "bench", "quantize-awq", "tasks-readme")
+COMMANDS = (
+    "eval",
+    "demo",
+    "suite",
+    "data",
+    "train",
+    "report",
+    "merge",
+    "consistency",
+    "bench",
+    "quantize-awq",
+    "tasks-readme",
+)
 
 
 def _module(command: str):
@@ -21,8 +33,12 @@ def _module(command: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="medbench", description=(
-        "Small LLMs on medical licensing exams (MedQA, KorMedMCQA): evaluation, fine-tuning, quantization."))
+    parser = argparse.ArgumentParser(
+        prog="medbench",
+        description=(
+            "Small LLMs on medical licensing exams (MedQA, KorMedMCQA): evaluation, fine-tuning, quantization."
+        ),
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         _module(command).make_parser(sub)

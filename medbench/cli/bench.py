@@ -19,8 +19,10 @@ from medbench.errors import MedbenchError
 from medbench.options import add_arguments, arg, from_args
 from medbench.paths import results_dir
 
-HELP = ("benchmarks printing side-by-side ratios: quant (bf16 vs NF4), train (speed per method), eval (our scoring "
-        "and generation vs stock lm-eval)")
+HELP = (
+    "benchmarks printing side-by-side ratios: quant (bf16 vs NF4), train (speed per method), eval (our scoring "
+    "and generation vs stock lm-eval)"
+)
 
 
 @dataclass
@@ -35,27 +37,35 @@ class QuantBenchArguments:
 class TrainBenchArguments:
     shape: str = arg("gemma3-1b", help="random-init model at this registry alias's shape")
     model: str | None = arg(None, help="a local model directory instead of --shape (e.g. from medbench.models.shapes)")
-    configs: str | None = arg(None, help="comma separated; NAME@G runs NAME on G GPUs (default: trainers/bench.py's "
-                                         "DEFAULT_CONFIGS)")
+    configs: str | None = arg(
+        None, help="comma separated; NAME@G runs NAME on G GPUs (default: trainers/bench.py's DEFAULT_CONFIGS)"
+    )
     steps: int = arg(30, help="optimizer steps per configuration")
-    fresh: bool = arg(False, help="measure every configuration again (default: continue a record cut short on "
-                                  "the same machine and code)")
+    fresh: bool = arg(
+        False,
+        help="measure every configuration again (default: continue a record cut short on the same machine and code)",
+    )
 
 
 @dataclass
 class EvalBenchArguments:
     model: str = arg("gemma3-270m", help="registry alias, local model directory or hub id")
     variant: str = arg("base", help="a variant in medbench/models/variants.yaml")
-    modes: str = arg("mc,gen,cot", help="comma separated: mc (zero-shot letters), gen (zero-shot generation), cot "
-                                        "(5-shot chain of thought)")
+    modes: str = arg(
+        "mc,gen,cot",
+        help="comma separated: mc (zero-shot letters), gen (zero-shot generation), cot (5-shot chain of thought)",
+    )
     limit: int | None = arg(None, help="questions per task, every method (default: all)")
-    baseline_limit: int | None = arg(None, help="questions per task for stock lm-eval's generate_until (default: "
-                                                "--limit; 0 skips it)")
+    baseline_limit: int | None = arg(
+        None, help="questions per task for stock lm-eval's generate_until (default: --limit; 0 skips it)"
+    )
     study_limit: int = arg(20, help="questions per task for the study's batch-1 loop (0 skips it)")
     batch_size: int = arg(64, help="questions per batch for every batched method")
     device: str = arg("auto", help="cuda where visible, else cpu")
-    attn_implementation: str = arg("auto", help="as the attn_implementation setting: flash_attention_2 where "
-                                                "installed on a GPU, else sdpa; or name one")
+    attn_implementation: str = arg(
+        "auto",
+        help="as the attn_implementation setting: flash_attention_2 where installed on a GPU, else sdpa; or name one",
+    )
     check_every: int = arg(8, help="fast_gen: generated tokens between two stop checks on the host")
     refill_below: float = arg(0.5, help="fast_gen: refill the batch once fewer than this fraction of it is left")
 
@@ -63,12 +73,21 @@ class EvalBenchArguments:
 def make_parser(sub) -> None:
     p = sub.add_parser("bench", help=HELP, description=__doc__)
     kinds = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
-    add_arguments(kinds.add_parser("quant", help="bf16 vs bitsandbytes NF4 forward time and memory"),
-                  QuantBenchArguments)
-    add_arguments(kinds.add_parser("train", help="training tokens/s, MFU and memory per method, beside a plain "
-                                                 "PyTorch step"), TrainBenchArguments)
-    add_arguments(kinds.add_parser("eval", help="our mc and gen/cot paths vs stock lm-eval and the simplest loops: "
-                                                "questions/s, tokens/s, memory, identical answers"), EvalBenchArguments)
+    add_arguments(
+        kinds.add_parser("quant", help="bf16 vs bitsandbytes NF4 forward time and memory"), QuantBenchArguments
+    )
+    add_arguments(
+        kinds.add_parser("train", help="training tokens/s, MFU and memory per method, beside a plain PyTorch step"),
+        TrainBenchArguments,
+    )
+    add_arguments(
+        kinds.add_parser(
+            "eval",
+            help="our mc and gen/cot paths vs stock lm-eval and the simplest loops: questions/s, tokens/s, memory, "
+            "identical answers",
+        ),
+        EvalBenchArguments,
+    )
 
 
 def run(args) -> int:
@@ -97,8 +116,10 @@ def bench_train(opts: TrainBenchArguments, out_dir: Path) -> int:
     # A typo fails before any model is built.
     parsed = [bench.parse_config(c.strip()) for c in (opts.configs or bench.DEFAULT_CONFIGS).split(",") if c.strip()]
     if opts.model and not (Path(opts.model) / "config.json").is_file():
-        raise MedbenchError(f"--model {opts.model}: not a model directory (no config.json); make one with "
-                            f"medbench.models.shapes.save_random_model or pass a saved checkpoint")
+        raise MedbenchError(
+            f"--model {opts.model}: not a model directory (no config.json); make one with "
+            f"medbench.models.shapes.save_random_model or pass a saved checkpoint"
+        )
     if not torch.cuda.is_available():
         raise MedbenchError("bench train needs a CUDA GPU (DeepSpeed, bf16, bitsandbytes)")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -125,23 +146,36 @@ def bench_eval(opts: EvalBenchArguments, out_dir: Path) -> int:
     modes = tuple(m.strip() for m in opts.modes.split(",") if m.strip())
     unknown = sorted(set(modes) - set(bench.MODES))
     if unknown or not modes:
-        raise MedbenchError(f"--modes: unknown {', '.join(unknown) or '(none given)'}; choose from "
-                            f"{', '.join(bench.MODES)}")
+        raise MedbenchError(
+            f"--modes: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(bench.MODES)}"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
-    name = (f"eval-{opts.model.replace('/', '--')}-{'+'.join(modes)}{f'-limit{opts.limit}' if opts.limit else ''}"
-            f"-b{opts.batch_size}{'' if opts.attn_implementation == 'auto' else '-' + opts.attn_implementation}")
+    name = (
+        f"eval-{opts.model.replace('/', '--')}-{'+'.join(modes)}{f'-limit{opts.limit}' if opts.limit else ''}"
+        f"-b{opts.batch_size}{'' if opts.attn_implementation == 'auto' else '-' + opts.attn_implementation}"
+    )
 
     def path(result: dict) -> Path:
         device = result["device"].replace("cpu: ", "cpu-").replace(" ", "-").replace("/", "-")
         return out_dir / f"{name}-{device}.json"
 
     # Written after every measurement: a run cut short (a device call's time limit) keeps what it measured.
-    result = bench.bench_eval(bench.EvalBenchOptions(
-        model=opts.model, variant=opts.variant, modes=modes, limit=opts.limit, baseline_limit=opts.baseline_limit,
-        study_limit=opts.study_limit, batch_size=opts.batch_size, device=opts.device,
-        attn_implementation=opts.attn_implementation, check_every=opts.check_every,
-        refill_below=opts.refill_below),
-        save=lambda result: write_json(path(result), result))
+    result = bench.bench_eval(
+        bench.EvalBenchOptions(
+            model=opts.model,
+            variant=opts.variant,
+            modes=modes,
+            limit=opts.limit,
+            baseline_limit=opts.baseline_limit,
+            study_limit=opts.study_limit,
+            batch_size=opts.batch_size,
+            device=opts.device,
+            attn_implementation=opts.attn_implementation,
+            check_every=opts.check_every,
+            refill_below=opts.refill_below,
+        ),
+        save=lambda result: write_json(path(result), result),
+    )
     print(bench.markdown_table(result))
     print(f"wrote {path(result)}")
     return 0

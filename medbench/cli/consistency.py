@@ -20,8 +20,11 @@ class ConsistencyArguments:
     limit: int | None = arg(None, help="the first N questions of each exam")
     sample: int | None = arg(None, help="a seeded sample of N questions per exam (as `just eval --sample`)")
     batch_size: int | None = arg(None, help="questions per forward pass (default 8)")
-    set: list[str] = arg(default_factory=list, metavar="KEY=VALUE",
-                         help=f"an evaluation setting; known: {', '.join(EvalSettings.__dataclass_fields__)}")
+    set: list[str] = arg(
+        default_factory=list,
+        metavar="KEY=VALUE",
+        help=f"an evaluation setting; known: {', '.join(EvalSettings.__dataclass_fields__)}",
+    )
 
 
 def make_parser(sub) -> None:
@@ -37,8 +40,13 @@ def run(args) -> int:
     overrides = parse_assignments(opts.set)
     if opts.batch_size is not None:
         overrides["batch_size"] = opts.batch_size
-    result = check(opts.model, [e for e in opts.exams.split(",") if e], opts.limit, opts.sample,
-                   EvalSettings.from_overrides(overrides))
+    result = check(
+        opts.model,
+        [e for e in opts.exams.split(",") if e],
+        opts.limit,
+        opts.sample,
+        EvalSettings.from_overrides(overrides),
+    )
     print_report(result)
     return 0
 
@@ -55,15 +63,29 @@ def print_report(result: dict) -> None:
     table = Table(title=f"{result['model']} · ours (5-shot) vs lm-eval built-in kormedmcqa · {result['subset']}")
     for col in ("exam", "n", "ours acc", "upstream acc", "answers agree", "same generation", "same prompt"):
         table.add_column(col, justify="left" if col == "exam" else "right")
-    rows = list(result["per_exam"].items()) + [("all", {
-        "n": result["overall"]["n"], "ours": {"accuracy": result["overall"]["ours_accuracy"]},
-        "upstream": {"accuracy": result["overall"]["upstream_accuracy"]}, "agree": result["overall"]["agree"],
-        "same_raw_generation": sum(e["same_raw_generation"] for e in result["per_exam"].values()),
-        "identical_prompts": result["overall"]["identical_prompts"]})]
+    rows = list(result["per_exam"].items()) + [
+        (
+            "all",
+            {
+                "n": result["overall"]["n"],
+                "ours": {"accuracy": result["overall"]["ours_accuracy"]},
+                "upstream": {"accuracy": result["overall"]["upstream_accuracy"]},
+                "agree": result["overall"]["agree"],
+                "same_raw_generation": sum(e["same_raw_generation"] for e in result["per_exam"].values()),
+                "identical_prompts": result["overall"]["identical_prompts"],
+            },
+        )
+    ]
     for exam, e in rows:
-        table.add_row(exam, str(e["n"]), f"{e['ours']['accuracy']:.3f}", f"{e['upstream']['accuracy']:.3f}",
-                      f"{e['agree']}/{e['n']}", f"{e['same_raw_generation']}/{e['n']}",
-                      f"{e['identical_prompts']}/{e['n']}")
+        table.add_row(
+            exam,
+            str(e["n"]),
+            f"{e['ours']['accuracy']:.3f}",
+            f"{e['upstream']['accuracy']:.3f}",
+            f"{e['agree']}/{e['n']}",
+            f"{e['same_raw_generation']}/{e['n']}",
+            f"{e['identical_prompts']}/{e['n']}",
+        )
     console = Console()
     console.print(table)
     diffs = Table(title="differences between the tasks (first request; ours → upstream)")
@@ -75,7 +97,9 @@ def print_report(result: dict) -> None:
         diffs.add_row(aspect, _short(d["ours"], 40), _short(d["upstream"], 40))
     console.print(diffs)
     same = [e for e, v in result["per_exam"].items() if v["context_identical"]]
-    console.print(f"prompt text of the first request identical in {len(same)}/{len(result['per_exam'])} exams; "
-                  f"sent prompts identical for {result['overall']['identical_prompts']}/{result['overall']['n']} "
-                  f"questions")
+    console.print(
+        f"prompt text of the first request identical in {len(same)}/{len(result['per_exam'])} exams; "
+        f"sent prompts identical for {result['overall']['identical_prompts']}/{result['overall']['n']} "
+        f"questions"
+    )
     console.print(f"result: {result['path']}")

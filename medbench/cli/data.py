@@ -23,6 +23,7 @@ def run(args) -> int:
     from rich.table import Table
 
     from medbench.data import loader
+    from medbench.data.checksums import verify_checksums
 
     opts = from_args(DataArguments, args)
     console = Console()
@@ -31,7 +32,7 @@ def run(args) -> int:
 
         for path, n in fetch_from_hub().items():
             console.print(f"{path}: {n} rows")
-    checked = loader.verify_checksums()
+    checked = verify_checksums()
     console.print(f"sha256 OK for {len(checked)} vendored files")
     table = Table(title="rows (validated)")
     for col in ("dataset", "exam", "split", "rows"):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from medbench.cli.eval import RunOptions, print_table, request
+from medbench.cli.eval import RunOptions, print_table, record_location, request
 from medbench.options import add_arguments, from_args
 
 HELP = "the embedded Gemma 3 270M on a seeded sample of every task"
@@ -20,5 +20,6 @@ def run(args) -> int:
     opts = from_args(RunOptions, args)
     if opts.sample is None and opts.limit is None:
         opts.sample = DEMO_PER_TASK
-    print_table(run_eval(request(opts, "gemma3-270m", "base", "zeroshot")))
+    record = run_eval(request(opts, "gemma3-270m", "base", "zeroshot"))
+    print_table(record, record_location(record))
     return 0

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
+from medbench.errors import MedbenchError
 from medbench.options import add_arguments, arg, from_args
 from medbench.overrides import parse_assignments
 from medbench.settings import EvalSettings
@@ -15,22 +17,36 @@ HELP = "evaluate MODEL [VARIANT] [PROMPT] on MedQA and KorMedMCQA"
 class RunOptions:
     """Options shared by `eval` and `demo`."""
 
-    mode: str | None = arg(None, choices=("mc", "gen"),
-                           help="mc: answer-letter log-likelihood; gen: greedy generation (default: mc for zeroshot)")
+    mode: str | None = arg(
+        None,
+        choices=("mc", "gen"),
+        help="mc: answer-letter log-likelihood; gen: greedy generation (default: mc for zeroshot)",
+    )
     tasks: str = arg("", help="comma-separated: kormedmcqa_doctor,…,kormedmcqa,medqa_usmle,medqa (default: all)")
     limit: int | None = arg(None, help="the first N questions of each task (smoke runs)")
     sample: int | None = arg(None, help="a seeded random sample of N questions per task")
     run_id: str | None = arg(None, help="results/runs/<run-id>; re-running an id resumes it")
     force: bool = arg(False, help="discard the run id's cached answers and start again")
     batch_size: int | None = arg(None, help="questions per forward pass (default 8)")
-    set: list[str] = arg(default_factory=list, metavar="KEY=VALUE",
-                         help=f"an evaluation setting; known: {', '.join(EvalSettings.__dataclass_fields__)}")
+    chat: str | None = arg(
+        None,
+        choices=("auto", "on", "off"),
+        help="the model's chat template: auto (default: chat models in gen), on, off",
+    )
+    set: list[str] = arg(
+        default_factory=list,
+        metavar="KEY=VALUE",
+        help=f"an evaluation setting; known: {', '.join(EvalSettings.__dataclass_fields__)}",
+    )
+    quiet: bool = arg(False, help="no progress bars, only warnings, errors and the result table")
+    verbose: bool = arg(False, help="every library message (no filtering of known-harmless ones)")
 
 
 @dataclass
 class EvalTarget:
-    model: str = arg(help="alias (medbench/models/models.yaml), family alias, local directory or hub id",
-                     positional=True)
+    model: str = arg(
+        help="alias (medbench/models/models.yaml), family alias, local directory or hub id", positional=True
+    )
     variant: str = arg("base", positional=True, help="base | bnb | awq | full | lora | qlora (default base)")
     prompt: str = arg("zeroshot", positional=True, help="zeroshot | fewshot | cot (default zeroshot)")
 
@@ -41,41 +57,117 @@ def make_parser(sub) -> None:
     add_arguments(p, RunOptions)
 
 
+def to_argv(*options) -> list[str]:
+    """Parsed options as a command line again (positional fields first), for another process to parse."""
+    positional, flags = [], []
+    for obj in options:
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if f.metadata.get("positional"):
+                positional.append(str(value))
+            elif value is None or value is False or value == [] or value == f.default:
+                continue  # unset, or the default: the process parsing it gets the same
+            elif value is True:
+                flags.append(f"--{f.name.replace('_', '-')}")
+            elif isinstance(value, list):
+                flags += [x for v in value for x in (f"--{f.name.replace('_', '-')}", str(v))]
+            else:
+                flags += [f"--{f.name.replace('_', '-')}", str(value)]
+    return [*positional, *flags]
+
+
+def record_location(record: dict) -> str:
+    from medbench.paths import REPO_ROOT, runs_dir
+
+    path = runs_dir() / record["run_id"] / "record.json"
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
 def request(opts: RunOptions, model: str, variant: str, prompt: str):
     from medbench.eval.runner import RunRequest
 
     overrides = parse_assignments(opts.set)
     if opts.batch_size is not None:
         overrides["batch_size"] = opts.batch_size
-    return RunRequest(model=model, variant=variant, prompt=prompt, mode=opts.mode,
-                      tasks=[t for t in opts.tasks.split(",") if t], limit=opts.limit, sample=opts.sample,
-                      run_id=opts.run_id, force=opts.force, settings=EvalSettings.from_overrides(overrides))
+    if opts.chat is not None:
+        overrides["chat"] = opts.chat
+    if opts.quiet and opts.verbose:
+        raise MedbenchError("--quiet and --verbose exclude each other")
+    level = "quiet" if opts.quiet else "verbose" if opts.verbose else "normal"
+    from medbench.eval import console
+
+    console.configure(level)
+    return RunRequest(
+        model=model,
+        variant=variant,
+        prompt=prompt,
+        mode=opts.mode,
+        tasks=[t for t in opts.tasks.split(",") if t],
+        limit=opts.limit,
+        sample=opts.sample,
+        run_id=opts.run_id,
+        force=opts.force,
+        settings=EvalSettings.from_overrides(overrides),
+        progress=console.progress_enabled(level),
+    )
 
 
 def run(args) -> int:
     from medbench.eval.runner import run as run_eval
 
     target, opts = from_args(EvalTarget, args), from_args(RunOptions, args)
-    print_table(run_eval(request(opts, target.model, target.variant, target.prompt)))
+    record = run_eval(request(opts, target.model, target.variant, target.prompt))
+    print_table(record, record_location(record))
     return 0
 
 
-def print_table(record: dict) -> None:
+def _pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"
+
+
+def print_table(record: dict, record_path: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"{record['model']} · {record['variant']} · {record['prompt']} · {record['mode']}")
-    for col in ("task", "n", "accuracy", "95% CI", "invalid", "truncated"):
+    permuted = any("permutation" in t for t in record["tasks"])
+    columns = ["task", "n", "accuracy %", "95% CI", "invalid", "truncated", "top letter"]
+    columns += ["debiased %", "circular %"] if permuted else []
+    for col in columns:
         table.add_column(col, justify="left" if col == "task" else "right")
     for t in record["tasks"]:
-        table.add_row(t["task"].removeprefix("medbench_"), str(t["n"]), f"{t['accuracy']:.3f}",
-                      f"{t['ci95_low']:.3f}–{t['ci95_high']:.3f}", str(t["invalid"]), str(t["truncated_prompts"]))
+        letters = t.get("letters") or {}
+        predicted = letters.get("predicted") or {}
+        valid = sum(predicted.values())
+        top = max(predicted, key=predicted.get) if valid else None
+        row = [
+            t["task"].removeprefix("medbench_"),
+            str(t["n"]),
+            _pct(t["accuracy"]),
+            f"{_pct(t['ci95_low'])}–{_pct(t['ci95_high'])}",
+            str(t["invalid"]),
+            str(t["truncated_prompts"]),
+            f"{top} {_pct(predicted[top] / valid)}%" + (" ⚠" if letters.get("dominant") else "") if top else "–",
+        ]
+        if permuted:
+            perm = t.get("permutation") or {}
+            row += [_pct(perm.get("debiased_accuracy")), _pct(perm.get("circular_accuracy"))]
+        table.add_row(*row)
     if record.get("kormedmcqa_average") is not None:
-        table.add_row("kormedmcqa (weighted avg)", "", f"{record['kormedmcqa_average']:.3f}", "", "", "")
+        table.add_row("kormedmcqa (pooled)", "", _pct(record["kormedmcqa_average"]), *[""] * (len(columns) - 3))
     console = Console()
     console.print(table)
-    timing = record["timing"]
-    console.print(f"load {timing['load_seconds']} s · eval {timing['eval_seconds']} s · "
-                  f"{timing['questions_per_second']} questions/s · peak memory {record['memory']['peak_gib']} GiB · "
-                  f"answers computed {record['responses']['computed']}, from cache {record['responses']['from_cache']}")
-    console.print(f"record: results/runs/{record['run_id']}/record.json")
+    timing, responses = record["timing"], record["responses"]
+    speed = (
+        f"{timing['questions_per_second']} questions/s"
+        if timing["questions_per_second"] is not None
+        else f"resumed: {responses['from_cache']} answers from the cache, so no questions/s"
+    )
+    console.print(
+        f"load {timing['load_seconds']} s · eval {timing['eval_seconds']} s · {speed} · "
+        f"peak memory {record['memory']['peak_gib']} GiB · answers computed {responses['computed']}"
+    )
+    console.print(f"record: {record_path}")

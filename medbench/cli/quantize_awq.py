@@ -35,5 +35,7 @@ def run(args) -> int:
     from medbench.models.quantize_awq import quantize
 
     opts = from_args(QuantizeAwqArguments, args)
-    print(f"wrote {quantize(opts.model, opts.source, opts.out, opts.samples, opts.max_seq_length, opts.scheme, opts.seed)}")
+    print(
+        f"wrote {quantize(opts.model, opts.source, opts.out, opts.samples, opts.max_seq_length, opts.scheme, opts.seed)}"
+    )
     return 0

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medbench.options import add_arguments, arg, from_args
-from medbench.paths import REPO_ROOT, results_dir
+from medbench.paths import REPO_ROOT, published_results_dir, results_dir
 from medbench.stats import RESAMPLES
 
 HELP = "tables, paired comparisons, contamination check and the chart, from results/ only (seconds)"
@@ -15,11 +15,24 @@ DEFAULT_SEED = 1234
 
 @dataclass
 class ReportArguments:
-    results: str | None = arg(None, help="results folder (default: results/, or MEDBENCH_RESULTS)")
+    results: str | None = arg(
+        None,
+        help="results folder the report reads and writes (default: results/, the "
+        "committed records; your own runs in results/local/ are read too)",
+    )
     seed: int = arg(DEFAULT_SEED, help="bootstrap seed (default 1234)")
     resamples: int = arg(RESAMPLES, help=f"bootstrap resamples (default {RESAMPLES})")
-    readme: str | None = arg(None, help="README whose results block is replaced (default: README.md beside the "
-                                        "results folder, i.e. the repository's for results/; skipped if none)")
+    readme: str | None = arg(
+        None,
+        help="README whose results block is replaced (default: README.md beside the "
+        "results folder, i.e. the repository's for results/; skipped if none)",
+    )
+    merge: list[str] = arg(
+        default_factory=list,
+        metavar="DIR",
+        help="first merge this results folder from another machine into the results folder "
+        "(repeatable; `medbench merge`: run ids unique, identical runs counted once)",
+    )
 
 
 def make_parser(sub) -> None:
@@ -30,16 +43,22 @@ def run(args) -> int:
     from medbench.report.build import ReportError, build_report, describe
 
     opts = from_args(ReportArguments, args)
-    results = Path(opts.results) if opts.results else results_dir()
+    results = Path(opts.results) if opts.results else published_results_dir()
+    also = () if opts.results else tuple(d for d in {results_dir()} if d.resolve() != results.resolve())
     if opts.readme is not None and not Path(opts.readme).exists():
         raise ReportError(f"{opts.readme}: no such README")
     readme = Path(opts.readme) if opts.readme else results.resolve().parent / "README.md"
-    out = build_report(results, opts.seed, opts.resamples, readme)
+    if opts.merge:
+        from medbench.records.merge import merge
+
+        print(f"merge into {results}: {merge([Path(d) for d in opts.merge], results).summary()}")
+    out = build_report(results, opts.seed, opts.resamples, readme, also)
     for path in out["written"]:
         print(f"wrote {_shown(path)}")
     best = out["most_significant"]
-    print(f"{len(out['runs'])} run(s), {len(out['rows'])} summary row(s), {len(out['comparisons'])} paired "
-          "comparison(s)")
+    print(
+        f"{len(out['runs'])} run(s), {len(out['rows'])} summary row(s), {len(out['comparisons'])} paired comparison(s)"
+    )
     print("smallest p: " + describe(best) if best else "no paired comparisons (no model has two configurations)")
     return 0
 

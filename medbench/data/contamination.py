@@ -48,8 +48,20 @@ NEAR_DUPLICATE = 0.4
 STEM_CHARS = 80
 ALL_SOURCES = "all sources"
 EXACT_STEM, EXACT_STEM_OPTIONS, NEAR = "exact_stem", "exact_stem_options", "near_duplicate"
-CONTAMINATION_FIELDS = ("test", "test_id", "source", "source_id", "match", "similarity", "shared_options",
-                        "same_answer", "stem_words", "shares_13gram", "test_stem", "source_stem")
+CONTAMINATION_FIELDS = (
+    "test",
+    "test_id",
+    "source",
+    "source_id",
+    "match",
+    "similarity",
+    "shared_options",
+    "same_answer",
+    "stem_words",
+    "shares_13gram",
+    "test_stem",
+    "source_stem",
+)
 
 
 @dataclass(frozen=True)
@@ -88,7 +100,7 @@ def text_key(text: str) -> str:
 
 def char_shingles(text: str, n: int = CHAR_NGRAM) -> set[str]:
     s = text_key(text)
-    return {s[i:i + n] for i in range(len(s) - n + 1)} if len(s) > n else ({s} if s else set())
+    return {s[i : i + n] for i in range(len(s) - n + 1)} if len(s) > n else ({s} if s else set())
 
 
 def item_shingles(row: dict) -> set[str]:
@@ -102,7 +114,7 @@ def row_text(row: dict) -> str:  # what the first version compared
 def ngram_hashes(text: str, n: int = NGRAM) -> set[int]:
     """Word n-grams (lower-cased, whitespace tokens) as the first version compared them."""
     words = text.lower().split()
-    return {hash(tuple(words[i:i + n])) for i in range(len(words) - n + 1)}
+    return {hash(tuple(words[i : i + n])) for i in range(len(words) - n + 1)}
 
 
 def splits() -> tuple[list[Split], dict[str, list[Split]]]:
@@ -154,8 +166,9 @@ def _similarity(shingles: list[set[str]], left: list[int], right: list[int]) -> 
     return sp.csr_matrix((inter.data / np.maximum(union, 1e-12), (inter.row, inter.col)), shape=inter.shape)
 
 
-def contamination_pairs(tests: dict[str, list[dict]], sources: dict[str, list[dict]],
-                        plan: dict[str, list[str]]) -> list[dict]:
+def contamination_pairs(
+    tests: dict[str, list[dict]], sources: dict[str, list[dict]], plan: dict[str, list[str]]
+) -> list[dict]:
     """Every (test item, source item) match, for each test and each source that precedes it."""
     items: list[dict] = []
     index: dict[tuple, int] = {}  # one item per distinct row: fewshot rows are train rows too
@@ -202,12 +215,20 @@ def _pair(test: str, source: str, t: dict, s: dict, similarity: float) -> dict:
         match = NEAR
     else:
         match = EXACT_STEM_OPTIONS if sorted(t_opts) == sorted(s_opts) else EXACT_STEM
-    return {"test": test, "test_id": t["id"], "source": source, "source_id": s["id"], "match": match,
-            "similarity": round(similarity, 4), "shared_options": len(set(t_opts) & set(s_opts)),
-            "same_answer": _answer(t) is not None and _answer(t) == _answer(s),
-            "stem_words": len(t["question"].split()),
-            "shares_13gram": not ngram_hashes(row_text(t)).isdisjoint(ngram_hashes(row_text(s))),
-            "test_stem": _short(t["question"]), "source_stem": _short(s["question"])}
+    return {
+        "test": test,
+        "test_id": t["id"],
+        "source": source,
+        "source_id": s["id"],
+        "match": match,
+        "similarity": round(similarity, 4),
+        "shared_options": len(set(t_opts) & set(s_opts)),
+        "same_answer": _answer(t) is not None and _answer(t) == _answer(s),
+        "stem_words": len(t["question"].split()),
+        "shares_13gram": not ngram_hashes(row_text(t)).isdisjoint(ngram_hashes(row_text(s))),
+        "test_stem": _short(t["question"]),
+        "source_stem": _short(s["question"]),
+    }
 
 
 def _answer(row: dict) -> str | None:
@@ -217,11 +238,12 @@ def _answer(row: dict) -> str | None:
 
 def _short(text: str) -> str:
     text = " ".join(text.split())
-    return text if len(text) <= STEM_CHARS else text[:STEM_CHARS - 1] + "…"
+    return text if len(text) <= STEM_CHARS else text[: STEM_CHARS - 1] + "…"
 
 
-def contamination_summary(pairs: list[dict], tests: dict[str, list[dict]], sources: dict[str, list[dict]],
-                          plan: dict[str, list[str]]) -> list[dict]:
+def contamination_summary(
+    pairs: list[dict], tests: dict[str, list[dict]], sources: dict[str, list[dict]], plan: dict[str, list[str]]
+) -> list[dict]:
     """Counts of test items (not pairs) per test and source, then per test against all its sources.
 
     exact_stem includes exact_stem_options; near_duplicate counts items with no exact stem match, so
@@ -239,14 +261,25 @@ def contamination_summary(pairs: list[dict], tests: dict[str, list[dict]], sourc
             ps = by.get((test, source), [])
             matched = {p["test_id"] for p in ps}
             exact = {p["test_id"] for p in ps if p["match"] != NEAR}
-            n_source = (len({r["id"] for s in plan.get(test, []) for r in sources[s]}) if source == ALL_SOURCES
-                        else len(sources[source]))
-            out.append({"test": test, "source": source, "source_rows": n_source, "test_rows": len(test_rows),
-                        "exact_stem": len(exact),
-                        "exact_stem_options": len({p["test_id"] for p in ps if p["match"] == EXACT_STEM_OPTIONS}),
-                        "near_duplicate": len(matched - exact), "matched": len(matched),
-                        "under_13_words": len({p["test_id"] for p in ps if p["stem_words"] < NGRAM}),
-                        "no_shared_13gram": len(matched - {p["test_id"] for p in ps if p["shares_13gram"]})})
+            n_source = (
+                len({r["id"] for s in plan.get(test, []) for r in sources[s]})
+                if source == ALL_SOURCES
+                else len(sources[source])
+            )
+            out.append(
+                {
+                    "test": test,
+                    "source": source,
+                    "source_rows": n_source,
+                    "test_rows": len(test_rows),
+                    "exact_stem": len(exact),
+                    "exact_stem_options": len({p["test_id"] for p in ps if p["match"] == EXACT_STEM_OPTIONS}),
+                    "near_duplicate": len(matched - exact),
+                    "matched": len(matched),
+                    "under_13_words": len({p["test_id"] for p in ps if p["stem_words"] < NGRAM}),
+                    "no_shared_13gram": len(matched - {p["test_id"] for p in ps if p["shares_13gram"]}),
+                }
+            )
     return out
 
 
@@ -255,4 +288,3 @@ def contamination(loader=load_rows) -> Contamination:
     tests, sources, plan, notes = load_plan(loader)
     pairs = contamination_pairs(tests, sources, plan)
     return Contamination(pairs, contamination_summary(pairs, tests, sources, plan), notes)
-

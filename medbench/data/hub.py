@@ -54,9 +54,16 @@ def _number(value: str) -> int | str:
 def to_hub_row(row: dict) -> dict:
     """A canonical KorMedMCQA row in the hub's schema (answer 1–5); load_rows reads it back unchanged."""
     _, year, period, q_number = row["id"].split("-")
-    hub = {"question": row["question"], **dict(zip(LETTERS, row["options"])),
-           "answer": LETTERS.index(row["answer"]) + 1, "cot": row["cot"], "subject": row["exam"],
-           "year": int(year), "period": _number(period), "q_number": _number(q_number)}
+    hub = {
+        "question": row["question"],
+        **dict(zip(LETTERS, row["options"])),
+        "answer": LETTERS.index(row["answer"]) + 1,
+        "cot": row["cot"],
+        "subject": row["exam"],
+        "year": int(year),
+        "period": _number(period),
+        "q_number": _number(q_number),
+    }
     return {k: hub[k] for k in KORMEDMCQA_HUB_COLUMNS}
 
 

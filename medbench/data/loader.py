@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -101,10 +102,24 @@ def load_rows(dataset: str, exam: str | None, split: str, prefer_hub: bool | Non
     return rows
 
 
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 text; a file cut mid-character or not UTF-8 is named with its line."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise DataError(
+            f"{path}:{line}: not valid UTF-8 (byte {e.start} of {len(raw)}): the file is truncated or "
+            f"corrupt; restore it (git checkout data/, or `just data --from-hub` for hub copies) and "
+            f"check it with `just data`"
+        ) from None
+
+
 def _read_csv(path: Path):
     """(starting line number, record) pairs; quoted fields may span lines."""
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
+    reader = csv.reader(io.StringIO(_read_text(path), newline=""), strict=True)
+    try:
         header = next(reader, None)
         if header is None:
             raise DataError(f"{path}:1: empty file")
@@ -117,17 +132,19 @@ def _read_csv(path: Path):
                 raise DataError(f"{path}:{start}: expected {len(header)} fields, found {len(fields)}")
             yield start, dict(zip(header, fields))
             start = reader.line_num + 1
+    except csv.Error as e:
+        # e.g. a file cut inside a quoted field
+        raise DataError(f"{path}:{reader.line_num}: not valid CSV ({e}): the file is truncated or corrupt") from None
 
 
 def _read_jsonl(path: Path):
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield line_no, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{line_no}: not valid JSON ({e.msg})") from None
+    for line_no, line in enumerate(_read_text(path).split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield line_no, json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{line_no}: not valid JSON ({e.msg})") from None
 
 
 def _canonical(src: Source, path: Path, line: int, rec: dict) -> dict:
@@ -200,24 +217,3 @@ def validate_row(row: dict, where: str, n_options: int) -> None:
     if row.get("answer") not in letters:
         raise DataError(f"{where}: answer {row.get('answer')!r} is not one of the options {', '.join(letters)}")
     row["answer_index"] = letters.index(row["answer"])
-
-
-def verify_checksums(root: Path | None = None) -> list[str]:
-    """Check every file listed in data/SHA256SUMS; returns the files checked, raises on a mismatch."""
-    root = root or data_dir()
-    sums = root / "SHA256SUMS"
-    if not sums.exists():
-        raise DataError(f"{sums} is missing; restore the vendored data (git checkout data/)")
-    checked = []
-    for line_no, line in enumerate(sums.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        expected, name = line.split(maxsplit=1)
-        path = root / name.strip().removeprefix("./")
-        if not path.exists():
-            raise DataError(f"{sums}:{line_no}: {name} is missing")
-        actual = hashlib.sha256(path.read_bytes()).hexdigest()
-        if actual != expected:
-            raise DataError(f"{sums}:{line_no}: {name} has sha256 {actual}, expected {expected}: the file changed")
-        checked.append(name)
-    return checked

@@ -9,6 +9,8 @@ Documented differences from that cascade, each covered by tests:
   otherwise an option list in the reasoning, "… not B. Ciprofloxacin", would be read instead);
 - Korean answers often come as digits ("정답: 3", "③"): 1–5 and ①–⑤ map to A–E, tried last;
 - only letters of the question's own options count (an "E" on a 4-option MedQA item is invalid).
+- a thinking block (`<think>…</think>`, Qwen3 with thinking on) is removed first: only the answer after it
+  counts, and an unclosed block (the budget ran out mid-thought) leaves nothing to read.
 An empty string means no parsable answer: scored wrong and counted as invalid.
 """
 
@@ -41,10 +43,20 @@ def _digit_patterns(n: int) -> list[re.Pattern]:
 
 
 _CACHE: dict[int, tuple[list[re.Pattern], list[re.Pattern]]] = {}
+THINK_END = "</think>"
+_UNCLOSED_THINK = re.compile(r"<think>.*", re.S)
+
+
+def strip_thinking(text: str) -> str:
+    """The text after the last `</think>`; a `<think>` never closed takes the rest of the text with it."""
+    if THINK_END in text:
+        return text.rsplit(THINK_END, 1)[1]
+    return _UNCLOSED_THINK.sub("", text)
 
 
 def extract_answer(text: str, n_options: int = 5) -> str:
     """The chosen option letter, or "" when nothing parsable is found."""
+    text = strip_thinking(text)
     if n_options not in _CACHE:
         _CACHE[n_options] = (_cascade(LETTERS[:n_options]), _digit_patterns(n_options))
     letter_patterns, digit_patterns = _CACHE[n_options]

@@ -18,6 +18,13 @@ penalized logits at the first differing token) and by the answer text against st
 The slow baselines can run on the first questions only (`--baseline-limit`, `--study-limit`); every
 ratio is computed on the questions both sides answered, and our path's numbers on all questions are
 reported beside. Records go to results/bench/eval-<model>-<modes>-<device>.json.
+
+Each mode is what `just eval` would run: the request is checked by medbench/eval/request.py's
+`prepare` (model, machine, variant, --limit, data against SHA256SUMS, the chat plan) before the load,
+our model is built by `MedbenchLM.from_loaded` (canary, per-task scoring, fast_gen), and the prompts
+are rendered with the run's generation arguments, few-shot seed and chat template
+(medbench/eval/chat.py). Nothing is written under results/runs/ and no response cache is used: every
+method computes every answer.
 """
 
 from __future__ import annotations
@@ -70,22 +77,58 @@ class _Meter:
         self.peak_gib = round(torch.cuda.max_memory_allocated() / 2**30, 3) if torch.cuda.is_available() else None
 
 
-def _instances(prompt: str, mode: str, limit: int | None, gen_kwargs: dict | None) -> list:
+def _prepare(opts: EvalBenchOptions, mode: str, settings):
+    """A run request for `mode`, checked as `just eval` checks one (request.prepare: the model, the machine,
+    the variant, --limit, the data against SHA256SUMS, the chat plan); nothing is claimed or written."""
+    from medbench.eval.request import RunRequest, prepare
+
+    prompt, task_mode = PROMPT_OF_MODE[mode]
+    return prepare(
+        RunRequest(
+            model=opts.model, variant=opts.variant, prompt=prompt, mode=task_mode, limit=opts.limit, settings=settings
+        )
+    )
+
+
+def _instances(prepared, lm, limit: int | None, gen_kwargs: dict | None, seed: int) -> list:
+    """The requests of `prepared`'s tasks as simple_evaluate builds them in a run (its generation arguments,
+    few-shot seed and chat template, rendered by `lm`)."""
     from lm_eval.tasks import TaskManager
 
     from medbench import paths
-    from medbench.eval.runner import task_names
 
-    names = task_names(prompt, mode, [])
-    tasks = TaskManager(include_path=str(paths.tasks_dir()), include_defaults=False).load(names)["tasks"]
+    chat = prepared.chat
+    tasks = TaskManager(include_path=str(paths.tasks_dir()), include_defaults=False).load(prepared.names)["tasks"]
     out = []
-    for name in names:
-        tasks[name].build_all_requests(limit=limit, rank=0, world_size=1)
-        for inst in tasks[name].instances:
-            if gen_kwargs is not None:  # as simple_evaluate(gen_kwargs=...) updates each task's
-                inst.arguments = (inst.arguments[0], {**inst.arguments[1], **gen_kwargs})
-            out.append(inst)
+    for name in prepared.names:
+        task = tasks[name]
+        if gen_kwargs is not None and task.get_config("output_type") == "generate_until":
+            task.set_config(key="generation_kwargs", value=gen_kwargs, update=True)
+        if task.get_config("num_fewshot") is None:
+            task.set_config(key="num_fewshot", value=0)
+        task.set_fewshot_seed(seed=seed)
+        task.build_all_requests(
+            limit=limit,
+            rank=0,
+            world_size=1,
+            system_instruction=chat.system_instruction,
+            apply_chat_template=chat.apply,
+            fewshot_as_multiturn=chat.fewshot_as_multiturn,
+            chat_template=lm.apply_chat_template if chat.apply else None,
+            tokenizer_name=getattr(lm, "tokenizer_name", "") if chat.apply else "",
+        )
+        out += task.instances
     return out
+
+
+def _medbench_lm(loaded, prepared, settings):
+    """Our lm-eval model as a run builds it (MedbenchLM.from_loaded: canary, fast_mc, fast_gen, chat arguments)."""
+    from medbench.eval.fastlm import MedbenchLM
+
+    chat = prepared.chat
+    return MedbenchLM.from_loaded(
+        loaded, settings, progress=False, chat_template_args=chat.template_kwargs if chat.apply else None
+    )
 
 
 def _first_questions(instances: list, per_task: int | None) -> list:
@@ -104,6 +147,7 @@ def _first_questions(instances: list, per_task: int | None) -> list:
 
 # --- mc -----------------------------------------------------------------------------------------------
 
+
 def _questions(instances: list) -> dict[tuple, list[int]]:
     by_q: dict[tuple, list[int]] = defaultdict(list)
     for i, inst in enumerate(instances):
@@ -116,8 +160,9 @@ def _choices(scores: list[float], by_q: dict) -> dict[tuple, int]:
 
 
 @torch.inference_mode()
-def plain_letter_scores(model, encode_pair, instances: list, batch_size: int, prompt_max_tokens: int,
-                        pad_id: int) -> list[float]:
+def plain_letter_scores(
+    model, encode_pair, instances: list, batch_size: int, prompt_max_tokens: int, pad_id: int
+) -> list[float]:
     """The one-forward scorer: each question's answer-letter logits from one forward pass of its context."""
     device = next(model.parameters()).device
     by_ctx: dict[tuple, list[tuple[int, int]]] = defaultdict(list)
@@ -134,8 +179,12 @@ def plain_letter_scores(model, encode_pair, instances: list, batch_size: int, pr
         for row, ctx in enumerate(batch):
             ids[row, width - len(ctx) :] = torch.tensor(ctx)
             mask[row, width - len(ctx) :] = 1
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                       position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(device), logits_to_keep=1).logits[:, -1]
+        logits = model(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(device),
+            logits_to_keep=1,
+        ).logits[:, -1]
         rows = [row for row, ctx in enumerate(batch) for _ in by_ctx[ctx]]
         letters = [tok for ctx in batch for _, tok in by_ctx[ctx]]
         picked = logits[torch.tensor(rows, device=device), torch.tensor(letters, device=device)].float().tolist()
@@ -144,28 +193,43 @@ def plain_letter_scores(model, encode_pair, instances: list, batch_size: int, pr
     return out
 
 
-def bench_mc(model, tokenizer, opts: EvalBenchOptions, settings) -> dict:
+def bench_mc(loaded, prepared, opts: EvalBenchOptions, settings) -> dict:
     from lm_eval.models.huggingface import HFLM
 
-    from medbench.eval.fastlm import MedbenchLM
+    from medbench.eval import chat as chat_templates
 
-    instances = _instances("zeroshot", "mc", opts.limit, None)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    ours = _medbench_lm(loaded, prepared, settings)
+    instances = _instances(prepared, ours, opts.limit, None, settings.seed)
     by_q = _questions(instances)
-    ours = MedbenchLM(pretrained=model, tokenizer=tokenizer, batch_size=opts.batch_size,
-                      prompt_max_tokens=settings.prompt_max_tokens)
     stock = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=opts.batch_size)
     methods, scores = {}, {}
-    runs = [("medbench", lambda: [s for s, _ in ours.loglikelihood(instances, disable_tqdm=True)]),
-            ("stock_hf", lambda: [s for s, _ in stock.loglikelihood(instances, disable_tqdm=True)]),
-            ("plain", lambda: plain_letter_scores(model, stock._encode_pair, instances, opts.batch_size,
-                                                  settings.prompt_max_tokens, tokenizer.pad_token_id or 0))]
+    runs = [
+        ("medbench", lambda: [s for s, _ in ours.loglikelihood(instances, disable_tqdm=True)]),
+        ("stock_hf", lambda: [s for s, _ in stock.loglikelihood(instances, disable_tqdm=True)]),
+        (
+            "plain",
+            lambda: plain_letter_scores(
+                model,
+                stock._encode_pair,
+                instances,
+                opts.batch_size,
+                settings.prompt_max_tokens,
+                tokenizer.pad_token_id or 0,
+            ),
+        ),
+    ]
     warm = instances[: min(len(instances), 2 * opts.batch_size)]
     for name, fn in runs:
         _warm_up(name, ours, stock, model, tokenizer, warm, opts, settings)
         with _Meter() as m:
             scores[name] = fn()
-        methods[name] = {"questions": len(by_q), "seconds": round(m.seconds, 3),
-                         "questions_per_second": round(len(by_q) / m.seconds, 2), "peak_gpu_gib": m.peak_gib}
+        methods[name] = {
+            "questions": len(by_q),
+            "seconds": round(m.seconds, 3),
+            "questions_per_second": round(len(by_q) / m.seconds, 2),
+            "peak_gpu_gib": m.peak_gib,
+        }
     chosen = {name: _choices(s, by_q) for name, s in scores.items()}
     same = {}
     for name in ("stock_hf", "plain"):
@@ -176,9 +240,14 @@ def bench_mc(model, tokenizer, opts: EvalBenchOptions, settings) -> dict:
             gaps.append(round(ref[0] - ref[1], 6))
         same[name] = {"questions": len(by_q), "different": len(differ), "reference_top2_gaps": gaps}
     base = methods["stock_hf"]["seconds"]
-    return {"tasks": sorted({i.task_name for i in instances}), "questions": len(by_q), "methods": methods,
-            "same_answer_as_medbench": same,
-            "speedup_over_stock_hf": {k: round(base / v["seconds"], 2) for k, v in methods.items()}}
+    return {
+        "tasks": sorted({i.task_name for i in instances}),
+        "questions": len(by_q),
+        "methods": methods,
+        "same_answer_as_medbench": same,
+        "speedup_over_stock_hf": {k: round(base / v["seconds"], 2) for k, v in methods.items()},
+        "chat": chat_templates.describe(prepared.chat, tokenizer),
+    }
 
 
 def _warm_up(name, ours, stock, model, tokenizer, warm, opts, settings) -> None:
@@ -188,53 +257,80 @@ def _warm_up(name, ours, stock, model, tokenizer, warm, opts, settings) -> None:
     elif name == "stock_hf":
         stock.loglikelihood(warm, disable_tqdm=True)
     else:
-        plain_letter_scores(model, stock._encode_pair, warm, opts.batch_size, settings.prompt_max_tokens,
-                            tokenizer.pad_token_id or 0)
+        plain_letter_scores(
+            model, stock._encode_pair, warm, opts.batch_size, settings.prompt_max_tokens, tokenizer.pad_token_id or 0
+        )
 
 
 # --- the whole bench ----------------------------------------------------------------------------------
+
 
 def bench_eval(opts: EvalBenchOptions, save=lambda result: None) -> dict:
     """Every mode of `opts`; `save(result)` is called after each measurement (the CLI writes the record)."""
     from lm_eval.models.huggingface import HFLM
 
     from medbench.models.loading import load, pick_device
-    from medbench.models.registry import resolve
     from medbench.settings import EvalSettings
 
-    settings = EvalSettings(device=opts.device, batch_size=opts.batch_size, attn_implementation=opts.attn_implementation)
-    spec = resolve(opts.model)
+    settings = EvalSettings(
+        device=opts.device, batch_size=opts.batch_size, attn_implementation=opts.attn_implementation
+    )
+    # Every refusal of `just eval` for each mode's run, before the load.
+    prepared = {mode: _prepare(opts, mode, settings) for mode in opts.modes}
+    spec = next(iter(prepared.values())).spec
     device = pick_device(opts.device)
     loaded = load(spec, opts.variant, settings)
     # lm-eval's own loading of the same weights, for its load time (then dropped).
     start = time.perf_counter()
-    stock = HFLM(pretrained=loaded.source, dtype=loaded.dtype, device=device, batch_size=1,
-                 trust_remote_code=spec.trust_remote_code) if not loaded.adapter else None
+    stock = (
+        HFLM(
+            pretrained=loaded.source,
+            dtype=loaded.dtype,
+            device=device,
+            batch_size=1,
+            trust_remote_code=spec.trust_remote_code,
+        )
+        if not loaded.adapter
+        else None
+    )
     stock_load = time.perf_counter() - start if stock is not None else None
     del stock
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     hardware = provenance.hardware()
-    result = {"bench": "eval", "model": opts.model, "variant": opts.variant, "source": loaded.source,
-              "weights": "real" if (spec.embedded or spec.verified) else "unverified",
-              "device": hardware.get("gpu") or f"cpu: {hardware.get('cpu')}", "dtype": loaded.dtype,
-              "attn_implementation": loaded.attn_implementation, "batch_size": opts.batch_size,
-              "limit": opts.limit, "baseline_limit": opts.baseline_limit, "study_limit": opts.study_limit,
-              "fast_gen": {"check_every": opts.check_every, "refill_below": opts.refill_below},
-              "settings": settings.as_dict(),
-              "load_seconds": {"medbench": round(loaded.load_seconds, 2),
-                               "stock_hf": round(stock_load, 2) if stock_load is not None else None},
-              "modes": {}, "hardware": hardware, "versions": provenance.package_versions(),
-              "git_sha": provenance.git_sha()}
+    result = {
+        "bench": "eval",
+        "model": opts.model,
+        "variant": opts.variant,
+        "source": loaded.source,
+        "weights": "real" if (spec.embedded or spec.verified) else "unverified",
+        "device": hardware.get("gpu") or f"cpu: {hardware.get('cpu')}",
+        "dtype": loaded.dtype,
+        "attn_implementation": loaded.attn_implementation,
+        "batch_size": opts.batch_size,
+        "limit": opts.limit,
+        "baseline_limit": opts.baseline_limit,
+        "study_limit": opts.study_limit,
+        "fast_gen": {"check_every": opts.check_every, "refill_below": opts.refill_below},
+        "settings": settings.as_dict(),
+        "load_seconds": {
+            "medbench": round(loaded.load_seconds, 2),
+            "stock_hf": round(stock_load, 2) if stock_load is not None else None,
+        },
+        "modes": {},
+        "hardware": hardware,
+        "versions": provenance.package_versions(),
+        "git_sha": provenance.git_sha(),
+        "data_files": {k: v for p in prepared.values() for k, v in p.config["identity"]["data"].items()},
+    }
     for mode in opts.modes:
         if mode == "mc":
-            result["modes"]["mc"] = bench_mc(loaded.model, loaded.tokenizer, opts, settings)
+            result["modes"]["mc"] = bench_mc(loaded, prepared[mode], opts, settings)
         else:
             result["modes"][mode] = {}
             from medbench.eval.bench_gen import bench_gen
 
-            bench_gen(loaded.model, loaded.tokenizer, mode, opts, settings, result["modes"][mode],
-                      lambda: save(result))
+            bench_gen(loaded, prepared[mode], opts, settings, result["modes"][mode], lambda: save(result))
         result["peak_rss_gib"] = provenance.peak_memory()["peak_rss_gib"]
         save(result)
     return result
@@ -247,27 +343,40 @@ def _fmt(x, spec: str) -> str:
 def markdown_table(result: dict) -> str:
     """README-ready rows: one per mode and method, the speed-up on the same questions, and answer agreement."""
     device = result["device"]
-    lines = ["| mode | method | questions | seconds | questions/s | generated tok/s | peak GiB | speed-up, same "
-             "questions | same answers as medbench | device |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| mode | method | questions | seconds | questions/s | generated tok/s | peak GiB | speed-up, same "
+        "questions | same answers as medbench | device |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for mode, r in result["modes"].items():
         for name, m in r.get("methods", {}).items():
             if mode == "mc":
                 ratio = r["speedup_over_stock_hf"].get(name)
                 speed = f"{ratio:.2f}x stock_hf" if name != "stock_hf" else "1"
                 agree = r["same_answer_as_medbench"].get(name)
-                same = "–" if agree is None else f"{agree['questions'] - agree['different']}/{agree['questions']} letters"
+                same = (
+                    "–" if agree is None else f"{agree['questions'] - agree['different']}/{agree['questions']} letters"
+                )
             else:
-                speed = {"medbench_on_stock_questions": f"{r.get('speedup_over_stock_hf', 0):.2f}x stock_hf",
-                         "medbench_on_study_questions": f"{r.get('speedup_over_study', 0):.2f}x study"}.get(name, "")
+                speed = {
+                    "medbench_on_stock_questions": f"{r.get('speedup_over_stock_hf', 0):.2f}x stock_hf",
+                    "medbench_on_study_questions": f"{r.get('speedup_over_study', 0):.2f}x study",
+                }.get(name, "")
                 agree = {"stock_hf": r.get("same_text_as_stock_hf"), "study": r.get("same_tokens_as_study")}.get(name)
                 what = "texts" if name == "stock_hf" else "token ids"
-                same = "–" if agree is None else f"{agree['questions'] - agree['different']}/{agree['questions']} {what}"
-            lines.append(f"| {mode} | {name} | {m['questions']} | {m['seconds']:.1f} | {m['questions_per_second']:.2f} "
-                         f"| {_fmt(m.get('generated_tokens_per_second'), '.0f')} | {_fmt(m.get('peak_gpu_gib'), '.2f')} "
-                         f"| {speed} | {same} | {device} |")
+                same = (
+                    "–" if agree is None else f"{agree['questions'] - agree['different']}/{agree['questions']} {what}"
+                )
+            lines.append(
+                f"| {mode} | {name} | {m['questions']} | {m['seconds']:.1f} | {m['questions_per_second']:.2f} "
+                f"| {_fmt(m.get('generated_tokens_per_second'), '.0f')} | {_fmt(m.get('peak_gpu_gib'), '.2f')} "
+                f"| {speed} | {same} | {device} |"
+            )
     load = result["load_seconds"]
     lines.append("")
-    lines.append(f"Load: medbench {load['medbench']} s (with its perplexity check), lm-eval's HFLM "
-                 f"{_fmt(load['stock_hf'], '.2f')} s. Batch size {result['batch_size']}, {result['dtype']}, "
-                 f"{result['attn_implementation']}.")
+    lines.append(
+        f"Load: medbench {load['medbench']} s (with its perplexity check), lm-eval's HFLM "
+        f"{_fmt(load['stock_hf'], '.2f')} s. Batch size {result['batch_size']}, {result['dtype']}, "
+        f"{result['attn_implementation']}."
+    )
     return "\n".join(lines)

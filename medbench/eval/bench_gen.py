@@ -9,7 +9,7 @@ import copy
 
 import torch
 
-from medbench.eval.bench import PROMPT_OF_MODE, EvalBenchOptions, _first_questions, _instances, _Meter
+from medbench.eval.bench import EvalBenchOptions, _first_questions, _instances, _medbench_lm, _Meter
 
 
 def _short(instances: list, n: int = 2, tokens: int = 4) -> list:
@@ -48,9 +48,15 @@ def study_loop(model, tokenizer, prompts: list[list[int]], max_new: int, stops: 
     out = []
     for p in prompts:
         ids = torch.tensor([p], device=device)
-        gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new,
-                             stopping_criteria=stop_sequences_criteria(tokenizer, stops, len(p), 1),
-                             pad_token_id=tokenizer.pad_token_id, do_sample=False, repetition_penalty=penalty)
+        gen = model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=max_new,
+            stopping_criteria=stop_sequences_criteria(tokenizer, stops, len(p), 1),
+            pad_token_id=tokenizer.pad_token_id,
+            do_sample=False,
+            repetition_penalty=penalty,
+        )
         out.append(gen[0, len(p) :].tolist())
     return out
 
@@ -69,16 +75,21 @@ def top2_gap(model, prompt: list[int], prefix: list[int], penalty: float) -> flo
     return round(top[0] - top[1], 6)
 
 
-def bench_gen(model, tokenizer, mode: str, opts: EvalBenchOptions, settings, out: dict | None = None,
-              save=lambda: None) -> dict:
-    """Fills `out` as it goes and calls `save()` after each measurement: a run cut short keeps what it measured."""
+def bench_gen(loaded, prepared, opts: EvalBenchOptions, settings, out: dict | None = None, save=lambda: None) -> dict:
+    """`prepared`'s gen or cot run (medbench/eval/request.py), its prompts as a run renders them (chat template
+    and stop included). Fills `out` as it goes and calls `save()` after each measurement: a run cut short keeps
+    what it measured."""
     from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
 
+    from medbench.eval import chat as chat_templates
     from medbench.eval.fastgen_stop import StopChecker, eos_token_ids
 
-    prompt, task_mode = PROMPT_OF_MODE[mode]
-    instances = _instances(prompt, task_mode, opts.limit, settings.generation_kwargs())
-    ours = _fast_lm(model, tokenizer, opts, settings)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    ours = _fast_lm(loaded, prepared, opts, settings)
+    if prepared.chat.apply:
+        chat_templates.require_template(tokenizer, opts.model)
+    gen_kwargs = chat_templates.generation_kwargs(prepared.chat, tokenizer, prepared.mode, settings)
+    instances = _instances(prepared, ours, opts.limit, gen_kwargs, settings.seed)
     ours.generate_until(_short(instances), disable_tqdm=True)
     with _Meter() as m:
         texts = ours.generate_until(instances, disable_tqdm=True)
@@ -86,8 +97,16 @@ def bench_gen(model, tokenizer, mode: str, opts: EvalBenchOptions, settings, out
     methods = {"medbench": _gen_row(len(instances), m, sum(len(t) for t in ids.values()))}
     methods["medbench"]["fast_gen"] = ours.fast_gen_stats
     out = {} if out is None else out
-    out.update({"tasks": sorted({i.task_name for i in instances}), "questions": len(instances), "methods": methods,
-                "fallbacks": ours.fast_gen_fallbacks})
+    out.update(
+        {
+            "tasks": sorted({i.task_name for i in instances}),
+            "questions": len(instances),
+            "methods": methods,
+            "fallbacks": ours.fast_gen_fallbacks,
+            "generation_kwargs": gen_kwargs,
+            "chat": chat_templates.describe(prepared.chat, tokenizer),
+        }
+    )
     save()
 
     baseline_n = opts.limit if opts.baseline_limit is None else opts.baseline_limit
@@ -107,7 +126,7 @@ def bench_gen(model, tokenizer, mode: str, opts: EvalBenchOptions, settings, out
         differ = [k for k, inst in enumerate(subset) if stock_texts[k] != texts[index[id(inst)]]]
         out["same_text_as_stock_hf"] = {"questions": len(subset), "different": len(differ)}
         save()
-        ours_subset_seconds = _ours_on(model, tokenizer, subset, opts, settings)
+        ours_subset_seconds = _ours_on(loaded, prepared, subset, opts, settings)
         methods["medbench_on_stock_questions"] = _gen_row(len(subset), ours_subset_seconds, kept)
         out["speedup_over_stock_hf"] = round(m.seconds / ours_subset_seconds.seconds, 2)
         save()
@@ -133,30 +152,36 @@ def bench_gen(model, tokenizer, mode: str, opts: EvalBenchOptions, settings, out
             mine = ids[index[id(inst)]]
             if mine != reference[k]:
                 differ += 1
-                at = next((j for j, (a, b) in enumerate(zip(mine, reference[k])) if a != b), min(len(mine),
-                                                                                                  len(reference[k])))
-                gaps.append({"question": k, "first_different_token": at,
-                             "top2_gap": top2_gap(model, prompts[k], reference[k][:at], settings.repetition_penalty)})
+                at = next(
+                    (j for j, (a, b) in enumerate(zip(mine, reference[k])) if a != b), min(len(mine), len(reference[k]))
+                )
+                gaps.append(
+                    {
+                        "question": k,
+                        "first_different_token": at,
+                        "top2_gap": top2_gap(model, prompts[k], reference[k][:at], settings.repetition_penalty),
+                    }
+                )
         out["same_tokens_as_study"] = {"questions": len(subset), "different": differ, "differences": gaps}
         save()
-        ours_subset = _ours_on(model, tokenizer, subset, opts, settings)
-        methods["medbench_on_study_questions"] = _gen_row(len(subset), ours_subset,
-                                                          sum(len(ids[index[id(i)]]) for i in subset))
+        ours_subset = _ours_on(loaded, prepared, subset, opts, settings)
+        methods["medbench_on_study_questions"] = _gen_row(
+            len(subset), ours_subset, sum(len(ids[index[id(i)]]) for i in subset)
+        )
         out["speedup_over_study"] = round(m.seconds / ours_subset.seconds, 2)
     return out
 
 
-def _fast_lm(model, tokenizer, opts: EvalBenchOptions, settings):
-    from medbench.eval.fastlm import MedbenchLM
-
-    lm = MedbenchLM(pretrained=model, tokenizer=tokenizer, batch_size=opts.batch_size,
-                    prompt_max_tokens=settings.prompt_max_tokens, fast_gen=True)
+def _fast_lm(loaded, prepared, opts: EvalBenchOptions, settings):
+    """MedbenchLM as a run builds it, with fast_gen and the bench's two fast_gen knobs."""
+    lm = _medbench_lm(loaded, prepared, settings)
+    lm.fast_gen = True
     lm.fast_gen_check_every, lm.fast_gen_refill_below = opts.check_every, opts.refill_below
     return lm
 
 
-def _ours_on(model, tokenizer, subset: list, opts: EvalBenchOptions, settings) -> _Meter:
-    lm = _fast_lm(model, tokenizer, opts, settings)
+def _ours_on(loaded, prepared, subset: list, opts: EvalBenchOptions, settings) -> _Meter:
+    lm = _fast_lm(loaded, prepared, opts, settings)
     lm.generate_until(_short(subset), disable_tqdm=True)
     with _Meter() as m:
         lm.generate_until(subset, disable_tqdm=True)
@@ -164,6 +189,11 @@ def _ours_on(model, tokenizer, subset: list, opts: EvalBenchOptions, settings) -
 
 
 def _gen_row(questions: int, meter: _Meter, tokens: int) -> dict:
-    return {"questions": questions, "seconds": round(meter.seconds, 3),
-            "questions_per_second": round(questions / meter.seconds, 3), "generated_tokens": tokens,
-            "generated_tokens_per_second": round(tokens / meter.seconds, 1), "peak_gpu_gib": meter.peak_gib}
+    return {
+        "questions": questions,
+        "seconds": round(meter.seconds, 3),
+        "questions_per_second": round(questions / meter.seconds, 3),
+        "generated_tokens": tokens,
+        "generated_tokens_per_second": round(tokens / meter.seconds, 1),
+        "peak_gpu_gib": meter.peak_gib,
+    }

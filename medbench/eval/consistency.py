@@ -45,8 +45,24 @@ from medbench.settings import EvalSettings
 
 SPLITS = ("test", "fewshot")
 # Texts both answer filters read; the report lists those the two read differently (computed, never assumed).
-FILTER_PROBES = ("C", " C", "c", "정답: c", "정답：C", "정답： (C)", "정답은 C 입니다", "정답: 3", "정답은 3번",
-                 "③", "3", "Answer: B", "The answer is c.", "a patient with fever", "C. 남아 소재지", "(E)")
+FILTER_PROBES = (
+    "C",
+    " C",
+    "c",
+    "정답: c",
+    "정답：C",
+    "정답： (C)",
+    "정답은 C 입니다",
+    "정답: 3",
+    "정답은 3번",
+    "③",
+    "3",
+    "Answer: B",
+    "The answer is c.",
+    "a patient with fever",
+    "C. 남아 소재지",
+    "(E)",
+)
 
 
 class ConsistencyError(MedbenchError):
@@ -63,9 +79,10 @@ def upstream_task(exam: str) -> str:
 
 def write_hub_files(exam: str, out_dir: Path) -> dict[str, str]:
     """{split: path} of one exam's test and fewshot rows in the hub's schema."""
-    return {split: str(write_hub_jsonl(load_rows("kormedmcqa", exam, split), out_dir / f"{exam}_{split}.jsonl"))
-            for split in SPLITS}
-
+    return {
+        split: str(write_hub_jsonl(load_rows("kormedmcqa", exam, split), out_dir / f"{exam}_{split}.jsonl"))
+        for split in SPLITS
+    }
 
 
 # ---------------------------------------------------------------- tasks
@@ -92,8 +109,9 @@ def builtin_config(exam: str) -> dict:
 def upstream_config(exam: str, data_files: dict[str, str], cache_dir: Path) -> dict:
     """The built-in config with only the data source changed, and num_fewshot 5 when it names none."""
     cfg = builtin_config(exam)
-    cfg.update(dataset_path="json", dataset_name=None,
-               dataset_kwargs={"data_files": data_files, "cache_dir": str(cache_dir)})
+    cfg.update(
+        dataset_path="json", dataset_name=None, dataset_kwargs={"data_files": data_files, "cache_dir": str(cache_dir)}
+    )
     if cfg.get("num_fewshot") is None:
         # The built-in names a fewshot split and sampler but no count: lm-eval would run it 0-shot unless
         # told --num_fewshot 5. The paper's protocol (and ours) is 5-shot; listed among the differences.
@@ -113,9 +131,11 @@ def verify_same_rows(ours, upstream) -> int:
 
 
 def _same_question(ours_doc: dict, hub_doc: dict) -> bool:
-    return (ours_doc["question"] == hub_doc["question"]
-            and list(ours_doc["options"]) == [hub_doc[k] for k in LETTERS]
-            and ours_doc["answer"] == LETTERS[int(hub_doc["answer"]) - 1])
+    return (
+        ours_doc["question"] == hub_doc["question"]
+        and list(ours_doc["options"]) == [hub_doc[k] for k in LETTERS]
+        and ours_doc["answer"] == LETTERS[int(hub_doc["answer"]) - 1]
+    )
 
 
 # ---------------------------------------------------------------- comparison
@@ -125,8 +145,14 @@ def _side(samples: list[dict]) -> dict:
     n = len(samples)
     correct = sum(int(s["exact_match"]) for s in samples)
     low, high = stats.wilson_interval(correct, n)
-    return {"n": n, "correct": correct, "accuracy": correct / n if n else None, "ci95_low": low, "ci95_high": high,
-            "invalid": sum(1 for s in samples if s["filtered_resps"][0] in ("", None))}
+    return {
+        "n": n,
+        "correct": correct,
+        "accuracy": correct / n if n else None,
+        "ci95_low": low,
+        "ci95_high": high,
+        "invalid": sum(1 for s in samples if s["filtered_resps"][0] in ("", None)),
+    }
 
 
 def compare_samples(ours_samples: list[dict], up_samples: list[dict]) -> dict:
@@ -146,16 +172,33 @@ def compare_samples(ours_samples: list[dict], up_samples: list[dict]) -> dict:
         same_prompt += s["arguments"][0][0] == u["arguments"][0][0]
         if ours_ans != up_ans:
             causes["filter" if ours_raw == up_raw else "generation"] += 1
-        questions.append({"doc_id": s["doc_id"], "id": s["doc"]["id"], "target": s["doc"]["answer"],
-                          "ours": {"generation": ours_raw, "answer": ours_ans, "correct": bool(s["exact_match"])},
-                          "upstream": {"generation": up_raw, "answer": up_ans, "correct": bool(u["exact_match"])}})
+        questions.append(
+            {
+                "doc_id": s["doc_id"],
+                "id": s["doc"]["id"],
+                "target": s["doc"]["answer"],
+                "ours": {"generation": ours_raw, "answer": ours_ans, "correct": bool(s["exact_match"])},
+                "upstream": {"generation": up_raw, "answer": up_ans, "correct": bool(u["exact_match"])},
+            }
+        )
     n = len(questions)
-    return {"n": n, "ours": _side(ours_samples), "upstream": _side(up_samples),
-            "agree": agree, "agree_rate": agree / n if n else None, "same_raw_generation": same_raw,
-            "identical_prompts": same_prompt, "disagreements_by_cause": causes,
-            "effective_generation_kwargs": {"ours": ours_samples[0]["arguments"][0][1],
-                                            "upstream": up_samples[0]["arguments"][0][1]} if n else None,
-            "questions": questions}
+    return {
+        "n": n,
+        "ours": _side(ours_samples),
+        "upstream": _side(up_samples),
+        "agree": agree,
+        "agree_rate": agree / n if n else None,
+        "same_raw_generation": same_raw,
+        "identical_prompts": same_prompt,
+        "disagreements_by_cause": causes,
+        "effective_generation_kwargs": {
+            "ours": ours_samples[0]["arguments"][0][1],
+            "upstream": up_samples[0]["arguments"][0][1],
+        }
+        if n
+        else None,
+        "questions": questions,
+    }
 
 
 def subset_name(exams: list[str], limit: int | None, sample: int | None) -> str:
@@ -172,8 +215,14 @@ def _merge_differences(per_exam: dict[str, list[dict]]) -> list[dict]:
     return list(merged.values())
 
 
-def check(model: str, exams: list[str] | None = None, limit: int | None = None, sample: int | None = None,
-          settings: EvalSettings | None = None, results_dir: Path | None = None) -> dict:
+def check(
+    model: str,
+    exams: list[str] | None = None,
+    limit: int | None = None,
+    sample: int | None = None,
+    settings: EvalSettings | None = None,
+    results_dir: Path | None = None,
+) -> dict:
     from lm_eval import simple_evaluate
 
     from medbench.eval.fastlm import MedbenchLM  # also registers medbench-hf with lm-eval
@@ -211,9 +260,17 @@ def check(model: str, exams: list[str] | None = None, limit: int | None = None, 
         lm = MedbenchLM.from_loaded(loaded, settings)
         start = time.perf_counter()
         out = simple_evaluate(
-            model=lm, tasks=list(tasks.values()), task_manager=tm, limit=limit, samples=samples,
-            gen_kwargs=settings.generation_kwargs(), log_samples=True, random_seed=settings.seed,
-            numpy_random_seed=settings.seed, torch_random_seed=settings.seed, fewshot_random_seed=settings.seed,
+            model=lm,
+            tasks=list(tasks.values()),
+            task_manager=tm,
+            limit=limit,
+            samples=samples,
+            gen_kwargs=settings.generation_kwargs(),
+            log_samples=True,
+            random_seed=settings.seed,
+            numpy_random_seed=settings.seed,
+            torch_random_seed=settings.seed,
+            fewshot_random_seed=settings.seed,
         )
         eval_seconds = time.perf_counter() - start
 
@@ -223,12 +280,16 @@ def check(model: str, exams: list[str] | None = None, limit: int | None = None, 
         cmp = compare_samples(ours_s, up_s)
         # This run's generations, read by both filters too: disagreements the filters alone cause.
         generations = [q[side]["generation"] for q in cmp["questions"] for side in ("ours", "upstream")]
-        run_filter = filter_differences(tasks[ours_task(exam)], tasks[upstream_task(exam)],
-                                        ours_s[0]["doc"], up_s[0]["doc"], generations)
+        run_filter = filter_differences(
+            tasks[ours_task(exam)], tasks[upstream_task(exam)], ours_s[0]["doc"], up_s[0]["doc"], generations
+        )
         eff = cmp["effective_generation_kwargs"] or {"ours": {}, "upstream": {}}
         per_exam[exam] = {
-            "ours_task": ours_task(exam), "upstream_task": upstream_task(exam), "test_rows": rows[exam],
-            "rows_verified": True, **{k: v for k, v in cmp.items() if k != "questions"},
+            "ours_task": ours_task(exam),
+            "upstream_task": upstream_task(exam),
+            "test_rows": rows[exam],
+            "rows_verified": True,
+            **{k: v for k, v in cmp.items() if k != "questions"},
             "context_identical": differences[exam]["context_identical"],
             "prompt_differences": differences[exam]["differences"],
             "effective_differences": kwargs_differences(eff["ours"], eff["upstream"], "generation_kwargs(run)"),
@@ -242,19 +303,33 @@ def check(model: str, exams: list[str] | None = None, limit: int | None = None, 
     agree = sum(e["agree"] for e in per_exam.values())
     subset = subset_name(exams, limit, sample)
     result = {
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "model": model, "model_source": loaded.source,
-        "subset": subset, "exams": exams, "limit": limit, "sample": sample,
-        "settings": settings.as_dict(), "generation_kwargs": settings.generation_kwargs(),
-        "device": loaded.device, "dtype": loaded.dtype, "eval_seconds": round(eval_seconds, 2),
-        "overall": {"n": n, "ours_accuracy": ours_correct / n if n else None,
-                    "upstream_accuracy": up_correct / n if n else None,
-                    "ours_correct": ours_correct, "upstream_correct": up_correct,
-                    "agree": agree, "agree_rate": agree / n if n else None,
-                    "identical_prompts": sum(e["identical_prompts"] for e in per_exam.values()),
-                    "prompt_text_identical": all(e["context_identical"] for e in per_exam.values())},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "model": model,
+        "model_source": loaded.source,
+        "subset": subset,
+        "exams": exams,
+        "limit": limit,
+        "sample": sample,
+        "settings": settings.as_dict(),
+        "generation_kwargs": settings.generation_kwargs(),
+        "device": loaded.device,
+        "dtype": loaded.dtype,
+        "eval_seconds": round(eval_seconds, 2),
+        "overall": {
+            "n": n,
+            "ours_accuracy": ours_correct / n if n else None,
+            "upstream_accuracy": up_correct / n if n else None,
+            "ours_correct": ours_correct,
+            "upstream_correct": up_correct,
+            "agree": agree,
+            "agree_rate": agree / n if n else None,
+            "identical_prompts": sum(e["identical_prompts"] for e in per_exam.values()),
+            "prompt_text_identical": all(e["context_identical"] for e in per_exam.values()),
+        },
         "prompt_differences": _merge_differences({e: v["prompt_differences"] for e, v in per_exam.items()}),
         "per_exam": per_exam,
-        "versions": provenance.package_versions(), "git_sha": provenance.git_sha(),
+        "versions": provenance.package_versions(),
+        "git_sha": provenance.git_sha(),
     }
     path = results_dir / "consistency" / f"{spec.alias}-{subset}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

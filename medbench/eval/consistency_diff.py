@@ -15,18 +15,29 @@ def render_first_request(task) -> tuple[str, dict, dict]:
     return instance.args[0], dict(instance.args[1]), instance.doc
 
 
-
 def context_differences(ours: str, upstream: str) -> list[dict]:
     """Every non-equal stretch of the two prompt texts (character offsets into ours)."""
     matcher = difflib.SequenceMatcher(None, ours, upstream, autojunk=False)
-    return [{"aspect": "context", "op": tag, "offset": i1, "before": ours[max(0, i1 - 40):i1],
-             "ours": ours[i1:i2], "upstream": upstream[j1:j2]}
-            for tag, i1, i2, j1, j2 in matcher.get_opcodes() if tag != "equal"]
+    return [
+        {
+            "aspect": "context",
+            "op": tag,
+            "offset": i1,
+            "before": ours[max(0, i1 - 40) : i1],
+            "ours": ours[i1:i2],
+            "upstream": upstream[j1:j2],
+        }
+        for tag, i1, i2, j1, j2 in matcher.get_opcodes()
+        if tag != "equal"
+    ]
 
 
 def kwargs_differences(ours: dict, upstream: dict, aspect: str) -> list[dict]:
-    return [{"aspect": f"{aspect}.{key}", "ours": ours.get(key), "upstream": upstream.get(key)}
-            for key in sorted(set(ours) | set(upstream)) if ours.get(key) != upstream.get(key)]
+    return [
+        {"aspect": f"{aspect}.{key}", "ours": ours.get(key), "upstream": upstream.get(key)}
+        for key in sorted(set(ours) | set(upstream))
+        if ours.get(key) != upstream.get(key)
+    ]
 
 
 def _first_filter(task):
@@ -47,8 +58,13 @@ def filter_differences(ours, upstream, ours_doc: dict, up_doc: dict, texts: list
     up_cls, up_name = _first_filter(upstream)
     out = []
     if ours_cls is not up_cls:
-        out.append({"aspect": "filter", "ours": f"{ours_cls.__module__}.{ours_cls.__qualname__} ({ours_name})",
-                    "upstream": f"{up_cls.__module__}.{up_cls.__qualname__} ({up_name})"})
+        out.append(
+            {
+                "aspect": "filter",
+                "ours": f"{ours_cls.__module__}.{ours_cls.__qualname__} ({ours_name})",
+                "upstream": f"{up_cls.__module__}.{up_cls.__qualname__} ({up_name})",
+            }
+        )
     seen = set()
     for text in texts:
         if text in seen:
@@ -77,17 +93,27 @@ def task_differences(ours, upstream, builtin_num_fewshot, probes: list[str]) -> 
     diffs = context_differences(ours_ctx, up_ctx)
     diffs += kwargs_differences(ours_gen, up_gen, "generation_kwargs")
     if ours.config.num_fewshot != builtin_num_fewshot:
-        diffs.append({"aspect": "num_fewshot", "ours": ours.config.num_fewshot, "upstream": builtin_num_fewshot,
-                      "note": f"the built-in config sets no count; this check runs it with "
-                              f"num_fewshot={upstream.config.num_fewshot}"
-                      if builtin_num_fewshot is None else ""})
+        diffs.append(
+            {
+                "aspect": "num_fewshot",
+                "ours": ours.config.num_fewshot,
+                "upstream": builtin_num_fewshot,
+                "note": f"the built-in config sets no count; this check runs it with "
+                f"num_fewshot={upstream.config.num_fewshot}"
+                if builtin_num_fewshot is None
+                else "",
+            }
+        )
     ours_target, up_target = str(ours.doc_to_target(ours_doc)), str(upstream.doc_to_target(up_doc))
     if ours_target != up_target:
         diffs.append({"aspect": "target", "ours": ours_target, "upstream": up_target})
     diffs += kwargs_differences(_metric_options(ours), _metric_options(upstream), "metric")
     diffs += filter_differences(ours, upstream, ours_doc, up_doc, probes)
-    return {"first_request": {"ours": {"context": ours_ctx, "generation_kwargs": ours_gen},
-                              "upstream": {"context": up_ctx, "generation_kwargs": up_gen}},
-            "context_identical": ours_ctx == up_ctx, "differences": diffs}
-
-
+    return {
+        "first_request": {
+            "ours": {"context": ours_ctx, "generation_kwargs": ours_gen},
+            "upstream": {"context": up_ctx, "generation_kwargs": up_gen},
+        },
+        "context_identical": ours_ctx == up_ctx,
+        "differences": diffs,
+    }

@@ -108,10 +108,22 @@ def _penalize(scores: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch
 
 
 @torch.inference_mode()
-def generate_greedy(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, stops: list[str], *,
-                    repetition_penalty: float = 1.0, batch_size: int = 8, check_every: int = 8,
-                    refill_below: float = 0.5, prefill_tokens: int = 32768, pad_token_id: int | None = None,
-                    autocast_dtype: torch.dtype | None = None, progress=None) -> tuple[list[list[int]], GenerationStats]:
+def generate_greedy(
+    model,
+    tokenizer,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    stops: list[str],
+    *,
+    repetition_penalty: float = 1.0,
+    batch_size: int = 8,
+    check_every: int = 8,
+    refill_below: float = 0.5,
+    prefill_tokens: int = 32768,
+    pad_token_id: int | None = None,
+    autocast_dtype: torch.dtype | None = None,
+    progress=None,
+) -> tuple[list[list[int]], GenerationStats]:
     """Greedy continuations of `prompts` (token ids), each cut after its stop (EOS id or stop string) or budget."""
     start = time.perf_counter()
     stats = GenerationStats()
@@ -129,8 +141,21 @@ def generate_greedy(model, tokenizer, prompts: list[list[int]], max_new_tokens: 
         while pending:
             batch = pending[:batch_size]
             del pending[:batch_size]
-            survivors = _round(model, batch, pending, checker, stats, repetition_penalty, check_every,
-                               refill_below * batch_size, batch_size, prefill_tokens, pad, device, progress)
+            survivors = _round(
+                model,
+                batch,
+                pending,
+                checker,
+                stats,
+                repetition_penalty,
+                check_every,
+                refill_below * batch_size,
+                batch_size,
+                prefill_tokens,
+                pad,
+                device,
+                progress,
+            )
             for r in survivors:  # back into the queue, longest first (only where the cache cannot take new rows)
                 insort(pending, r, key=lambda r: (-r.length, r.index))
     stats.generated_tokens = sum(len(r.generated) for r in rows)
@@ -156,8 +181,13 @@ def _prefill(model, rows: list[Row], width: int, stats: GenerationStats, prefill
     start = time.perf_counter()
     caches, logits = [], []
     for lo in range(0, n, chunk):
-        out = model(input_ids=ids[lo : lo + chunk], attention_mask=mask[lo : lo + chunk],
-                    position_ids=positions[lo : lo + chunk], use_cache=True, logits_to_keep=1)
+        out = model(
+            input_ids=ids[lo : lo + chunk],
+            attention_mask=mask[lo : lo + chunk],
+            position_ids=positions[lo : lo + chunk],
+            use_cache=True,
+            logits_to_keep=1,
+        )
         caches.append(_cache_of(out))
         logits.append(out.logits[:, -1, :].to(dtype=torch.float32))
     cache = _concat_caches(caches)
@@ -172,7 +202,7 @@ def _prefill(model, rows: list[Row], width: int, stats: GenerationStats, prefill
 
 
 def _layer_kinds(cache) -> list[str] | None:
-    """"full" or "sliding" per layer of a DynamicCache whose rows can be trimmed and joined; None otherwise."""
+    """ "full" or "sliding" per layer of a DynamicCache whose rows can be trimmed and joined; None otherwise."""
     from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
     if type(cache).__name__ != "DynamicCache":
@@ -200,9 +230,21 @@ def _trim_front(cache, kinds: list[str], k: int) -> None:
                 layer.values = layer.values[:, :, -layer.cumulative_length :]
 
 
-def _round(model, batch: list[Row], pending: list[Row], checker: StopChecker, stats: GenerationStats,
-           penalty: float, check_every: int, refill_at: float, batch_size: int, prefill_tokens: int, pad: int,
-           device, progress) -> list[Row]:
+def _round(
+    model,
+    batch: list[Row],
+    pending: list[Row],
+    checker: StopChecker,
+    stats: GenerationStats,
+    penalty: float,
+    check_every: int,
+    refill_at: float,
+    batch_size: int,
+    prefill_tokens: int,
+    pad: int,
+    device,
+    progress,
+) -> list[Row]:
     """Prefill `batch`, decode; when fewer than `refill_at` rows are left, join rows from `pending` to the batch.
 
     Joining (a DynamicCache of full and sliding-window layers): the columns that are padding in every row
@@ -211,8 +253,9 @@ def _round(model, batch: list[Row], pending: list[Row], checker: StopChecker, st
     with what they generated in a later round.
     """
     stats.rounds += 1
-    cache, attn, pos, seen, scores = _prefill(model, batch, max(r.length for r in batch), stats, prefill_tokens,
-                                              pad, device)
+    cache, attn, pos, seen, scores = _prefill(
+        model, batch, max(r.length for r in batch), stats, prefill_tokens, pad, device
+    )
     alive = list(batch)
     pending_tokens: list[torch.Tensor] = []
     room = min(r.budget - len(r.generated) for r in alive)  # steps until the first row runs out of budget
@@ -243,8 +286,24 @@ def _round(model, batch: list[Row], pending: list[Row], checker: StopChecker, st
                 attn, pos, seen, next_tokens = attn[index], pos[index], seen[index], next_tokens[index]
                 alive = [alive[i] for i in keep]
                 cache, attn, pos, seen, next_tokens, alive = _join(
-                    model, cache, kinds, attn, pos, seen, next_tokens, alive, pending, batch_size, checker, stats,
-                    penalty, prefill_tokens, pad, device, progress)
+                    model,
+                    cache,
+                    kinds,
+                    attn,
+                    pos,
+                    seen,
+                    next_tokens,
+                    alive,
+                    pending,
+                    batch_size,
+                    checker,
+                    stats,
+                    penalty,
+                    prefill_tokens,
+                    pad,
+                    device,
+                    progress,
+                )
                 interval = 1
             elif len(keep) < len(alive):
                 index = torch.tensor(keep, device=device, dtype=torch.long)
@@ -254,8 +313,14 @@ def _round(model, batch: list[Row], pending: list[Row], checker: StopChecker, st
             room = min(r.budget - len(r.generated) for r in alive)
         attn = torch.cat([attn, attn.new_ones((len(alive), 1))], dim=1)
         pos = pos + 1
-        out = model(input_ids=next_tokens[:, None], attention_mask=attn, position_ids=pos[:, None], cache=cache,
-                    use_cache=True, logits_to_keep=1)
+        out = model(
+            input_ids=next_tokens[:, None],
+            attention_mask=attn,
+            position_ids=pos[:, None],
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
         cache = _cache_of(out)
         scores = out.logits[:, -1, :].to(dtype=torch.float32)
 
@@ -285,8 +350,25 @@ def _take(row: Row, tokens: list[int], checker: StopChecker, progress) -> bool:
     return row.done
 
 
-def _join(model, cache, kinds, attn, pos, seen, next_tokens, alive, pending, batch_size, checker, stats, penalty,
-          prefill_tokens, pad, device, progress):
+def _join(
+    model,
+    cache,
+    kinds,
+    attn,
+    pos,
+    seen,
+    next_tokens,
+    alive,
+    pending,
+    batch_size,
+    checker,
+    stats,
+    penalty,
+    prefill_tokens,
+    pad,
+    device,
+    progress,
+):
     """Rows from `pending` into the running batch (see _round); returns the batch's new state."""
     if alive:
         lead = int((attn.shape[1] - attn.sum(dim=1)).min())  # columns that are padding in every row
@@ -297,8 +379,9 @@ def _join(model, cache, kinds, attn, pos, seen, next_tokens, alive, pending, bat
     # Each fits (_fits): it is no longer than the rows taken before it, the queue being longest first.
     joining = _pop(pending, batch_size - len(alive))
     stats.joins += 1
-    new_cache, new_attn, new_pos, new_seen, new_scores = _prefill(model, joining, width, stats, prefill_tokens, pad,
-                                                                  device)
+    new_cache, new_attn, new_pos, new_seen, new_scores = _prefill(
+        model, joining, width, stats, prefill_tokens, pad, device
+    )
     first = torch.argmax(_penalize(new_scores, new_seen, penalty), dim=-1)
     new_seen[torch.arange(len(joining), device=device), first] = True
     stay = [i for i, (row, tok) in enumerate(zip(joining, first.tolist())) if not _take(row, [tok], checker, progress)]
@@ -310,5 +393,11 @@ def _join(model, cache, kinds, attn, pos, seen, next_tokens, alive, pending, bat
     if not joining:
         return cache, attn, pos, seen, next_tokens, alive
     cache = _concat_caches([cache, new_cache])
-    return (cache, torch.cat([attn, new_attn]), torch.cat([pos, new_pos]), torch.cat([seen, new_seen]),
-            torch.cat([next_tokens, first]), alive + joining)
+    return (
+        cache,
+        torch.cat([attn, new_attn]),
+        torch.cat([pos, new_pos]),
+        torch.cat([seen, new_seen]),
+        torch.cat([next_tokens, first]),
+        alive + joining,
+    )

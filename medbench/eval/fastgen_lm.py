@@ -14,9 +14,17 @@ def unsupported_processors(model, repetition_penalty: float) -> list[str]:
     """Logits processors `generate` would add for greedy decoding here, other than the repetition penalty."""
     from transformers import GenerationConfig
 
-    config = GenerationConfig.from_dict({**_base_generation_config(model), "do_sample": False, "num_beams": 1,
-                                         "repetition_penalty": repetition_penalty, "temperature": None,
-                                         "top_k": None, "top_p": None})
+    config = GenerationConfig.from_dict(
+        {
+            **_base_generation_config(model),
+            "do_sample": False,
+            "num_beams": 1,
+            "repetition_penalty": repetition_penalty,
+            "temperature": None,
+            "top_k": None,
+            "top_p": None,
+        }
+    )
     processors = model._get_logits_processor(generation_config=config, input_ids_seq_length=1, device="cpu")
     return [type(p).__name__ for p in processors if type(p).__name__ != "RepetitionPenaltyLogitsProcessor"]
 
@@ -29,10 +37,13 @@ def _base_generation_config(model) -> dict:
 class FastGenerationMixin:
     """`generate_until` through `generate_greedy` for lm-eval's HF model (MedbenchLM mixes it in before HFLM).
 
-    Requests are grouped by their generation arguments as stock lm-eval groups them; a group that
-    asks for anything but greedy decoding with a repetition penalty goes to stock lm-eval, and so
-    does everything when `fast_gen` is off. Prompts are encoded, truncated and the answers decoded
-    and cut at the stop strings exactly as stock `generate_until` does.
+    Requests are grouped by task, as MedbenchLM batches its scoring (a task's numbers do not depend
+    on what ran beside it), and within a task by their generation arguments, as stock lm-eval groups
+    them; a group that asks for anything but greedy decoding with a repetition penalty goes to stock
+    lm-eval, and so does everything when `fast_gen` is off. Prompts are encoded, truncated and the
+    answers decoded and cut at the stop strings exactly as stock `generate_until` does, and each
+    answer is reported to the cache hook as stock reports it (the response cache stores it as it is
+    computed: medbench/eval/response_cache.py).
     """
 
     fast_gen_check_every = 8
@@ -53,13 +64,15 @@ class FastGenerationMixin:
         if not self.fast_gen or self.backend != "causal" or self.think_end_token is not None:
             return super().generate_until(requests, disable_tqdm)
         self.last_generated_ids = {}
-        groups: dict[str, list[int]] = {}
+        groups: dict[tuple[str, str], list[int]] = {}
         for i, req in enumerate(requests):
-            groups.setdefault(repr(sorted(req.args[1].items())), []).append(i)
+            key = (str(getattr(req, "task_name", "")), repr(sorted(req.args[1].items())))
+            groups.setdefault(key, []).append(i)
         results: list = [None] * len(requests)
         eos = self.tok_decode(self.eot_token_id, skip_special_tokens=False)
-        pbar = tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0, desc="Generating (fast_gen)")
-        for indices in groups.values():
+        quiet = disable_tqdm or not getattr(self, "progress", True) or self.rank != 0
+        pbar = tqdm(total=len(requests), disable=quiet, desc="Generating (fast_gen)")
+        for _, indices in sorted(groups.items()):
             gen_kwargs = requests[indices[0]].args[1]
             kwargs = normalize_gen_kwargs(gen_kwargs, self.max_gen_toks)
             until = handle_stop_sequences(kwargs.pop("until", None), eos=eos)
@@ -77,11 +90,20 @@ class FastGenerationMixin:
             prompts = self._fast_gen_encode(contexts, max_gen_toks)
             start = time.perf_counter()
             tokens, stats = generate_greedy(
-                self.model, self.tokenizer, prompts, max_gen_toks, until, repetition_penalty=penalty,
+                self.model,
+                self.tokenizer,
+                prompts,
+                max_gen_toks,
+                until,
+                repetition_penalty=penalty,
                 batch_size=self.batch_size if isinstance(self.batch_size, int) else 8,
-                check_every=self.fast_gen_check_every, refill_below=self.fast_gen_refill_below,
-                prefill_tokens=self.fast_gen_prefill_tokens, pad_token_id=self.tokenizer.pad_token_id,
-                autocast_dtype=self.mixed_precision_dtype, progress=pbar.update)
+                check_every=self.fast_gen_check_every,
+                refill_below=self.fast_gen_refill_below,
+                prefill_tokens=self.fast_gen_prefill_tokens,
+                pad_token_id=self.tokenizer.pad_token_id,
+                autocast_dtype=self.mixed_precision_dtype,
+                progress=pbar.update,
+            )
             if hasattr(self, "generate_seconds"):  # MedbenchLM's counters for the record
                 self.generate_seconds += time.perf_counter() - start
                 self.generated_tokens += stats.generated_tokens
@@ -123,9 +145,11 @@ class FastGenerationMixin:
         for indices in by_bos.values():
             for lo in range(0, len(indices), 256):
                 part = indices[lo : lo + 256]
-                ids, mask = self.tok_batch_encode([contexts[i] for i in part],
-                                                  left_truncate_len=self.max_length - max_gen_toks,
-                                                  truncation=self.truncation)
+                ids, mask = self.tok_batch_encode(
+                    [contexts[i] for i in part],
+                    left_truncate_len=self.max_length - max_gen_toks,
+                    truncation=self.truncation,
+                )
                 for row, i in enumerate(part):
                     out[i] = ids[row][mask[row].bool()].tolist()
         return out

@@ -52,8 +52,13 @@ class _MaybeTokens(dict):
         text = tok.decode([token], skip_special_tokens=False)
         piece = tok.convert_ids_to_tokens(token) if 0 <= token < len(tok) else None
         piece = (piece or "").replace("\u2581", " ").replace("\u0120", " ").replace("\u010a", "\n")
-        value = (piece == "" or not text or "\ufffd" in text or token in self.special
-                 or any(c in text or c in piece for c in self.chars))
+        value = (
+            piece == ""
+            or not text
+            or "\ufffd" in text
+            or token in self.special
+            or any(c in text or c in piece for c in self.chars)
+        )
         self[token] = value
         return value
 

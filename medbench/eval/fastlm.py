@@ -3,8 +3,9 @@
 Stock `HFLM` computes logits over the whole vocabulary (262k for Gemma 3) at every position.
 When every continuation of a context is a single token (answer letters " A" … " E"), one forward
 pass with `logits_to_keep=1` gives all of that context's choices; measured on 2 CPU cores this
-is ~3.6× faster. Everything else (batching order, multi-token continuations, generation,
-metrics, the response cache) stays lm-eval's.
+is ~3.6× faster. Everything else (batching order, multi-token continuations, metrics) stays
+lm-eval's; greedy generation goes through medbench/eval/fastgen.py (the `fast_gen` setting, mixed
+in below), whose answers reach the response cache as stock `generate_until`'s do.
 
 Prompts longer than `prompt_max_tokens` (the study's 3,500) are truncated from the left, so the
 question and options at the end survive; the generation budget is separate.
@@ -16,29 +17,62 @@ import time
 from collections import defaultdict
 
 import torch
-import torch.nn.functional as F
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 from tqdm import tqdm
 
+from medbench.errors import MedbenchError
 from medbench.eval.fastgen_lm import FastGenerationMixin  # generation: medbench/eval/fastgen.py (the fast_gen setting)
+
+# Largest |batched - alone| letter log-probability allowed by the canary, per compute dtype: fp32
+# differs by summation order only; bf16 batching changes rounding of whole activations.
+CANARY_TOLERANCE = {"float32": 1e-3, "bfloat16": 0.25, "float16": 0.1}
+
+
+class CanaryError(MedbenchError):
+    """Batched scores disagree with the same questions scored alone."""
 
 
 @register_model("medbench-hf")
 class MedbenchLM(FastGenerationMixin, HFLM):
-    def __init__(self, *args, prompt_max_tokens: int = 3500, fast_mc: bool = True, **kwargs):
+    def __init__(
+        self,
+        *args,
+        prompt_max_tokens: int = 3500,
+        fast_mc: bool = True,
+        canary_size: int = 4,
+        progress: bool = True,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.prompt_max_tokens = int(prompt_max_tokens)
         self.fast_mc = fast_mc
+        self.canary_size = canary_size
+        self.dtype_name = str(next(self.model.parameters()).dtype).replace("torch.", "")
+        self.canary_tolerance = CANARY_TOLERANCE.get(self.dtype_name, 0.25)
+        self.canary_report: list[dict] = []  # one entry per scoring call, for the record
+        self.progress = progress
+        self._pbar = None
         self.generated_tokens = 0  # for the record's generated tokens/s
         self.generate_seconds = 0.0
 
     @classmethod
-    def from_loaded(cls, loaded, settings) -> MedbenchLM:
-        """Wrap a medbench.models.loading.Loaded model with the evaluation settings (runner and consistency check)."""
-        return cls(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=settings.batch_size,
-                   device=loaded.device, prompt_max_tokens=settings.prompt_max_tokens, fast_mc=settings.fast_mc,
-                   fast_gen=settings.fast_gen)
+    def from_loaded(cls, loaded, settings, progress: bool = True, chat_template_args: dict | None = None) -> MedbenchLM:
+        """Wrap a medbench.models.loading.Loaded model with the evaluation settings (runner and consistency check).
+
+        `chat_template_args` reach the tokenizer's chat template when lm-eval applies it (medbench/eval/chat.py)."""
+        return cls(
+            pretrained=loaded.model,
+            tokenizer=loaded.tokenizer,
+            batch_size=settings.batch_size,
+            device=loaded.device,
+            prompt_max_tokens=settings.prompt_max_tokens,
+            fast_mc=settings.fast_mc,
+            fast_gen=settings.fast_gen,
+            canary_size=settings.canary,
+            progress=progress,
+            chat_template_args=chat_template_args or None,
+        )
 
     @property
     def max_length(self) -> int:
@@ -58,6 +92,34 @@ class MedbenchLM(FastGenerationMixin, HFLM):
         pad = self.tokenizer.pad_token_id
         self.generated_tokens += int((new != pad).sum()) if pad is not None else new.numel()
         return out
+
+    def loglikelihood(self, requests, disable_tqdm: bool = False):
+        """Each task's questions in batches of that task only, tasks in name order.
+
+        Batches that mix tasks make a task's padding, and so its rounding on a GPU, depend on what ran
+        beside it (MedQA's bf16 accuracy moved by 0.5 points that way); per task, a task's numbers are
+        its own.
+        """
+        by_task: dict[str, list[int]] = defaultdict(list)
+        for i, req in enumerate(requests):
+            by_task[str(getattr(req, "task_name", ""))].append(i)
+        results: list = [None] * len(requests)
+        # One bar for the whole scoring phase, over every task's answers.
+        self._pbar = tqdm(
+            total=len(requests),
+            disable=disable_tqdm or not self.progress or self.rank != 0,
+            desc="Scoring answer letters",
+            unit="answer",
+        )
+        try:
+            for task in sorted(by_task):
+                idx = by_task[task]
+                for i, res in zip(idx, super().loglikelihood([requests[i] for i in idx], True), strict=True):
+                    results[i] = res
+        finally:
+            self._pbar.close()
+            self._pbar = None
+        return results
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
         if not self.fast_mc or self.backend != "causal":
@@ -80,22 +142,54 @@ class MedbenchLM(FastGenerationMixin, HFLM):
         for i, (_, context_enc, _) in enumerate(requests):
             by_context[tuple(context_enc[-self.prompt_max_tokens :])].append(i)
         # Longest first, as lm-eval does: memory errors surface at once and padding stays small.
+        # Ties in length keep the requests' order, so the batches are the same on every run.
         contexts = sorted(by_context, key=len, reverse=True)
         bs = self.batch_size if isinstance(self.batch_size, int) else 1
-        results: list = [None] * len(requests)
-        pbar = tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0, desc="Scoring answer letters")
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        scores: dict[tuple[int, ...], tuple[torch.Tensor, dict[int, float], int]] = {}
+        pbar = self._pbar or tqdm(
+            total=len(requests), disable=disable_tqdm or self.rank != 0, desc="Scoring answer letters", unit="answer"
+        )
         for start in range(0, len(contexts), bs):
             batch = contexts[start : start + bs]
-            width = len(batch[0])
-            # Left padding puts every context's last token in the last column; explicit position ids
-            # keep each sequence's positions as if it were alone.
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, ctx in enumerate(batch):
-                ids[row, width - len(ctx) :] = torch.tensor(ctx)
-                mask[row, width - len(ctx) :] = 1
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            wanted = sorted({requests[i][2][0] for ctx in batch for i in by_context[ctx]})
+            for ctx, row in zip(batch, self._score_batch(batch, wanted), strict=True):
+                scores[ctx] = row
+                pbar.update(len(by_context[ctx]))
+        if pbar is not self._pbar:
+            pbar.close()
+        self._canary(contexts, scores, requests, by_context)
+        results: list = [None] * len(requests)
+        for ctx, (_, letter_logprobs, greedy) in scores.items():
+            for i in by_context[ctx]:
+                token = requests[i][2][0]
+                answer = (letter_logprobs[token], greedy == token)
+                results[i] = answer
+                self.cache_hook.add_partial("loglikelihood", requests[i][0], answer)
+        return results
+
+    def _score_batch(self, batch: list[tuple[int, ...]], wanted: list[int]):
+        """Per context: (hidden state, {token: log p in fp32}, greedy token) for the `wanted` tokens.
+
+        The answer letters' logits are computed in fp32 from the final hidden state and the output
+        head's rows for those tokens: in bf16, logits of this size have a resolution of 0.125, and
+        letters that round to the same value would be chosen by their order (218 exact ties in 1,273
+        MedQA questions did so). The normaliser (log-sum-exp over the vocabulary) is the same for
+        every letter of a context, so it cannot reorder them; it comes from the model's own logits.
+        """
+        width = max(len(c) for c in batch)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        # Left padding puts every context's last token in the last column; explicit position ids
+        # keep each sequence's positions as if it were alone.
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, ctx in enumerate(batch):
+            ids[row, width - len(ctx) :] = torch.tensor(ctx)
+            mask[row, width - len(ctx) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        head = self.model.get_output_embeddings()
+        captured = {}
+        hook = head.register_forward_hook(lambda _m, inputs, _o: captured.__setitem__("hidden", inputs[0][:, -1, :]))
+        try:
             with torch.autocast(
                 device_type=self.device.type,
                 dtype=self.mixed_precision_dtype,
@@ -107,14 +201,55 @@ class MedbenchLM(FastGenerationMixin, HFLM):
                     position_ids=positions.to(self.device),
                     logits_to_keep=1,
                 ).logits[:, -1, :]
-            logprobs = F.log_softmax(logits.float(), dim=-1).cpu()
-            greedy = logprobs.argmax(dim=-1)
-            for row, ctx in enumerate(batch):
-                for i in by_context[ctx]:
-                    token = requests[i][2][0]
-                    answer = (float(logprobs[row, token]), bool(greedy[row] == token))
-                    results[i] = answer
-                    self.cache_hook.add_partial("loglikelihood", requests[i][0], answer)
-                    pbar.update(1)
-        pbar.close()
-        return results
+        finally:
+            hook.remove()
+        logits = logits.float()
+        normaliser = torch.logsumexp(logits, dim=-1)
+        letters = exact_logits(captured["hidden"], head, wanted, self.model.config)
+        greedy = logits.argmax(dim=-1)
+        out = []
+        for row in range(len(batch)):
+            logprobs = {tok: float(letters[row, j] - normaliser[row]) for j, tok in enumerate(wanted)}
+            out.append((letters[row].detach().cpu(), logprobs, int(greedy[row])))
+        return out
+
+    def _canary(self, contexts, scores, requests, by_context) -> None:
+        """Re-score a fixed handful of contexts alone (batch 1, no padding) and compare with their batched scores.
+
+        A batched kernel that returns wrong numbers (seen once: fp32 attention on an H200 at some
+        padded widths gave 72 questions scores that did not depend on the question) then stops the
+        run instead of being recorded as the model's answers.
+        """
+        if not self.canary_size or not contexts:
+            return
+        step = max(1, len(contexts) // self.canary_size)
+        chosen = contexts[::step][: self.canary_size]
+        worst = 0.0
+        for ctx in chosen:
+            wanted = sorted({requests[i][2][0] for i in by_context[ctx]})
+            ((_, alone, _),) = self._score_batch([ctx], wanted)
+            batched = scores[ctx][1]
+            worst = max(worst, *(abs(alone[t] - batched[t]) for t in wanted))
+        tolerance = self.canary_tolerance
+        self.canary_report.append(
+            {"checked": len(chosen), "max_abs_diff": worst, "tolerance": tolerance, "passed": worst <= tolerance}
+        )
+        if worst > tolerance:
+            raise CanaryError(
+                f"batched scores differ from the same questions scored alone by up to {worst:.4g} "
+                f"(tolerance {tolerance:g} for {self.dtype_name}): a batched kernel is computing wrong "
+                f"numbers. Nothing was recorded for this batch. Try --set attn_implementation=eager, another "
+                f"batch size, or report it with the record's hardware and versions."
+            )
+
+
+def exact_logits(hidden: torch.Tensor, head, tokens: list[int], config) -> torch.Tensor:
+    """fp32 logits of `tokens` from the final hidden state (after the final norm) and the head's rows."""
+    weight = head.weight[tokens].float()
+    out = hidden.float() @ weight.T
+    if getattr(head, "bias", None) is not None:
+        out = out + head.bias[tokens].float()
+    cap = getattr(config, "final_logit_softcapping", None)
+    if cap:  # Gemma 2 style soft-capping, applied by the model after the head
+        out = torch.tanh(out / cap) * cap
+    return out

@@ -14,8 +14,12 @@ from medbench.paths import tasks_dir
 def readme_path() -> Path:
     return tasks_dir() / "README.md"
 
+
 SHOWN = [
-    ("medbench_kormedmcqa_doctor", "KorMedMCQA zero-shot, `mc` (also nurse, pharm, dentist; group `medbench_kormedmcqa`)"),
+    (
+        "medbench_kormedmcqa_doctor",
+        "KorMedMCQA zero-shot, `mc` (also nurse, pharm, dentist; group `medbench_kormedmcqa`)",
+    ),
     ("medbench_kormedmcqa_doctor_gen", "KorMedMCQA zero-shot, `gen`"),
     ("medbench_kormedmcqa_doctor_fewshot", "KorMedMCQA 5-shot direct answering (the paper's protocol)"),
     ("medbench_kormedmcqa_doctor_cot", "KorMedMCQA 5-shot chain of thought"),
@@ -59,6 +63,72 @@ or the target.
 """
 
 
+CHAT_TASK = "medbench_medqa_usmle_gen"
+
+CHAT_HEADER = """
+## Chat prompts
+
+Chat models (`chat: true` in `medbench/models/models.yaml`) are sent their own chat template in `gen`
+(zeroshot gen, fewshot, cot) under `--chat auto`, through lm-eval's `apply_chat_template`; few-shot examples
+become user/assistant turn pairs (`fewshot_as_multiturn`), an optional `system_instruction` becomes the system
+turn, and generation stops at the template's end-of-turn token instead of a blank line. `mc` stays a plain
+completion unless `--chat on`. Each family's prompt for the first MedQA test question in `gen` follows,
+rendered from the published template (`tests/fixtures/chat_templates/`) with the registry's template arguments.
+Gemma's and Llama's templates write the BOS token themselves; lm-eval then adds none, so each prompt carries
+exactly one.
+"""
+
+
+def _template_renderer(family: str, facts: dict, kwargs: dict):
+    """lm-eval's chat_template callable (HFLM.apply_chat_template) for a family, without loading a tokenizer."""
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    from medbench.eval.chat import template_fixtures
+
+    template = (template_fixtures() / facts["template"]).read_text()
+
+    def render(chat_history, add_generation_prompt=True):
+        rendered, _ = render_jinja_template(
+            conversations=[chat_history],
+            chat_template=template,
+            add_generation_prompt=add_generation_prompt,
+            continue_final_message=not add_generation_prompt,
+            bos_token=facts.get("bos_token") or "",
+            eos_token=facts.get("eos_token") or "",
+            **kwargs,
+        )
+        return rendered[0]
+
+    return render
+
+
+def render_chat_section(tm) -> str:
+    from medbench.eval.chat import families
+    from medbench.models.registry import resolve
+
+    parts = [CHAT_HEADER]
+    for family, facts in families().items():
+        aliases = facts["aliases"]
+        kwargs = dict(resolve(aliases[0]).chat_template_kwargs or {})
+        task = tm.load([CHAT_TASK])["tasks"][CHAT_TASK]
+        task.build_all_requests(
+            limit=1,
+            rank=0,
+            world_size=1,
+            apply_chat_template=True,
+            fewshot_as_multiturn=True,
+            chat_template=_template_renderer(family, facts, kwargs),
+            tokenizer_name=family,
+        )
+        context = task.instances[0].args[0]
+        args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "none"
+        parts.append(
+            f"\n### {family} ({', '.join(f'`{a}`' for a in aliases)})\n\nTemplate arguments: {args}.\n\n"
+            f"```text\n{context}\n```\n"
+        )
+    return "".join(parts)
+
+
 def render_readme() -> str:
     from lm_eval.tasks import TaskManager
 
@@ -76,6 +146,9 @@ def render_readme() -> str:
         else:
             gen = instances[0].args[1]
             doc = instances[0].doc
-            parts.append(f"→ generation until {gen['until']!r}, at most {gen['max_gen_toks']} new tokens; "
-                         f"target `{doc['answer']}`\n")
+            parts.append(
+                f"→ generation until {gen['until']!r}, at most {gen['max_gen_toks']} new tokens; "
+                f"target `{doc['answer']}`\n"
+            )
+    parts.append(render_chat_section(tm))
     return "".join(parts)

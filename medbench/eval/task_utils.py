@@ -10,20 +10,26 @@ from lm_eval.api.filter import Filter
 
 from medbench.data.loader import KORMEDMCQA_SPLITS, MEDQA_SPLITS, load_rows
 from medbench.eval.answers import extract_answer
+from medbench.eval.permute import ROTATED_SPLIT, rotate_row
+
+# The splits a task reads (its test set, and the shots' and lm-eval's other splits); MedQA train is
+# hub-only and never needed for evaluation. The runner verifies exactly these files before a run.
+EVAL_SPLITS = {"kormedmcqa": KORMEDMCQA_SPLITS, "medqa": tuple(s for s in MEDQA_SPLITS if s != "train")}
 
 
-def load_dataset(dataset: str, exam: str | None = None, **lm_eval_metadata) -> datasets.DatasetDict:
+def load_dataset(dataset: str, exam: str | None = None, rotation: int = 0, **lm_eval_metadata) -> datasets.DatasetDict:
     """Every available split of one exam as a DatasetDict of canonical rows.
 
-    lm-eval calls this with the task's `dataset_kwargs` (ours: dataset, exam) and its own metadata
-    (version, config_source, …), which only lm-eval interprets.
+    lm-eval calls this with the task's `dataset_kwargs` (ours: dataset, exam, and `rotation` for a
+    permuted task: medbench/eval/permute.py) and its own metadata (version, config_source, …),
+    which only lm-eval interprets.
     """
-    splits = KORMEDMCQA_SPLITS if dataset == "kormedmcqa" else MEDQA_SPLITS
     out = {}
-    for split in splits:
-        if dataset == "medqa" and split == "train":
-            continue  # hub-only; never needed for evaluation
-        out[split] = datasets.Dataset.from_list(load_rows(dataset, exam, split))
+    for split in EVAL_SPLITS[dataset]:
+        rows = load_rows(dataset, exam, split)
+        if split == ROTATED_SPLIT:
+            rows = [rotate_row(r, rotation) for r in rows]
+        out[split] = datasets.Dataset.from_list(rows)
     return datasets.DatasetDict(out)
 
 

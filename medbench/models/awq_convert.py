@@ -73,7 +73,8 @@ def unpack_awq_gemm(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.T
     if rem or tuple(qzeros.shape) != (groups, out_features // 8) or tuple(scales.shape) != (groups, out_features):
         raise AwqFormatError(
             f"inconsistent AWQ GEMM shapes for group size {group_size}: qweight {tuple(qweight.shape)}, "
-            f"qzeros {tuple(qzeros.shape)}, scales {tuple(scales.shape)}")
+            f"qzeros {tuple(qzeros.shape)}, scales {tuple(scales.shape)}"
+        )
     q = unpack_int32_awq(qweight).t().contiguous()
     z = unpack_int32_awq(qzeros).t().contiguous()
     return q, z, scales.t().contiguous()
@@ -96,8 +97,10 @@ def awq_settings(config: dict) -> dict:
     version = str(qc.get("version", "gemm")).lower()
     bits = qc.get("bits", qc.get("w_bit", 4))
     if version != "gemm" or bits != 4 or qc.get("zero_point", True) is not True:
-        raise AwqFormatError(f"only 4-bit AWQ GEMM with zero points is supported; this checkpoint has version "
-                             f"{version!r}, bits {bits}, zero_point {qc.get('zero_point')}")
+        raise AwqFormatError(
+            f"only 4-bit AWQ GEMM with zero points is supported; this checkpoint has version "
+            f"{version!r}, bits {bits}, zero_point {qc.get('zero_point')}"
+        )
     return {"group_size": int(qc.get("group_size", qc.get("q_group_size", 128))), "bits": 4, "version": "gemm"}
 
 
@@ -165,11 +168,24 @@ def compressed_tensors_config(modules: list[str], group_size: int) -> dict:
         "quant_method": "compressed-tensors",
         "format": "pack-quantized",
         "quantization_status": "compressed",
-        "config_groups": {"group_0": {
-            "targets": modules,
-            "weights": {"num_bits": 4, "type": "int", "symmetric": False, "strategy": "group",
-                        "group_size": group_size, "dynamic": False, "actorder": None, "observer": "minmax"},
-            "input_activations": None, "output_activations": None, "format": "pack-quantized"}},
+        "config_groups": {
+            "group_0": {
+                "targets": modules,
+                "weights": {
+                    "num_bits": 4,
+                    "type": "int",
+                    "symmetric": False,
+                    "strategy": "group",
+                    "group_size": group_size,
+                    "dynamic": False,
+                    "actorder": None,
+                    "observer": "minmax",
+                },
+                "input_activations": None,
+                "output_activations": None,
+                "format": "pack-quantized",
+            }
+        },
         "ignore": [],
         "kv_cache_scheme": None,
         "sparsity_config": {},
@@ -227,15 +243,28 @@ def convert(src: str | Path, out: str | Path, route: str = DEFAULT_ROUTE) -> Pat
         config["quantization_config"] = compressed_tensors_config(modules, settings["group_size"])
     (work / "config.json").write_text(json.dumps(config, indent=2))
     for f in src.iterdir():  # tokenizer and generation config travel along; weights were rewritten
-        if f.is_file() and f.name != "config.json" and not f.name.endswith(_WEIGHT_SUFFIXES) \
-                and not f.name.endswith(".index.json"):
+        if (
+            f.is_file()
+            and f.name != "config.json"
+            and not f.name.endswith(_WEIGHT_SUFFIXES)
+            and not f.name.endswith(".index.json")
+        ):
             shutil.copy2(f, work / f.name)
-    (work / MARKER).write_text(json.dumps({
-        "awq_route": route, "source": str(src), "source_fingerprint": fingerprint(src),
-        "source_quantization_config": awq_qc, "converter_version": CONVERTER_VERSION,
-        "note": "accuracy-only: weights are dense in memory" if route == "dequantized" else
-        "compressed-tensors pack-quantized W4A16 asymmetric; loaded with dequantize=True",
-    }, indent=2))
+    (work / MARKER).write_text(
+        json.dumps(
+            {
+                "awq_route": route,
+                "source": str(src),
+                "source_fingerprint": fingerprint(src),
+                "source_quantization_config": awq_qc,
+                "converter_version": CONVERTER_VERSION,
+                "note": "accuracy-only: weights are dense in memory"
+                if route == "dequantized"
+                else "compressed-tensors pack-quantized W4A16 asymmetric; loaded with dequantize=True",
+            },
+            indent=2,
+        )
+    )
     shutil.rmtree(out, ignore_errors=True)
     work.rename(out)
     return out
@@ -280,8 +309,10 @@ def cached_conversion(src: Path, route: str, cache: Path) -> Path:
     marker = out / MARKER
     if marker.exists():
         recorded = json.loads(marker.read_text())
-        if recorded.get("source_fingerprint") == fingerprint(src) \
-                and recorded.get("converter_version") == CONVERTER_VERSION:
+        if (
+            recorded.get("source_fingerprint") == fingerprint(src)
+            and recorded.get("converter_version") == CONVERTER_VERSION
+        ):
             return out
     return convert(src, out, route)
 

@@ -38,8 +38,17 @@ def bench_quant(shape: str, batch: int, seq: int, repeats: int) -> dict:
 
     if not torch.cuda.is_available():
         raise MedbenchError("bench quant needs a CUDA GPU (bitsandbytes NF4)")
-    result = {"bench": "quant", "shape": shape, "weights": "random", "batch": batch, "seq": seq, "repeats": repeats,
-              "gpu": torch.cuda.get_device_name(0), "versions": provenance.package_versions(), "git_sha": provenance.git_sha()}
+    result = {
+        "bench": "quant",
+        "shape": shape,
+        "weights": "random",
+        "batch": batch,
+        "seq": seq,
+        "repeats": repeats,
+        "gpu": torch.cuda.get_device_name(0),
+        "versions": provenance.package_versions(),
+        "git_sha": provenance.git_sha(),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         path = save_random_model(shape, Path(tmp) / shape)
         ids = torch.randint(0, 32000, (batch, seq), device="cuda")

@@ -47,8 +47,11 @@ def materialize(alias: str, package: str, gguf_file: str) -> Path:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     gguf_path = pkg.assemble(work / gguf_file)
-    source = {"package": package, "version": getattr(pkg, "__version__", None) or _dist_version(package),
-              "gguf_sha256": getattr(pkg, "EXPECTED_SHA256", None)}
+    source = {
+        "package": package,
+        "version": getattr(pkg, "__version__", None) or _dist_version(package),
+        "gguf_sha256": getattr(pkg, "EXPECTED_SHA256", None),
+    }
     convert_gguf(gguf_path, work, source)
     gguf_path.unlink()
     shutil.rmtree(out, ignore_errors=True)

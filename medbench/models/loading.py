@@ -13,7 +13,7 @@ from medbench.models import awq_convert, embedded
 from medbench.models.registry import ModelSpec, require_local_hub_weights
 from medbench.models.variants import LoadPlan, plan
 from medbench.paths import cache_dir
-from medbench.settings import EvalSettings
+from medbench.settings import EvalSettings, SettingsError
 
 
 @dataclass
@@ -38,15 +38,64 @@ def pick_device(setting: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def check_machine(settings: EvalSettings) -> None:
+    """Refuse, before anything loads, settings this machine cannot honour (values were checked by EvalSettings)."""
+    device = settings.device
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            why = "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise SettingsError(f"setting device={device}, but {why}; use device=cpu (or auto)")
+        index = int(device.split(":", 1)[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise SettingsError(
+                f"setting device={device}, but only {torch.cuda.device_count()} CUDA GPU(s) are "
+                f"visible (cuda:0 to cuda:{torch.cuda.device_count() - 1})"
+            )
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise SettingsError("setting device=mps, but no Apple GPU is available; use device=cpu (or auto)")
+    attn = settings.attn_implementation
+    if attn.startswith("flash_attention"):
+        if not pick_device(device).startswith("cuda"):
+            raise SettingsError(
+                f"setting attn_implementation={attn} needs a CUDA GPU, and this run is on "
+                f"{pick_device(device)}; use sdpa or eager (or auto)"
+            )
+        package = {"flash_attention_2": "flash_attn", "flash_attention_3": "flash_attn_interface"}[attn]
+        if importlib.util.find_spec(package) is None:
+            raise SettingsError(
+                f"setting attn_implementation={attn} needs the {package} package, which is not "
+                f"installed; use sdpa (or auto)"
+            )
+
+
+def weight_sources(spec: ModelSpec, variant: str, device: str) -> dict[str, str]:
+    """What a load of this variant reads, by role, decided without loading: `model` (the weights), `tokenizer`
+    (the base model, when the weights are another checkpoint) and `adapter` (a PEFT adapter directory)."""
+    load_plan = plan(spec, variant, cuda_available=device.startswith("cuda"))
+    base = base_weights(spec)
+    out = {"model": base if load_plan.weights == "base" else load_plan.weights}
+    if out["model"] != base:
+        out["tokenizer"] = base
+    if load_plan.adapter:
+        out["adapter"] = load_plan.adapter
+    return out
+
+
 def pick_dtype(setting: str, device: str) -> torch.dtype:
     if setting != "auto":
         return getattr(torch, setting)
     return torch.bfloat16 if device.startswith("cuda") else torch.float32
 
 
-def pick_attention(setting: str, device: str) -> str:
+def pick_attention(setting: str, device: str, dtype: torch.dtype | None = None) -> str:
     if setting != "auto":
         return setting
+    if device.startswith("cuda") and dtype == torch.float32:
+        # Measured on an H200 (torch 2.11): fp32 sdpa over left-padded batches with an explicit mask
+        # returned scores that did not depend on the question at some padded widths; the canary
+        # stopped such runs (|batched - alone| up to 12.4 in MedQA), while eager passed 64-question
+        # canaries on all 4,282 questions. flash-attention does not take fp32 either.
+        return "eager"
     if device.startswith("cuda") and importlib.util.find_spec("flash_attn") is not None:
         return "flash_attention_2"
     return "sdpa"
@@ -75,9 +124,10 @@ def quantization_config(quantization: dict | None):
 
 
 def from_pretrained_kwargs(spec: ModelSpec, load_plan: LoadPlan, settings: EvalSettings, device: str) -> dict:
+    dtype = pick_dtype(settings.dtype, device)
     kwargs = {
-        "dtype": pick_dtype(settings.dtype, device),
-        "attn_implementation": pick_attention(settings.attn_implementation, device),
+        "dtype": dtype,
+        "attn_implementation": pick_attention(settings.attn_implementation, device, dtype),
         "trust_remote_code": spec.trust_remote_code,
     }
     qconfig = quantization_config(load_plan.quantization)
@@ -115,8 +165,12 @@ def load(spec: ModelSpec, variant: str, settings: EvalSettings) -> Loaded:
         model = PeftModel.from_pretrained(model, load_plan.adapter)
     model.eval()
     ppl = None
-    if spec.sanity_max_perplexity is not None and load_plan.weights == "base" and not load_plan.quantization \
-            and not load_plan.adapter:
+    if (
+        spec.sanity_max_perplexity is not None
+        and load_plan.weights == "base"
+        and not load_plan.quantization
+        and not load_plan.adapter
+    ):
         # Only the unmodified weights have a known-good perplexity to hold them to.
         ppl = embedded.sanity_check(model, tokenizer, spec.sanity_max_perplexity)
     qc = getattr(model.config, "quantization_config", None)

@@ -25,12 +25,24 @@ def calibration_texts(n: int, seed: int) -> list[str]:
     rows += load_rows("medqa", None, "dev")
     rows = random.Random(seed).sample(rows, min(n, len(rows)))
     letters = "ABCDE"
-    return [r["question"] + "\n" + "\n".join(f"{letters[i]}. {o}" for i, o in enumerate(r["options"]))
-            + f"\n정답： {r['answer']}" for r in rows]
+    return [
+        r["question"]
+        + "\n"
+        + "\n".join(f"{letters[i]}. {o}" for i, o in enumerate(r["options"]))
+        + f"\n정답： {r['answer']}"
+        for r in rows
+    ]
 
 
-def quantize(model: str, source: str, out: str | None = None, samples: int = 256, max_seq_length: int = 512,
-             scheme: str = "W4A16", seed: int = 0) -> str:
+def quantize(
+    model: str,
+    source: str,
+    out: str | None = None,
+    samples: int = 256,
+    max_seq_length: int = 512,
+    scheme: str = "W4A16",
+    seed: int = 0,
+) -> str:
     import torch
     from datasets import Dataset
     from llmcompressor import oneshot
@@ -43,16 +55,30 @@ def quantize(model: str, source: str, out: str | None = None, samples: int = 256
     hf_model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.bfloat16)
     texts = calibration_texts(samples, seed)
     ds = Dataset.from_dict({"text": texts}).map(
-        lambda b: tokenizer(b["text"], truncation=True, max_length=max_seq_length), batched=True,
-        remove_columns=["text"])
-    recipe = [AWQModifier(duo_scaling="both"),
-              QuantizationModifier(ignore=["lm_head"], scheme=scheme, targets=["Linear"])]
-    oneshot(model=hf_model, dataset=ds, recipe=recipe, max_seq_length=max_seq_length,
-            num_calibration_samples=len(texts))
+        lambda b: tokenizer(b["text"], truncation=True, max_length=max_seq_length),
+        batched=True,
+        remove_columns=["text"],
+    )
+    recipe = [
+        AWQModifier(duo_scaling="both"),
+        QuantizationModifier(ignore=["lm_head"], scheme=scheme, targets=["Linear"]),
+    ]
+    oneshot(
+        model=hf_model, dataset=ds, recipe=recipe, max_seq_length=max_seq_length, num_calibration_samples=len(texts)
+    )
     hf_model.save_pretrained(out, save_compressed=True)
     tokenizer.save_pretrained(out)
     with open(f"{out}/medbench_awq.json", "w") as f:
-        json.dump({"source": source, "scheme": scheme, "calibration_samples": len(texts),
-                   "calibration_data": "KorMedMCQA train + MedQA dev", "max_seq_length": max_seq_length,
-                   "tool": "llmcompressor AWQModifier + QuantizationModifier"}, f, indent=2)
+        json.dump(
+            {
+                "source": source,
+                "scheme": scheme,
+                "calibration_samples": len(texts),
+                "calibration_data": "KorMedMCQA train + MedQA dev",
+                "max_seq_length": max_seq_length,
+                "tool": "llmcompressor AWQModifier + QuantizationModifier",
+            },
+            f,
+            indent=2,
+        )
     return out

@@ -27,11 +27,13 @@ class ModelSpec:
     family: str | None = None
     family_default: bool = False
     chat: bool = False
+    chat_template_kwargs: dict | None = None  # passed to the tokenizer's chat template (Qwen3: enable_thinking)
     awq: dict | None = None
     trust_remote_code: bool = False
     sanity_max_perplexity: float | None = None
     verified: bool = False
     shape: dict | None = None
+    architecture_checked: str | None = None  # date a tiny version of this architecture passed the CPU suite
     path: str | None = None  # a local directory given instead of an alias
 
 
@@ -45,7 +47,9 @@ def load_registry(path: Path = REGISTRY_PATH) -> dict[str, ModelSpec]:
     for alias, entry in raw.items():
         unknown = set(entry) - _KNOWN
         if unknown:
-            raise RegistryError(f"{path}: model {alias!r} has unknown key(s) {sorted(unknown)}; known: {sorted(_KNOWN)}")
+            raise RegistryError(
+                f"{path}: model {alias!r} has unknown key(s) {sorted(unknown)}; known: {sorted(_KNOWN)}"
+            )
         if not entry.get("hub_id") and not entry.get("embedded"):
             raise RegistryError(f"{path}: model {alias!r} needs hub_id or embedded")
         out[alias] = ModelSpec(alias=alias, **entry)
@@ -64,14 +68,58 @@ def resolve(name: str) -> ModelSpec:
     families = family_defaults(registry)
     if name in families:
         return registry[families[name]]
-    if Path(name).is_dir():
-        return ModelSpec(alias=Path(name).name, path=str(Path(name).resolve()))
-    if "/" in name and not name.startswith((".", "/")):
+    if _is_path(name):
+        path = Path(name).expanduser()
+        check_model_dir(path, name)
+        return ModelSpec(alias=path.resolve().name, path=str(path.resolve()))
+    if "/" in name:
         return ModelSpec(alias=name.replace("/", "--"), hub_id=name)
     raise RegistryError(
         f"unknown model {name!r}. Known aliases: {', '.join(registry)}; families: {', '.join(families)}. "
         f"Or pass a local model directory or a hub id (org/name)."
     )
+
+
+# A model directory must hold one of these to give its tokenizer (the base model's, for variants).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "tokenizer.tiktoken")
+
+
+def _is_path(name: str) -> bool:
+    """A local path rather than an alias or hub id (`org/name`): anything that exists, or that looks like a path."""
+    return (
+        Path(name).expanduser().exists()
+        or name.startswith(("/", "./", "../", "~"))
+        or name in (".", "..")
+        or name.count("/") > 1
+        or "\\" in name
+    )
+
+
+def check_model_dir(path: Path, name: str) -> None:
+    """A local model directory that can load: it exists, and holds config.json and tokenizer files."""
+    if not path.exists():
+        raise RegistryError(f"model directory {name} does not exist")
+    if not path.is_dir():
+        raise RegistryError(
+            f"{name} is a file, not a model directory (one holding config.json, the weights and the tokenizer)"
+        )
+    files = {p.name for p in path.iterdir()}
+    if not files:
+        raise RegistryError(
+            f"model directory {name} is empty: a model directory holds config.json, the weights and the tokenizer"
+        )
+    if "config.json" not in files:
+        hint = (
+            " (a PEFT adapter: evaluate it as a variant, e.g. `just eval MODEL lora`)"
+            if "adapter_config.json" in files
+            else ""
+        )
+        raise RegistryError(f"model directory {name} has no config.json{hint}")
+    if not files & set(TOKENIZER_FILES):
+        raise RegistryError(
+            f"model directory {name} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}): "
+            f"save the tokenizer beside the weights (tokenizer.save_pretrained(DIR))"
+        )
 
 
 def require_local_hub_weights(hub_id: str) -> None:

@@ -11,9 +11,16 @@ import sys
 from pathlib import Path
 
 # Gemma 3's structure (sliding and global attention layers) kept, every size scaled down.
-GEMMA3_TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 2,
-               "num_key_value_heads": 1, "head_dim": 32, "sliding_window": 16,
-               "layer_types": ["sliding_attention", "sliding_attention", "sliding_attention", "full_attention"]}
+GEMMA3_TINY = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "head_dim": 32,
+    "sliding_window": 16,
+    "layer_types": ["sliding_attention", "sliding_attention", "sliding_attention", "full_attention"],
+}
 
 
 def build_tiny(like: Path, out: Path, overrides: dict | None = None, seed: int = 0) -> Path:

@@ -43,8 +43,12 @@ def question_row(sample: dict) -> dict:
     metric = "exact_match" if "exact_match" in sample else "acc"
     row = {"id": str(doc["id"]), "dataset": doc.get("dataset"), "exam": doc.get("exam")}
     row.update({k: doc[k] for k in ("subject", "year") if doc.get(k) is not None})
-    row.update(question=doc.get("question", ""), options=list(doc.get("options") or []),
-               gold=doc.get("answer", ""), correct=float(sample[metric]) == 1.0)
+    row.update(
+        question=doc.get("question", ""),
+        options=list(doc.get("options") or []),
+        gold=doc.get("answer", ""),
+        correct=float(sample[metric]) == 1.0,
+    )
     if _is_loglikelihood(sample["filtered_resps"]):
         row.update(_multiple_choice(sample["filtered_resps"]))
     else:
@@ -53,8 +57,9 @@ def question_row(sample: dict) -> dict:
 
 
 def _is_loglikelihood(filtered) -> bool:
-    return bool(filtered) and all(isinstance(f, (list, tuple)) and isinstance(f[0], (int, float))
-                                  and not isinstance(f[0], bool) for f in filtered)
+    return bool(filtered) and all(
+        isinstance(f, (list, tuple)) and isinstance(f[0], (int, float)) and not isinstance(f[0], bool) for f in filtered
+    )
 
 
 def _multiple_choice(filtered) -> dict:
@@ -64,9 +69,13 @@ def _multiple_choice(filtered) -> dict:
     # lm-eval scores acc with numpy's argmax, which takes the first of equal maxima; so does this.
     best = max(range(len(scores)), key=lambda i: (scores[i], -i))
     ordered = sorted(scores, reverse=True)
-    return {"mode": "mc", "predicted": LETTERS[best], "invalid": False,
-            "tie": len(ordered) > 1 and ordered[0] == ordered[1],
-            "scores": dict(zip(LETTERS, scores))}
+    return {
+        "mode": "mc",
+        "predicted": LETTERS[best],
+        "invalid": False,
+        "tie": len(ordered) > 1 and ordered[0] == ordered[1],
+        "scores": dict(zip(LETTERS, scores)),
+    }
 
 
 def _generated(sample: dict) -> dict:
@@ -75,8 +84,13 @@ def _generated(sample: dict) -> dict:
     output = resps[0][0] if isinstance(resps[0], (list, tuple)) else resps[0]
     if extracted is not None and not isinstance(extracted, str):
         raise TypeError(f"filtered_resps holds {type(extracted).__name__}, expected the extracted letter")
-    return {"mode": "gen", "predicted": extracted or "", "invalid": not extracted, "tie": False,
-            "output": "" if output is None else str(output)}
+    return {
+        "mode": "gen",
+        "predicted": extracted or "",
+        "invalid": not extracted,
+        "tie": False,
+        "output": "" if output is None else str(output),
+    }
 
 
 def letter_distribution(rows: list[dict]) -> dict:
@@ -97,14 +111,21 @@ def letter_distribution(rows: list[dict]) -> dict:
         if not row["invalid"] and row["predicted"] in predicted:
             predicted[row["predicted"]] += 1
     # Every letter any question offers, so a letter never answered still shows as a zero.
-    width = max([len(r["options"]) for r in rows] + [LETTERS.index(k) + 1 for k in LETTERS if gold[k] or predicted[k]],
-                default=0)
+    width = max(
+        [len(r["options"]) for r in rows] + [LETTERS.index(k) + 1 for k in LETTERS if gold[k] or predicted[k]],
+        default=0,
+    )
     letters = list(LETTERS[:width])
     valid = sum(predicted.values())
     top = max(letters, key=lambda k: predicted[k], default=None)
     dominant = top if valid and predicted[top] / valid > DOMINANT_SHARE else None
-    return {"n": n, "letters": letters, "gold": {k: gold[k] for k in letters},
-            "predicted": {k: predicted[k] for k in letters}, "invalid": sum(1 for r in rows if r["invalid"]),
-            "majority_baseline": max(gold.values()) / n if n else None,
-            "prior_baseline": sum(predicted[k] * gold[k] for k in letters) / (n * n) if n else None,
-            "dominant": dominant}
+    return {
+        "n": n,
+        "letters": letters,
+        "gold": {k: gold[k] for k in letters},
+        "predicted": {k: predicted[k] for k in letters},
+        "invalid": sum(1 for r in rows if r["invalid"]),
+        "majority_baseline": max(gold.values()) / n if n else None,
+        "prior_baseline": sum(predicted[k] * gold[k] for k in letters) / (n * n) if n else None,
+        "dominant": dominant,
+    }

@@ -22,7 +22,10 @@ AVERAGE_TASK = "kormedmcqa_average"
 
 # The fields every record has (medbench/records/schema.py); newer fields are optional, so old runs stay readable.
 REQUIRED_RECORD_FIELDS = required_keys(RunRecord)
-REQUIRED_NESTED_FIELDS = (*(("timing", k) for k in required_keys(Timing)), *(("memory", k) for k in required_keys(Memory)))
+REQUIRED_NESTED_FIELDS = (
+    *(("timing", k) for k in required_keys(Timing)),
+    *(("memory", k) for k in required_keys(Memory)),
+)
 REQUIRED_TASK_FIELDS = required_keys(TaskRecord)
 
 
@@ -39,6 +42,10 @@ class TaskScores:
     record: dict  # the task's entry in record.json
     ids: tuple[str, ...]  # doc.id per question, in samples order
     scores: np.ndarray  # 0/1 per question, aligned with ids
+    # With permuted options (--set permute=cyclic): per question, the mean score over rotations
+    # (position-debiased) and whether it was right under every rotation (circular); else None.
+    debiased: np.ndarray | None = None
+    circular: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -78,34 +85,77 @@ def pooled_kormedmcqa(tasks) -> TaskScores | None:
     n = sum(p.n for p in parts)
     invalid = sum(p.record["invalid"] for p in parts)
     correct = int(sum(p.scores.sum() for p in parts))
-    record = {"task": AVERAGE_TASK, "dataset": "kormedmcqa", "exam": "average", "metric": parts[0].metric, "n": n,
-              "correct": correct, "accuracy": correct / n if n else None, "stderr": None, "invalid": invalid,
-              "invalid_rate": invalid / n if n else None,
-              "truncated_prompts": sum(p.record["truncated_prompts"] for p in parts)}
-    return TaskScores(task=AVERAGE_TASK, dataset="kormedmcqa", exam="average", metric=parts[0].metric,
-                      record=record, ids=tuple(i for p in parts for i in p.ids),
-                      scores=np.concatenate([p.scores for p in parts]))
+    record = {
+        "task": AVERAGE_TASK,
+        "dataset": "kormedmcqa",
+        "exam": "average",
+        "metric": parts[0].metric,
+        "n": n,
+        "correct": correct,
+        "accuracy": correct / n if n else None,
+        "stderr": None,
+        "invalid": invalid,
+        "invalid_rate": invalid / n if n else None,
+        "truncated_prompts": sum(p.record["truncated_prompts"] for p in parts),
+    }
+    return TaskScores(
+        task=AVERAGE_TASK,
+        dataset="kormedmcqa",
+        exam="average",
+        metric=parts[0].metric,
+        record=record,
+        ids=tuple(i for p in parts for i in p.ids),
+        scores=np.concatenate([p.scores for p in parts]),
+        debiased=_pooled(parts, "debiased"),
+        circular=_pooled(parts, "circular"),
+    )
 
 
-def load_runs(results_dir: Path) -> list[Run]:
-    """Every run with a record.json, sorted by directory name (runs still in progress have none)."""
-    return [load_run(p.parent) for p in sorted((Path(results_dir) / "runs").glob("*/record.json"))]
+def _pooled(parts, field: str) -> np.ndarray | None:
+    arrays = [getattr(p, field) for p in parts]
+    return None if any(a is None for a in arrays) else np.concatenate(arrays)
+
+
+def load_runs(results_dir: Path, *more_dirs: Path) -> list[Run]:
+    """Every run with a record.json in these results folders, sorted by run id (runs still in progress
+    have none). A run id found in two folders must be the same run: the second copy is skipped when
+    its record is identical, and refused otherwise (two different runs under one name)."""
+    runs: dict[str, Run] = {}
+    for folder in (results_dir, *more_dirs):
+        for path in sorted((Path(folder) / "runs").glob("*/record.json")):
+            run = load_run(path.parent)
+            if run.run_id in runs:
+                if runs[run.run_id].record != run.record:
+                    raise ReportError(
+                        f"{path}: run id {run.run_id} also names a different run in "
+                        f"{runs[run.run_id].path}; rename one (--run-id) before reporting both"
+                    )
+                continue
+            runs[run.run_id] = run
+    return [runs[k] for k in sorted(runs)]
 
 
 def load_run(run_dir: Path) -> Run:
     record_path = run_dir / "record.json"
     record = read_json(record_path)
     check_record(record, record_path)
-    return Run(run_id=record["run_id"], path=run_dir, record=record,
-               tasks=tuple(_task_scores(run_dir, t) for t in record["tasks"]))
+    return Run(
+        run_id=record["run_id"],
+        path=run_dir,
+        record=record,
+        tasks=tuple(_task_scores(run_dir, t) for t in record["tasks"]),
+    )
 
 
 def check_record(record, record_path: Path) -> None:
     if not isinstance(record, dict):
         raise ReportError(f"{record_path}: expected a JSON object, found {type(record).__name__}")
     missing = [k for k in REQUIRED_RECORD_FIELDS if k not in record]
-    missing += [f"{outer}.{inner}" for outer, inner in REQUIRED_NESTED_FIELDS
-                if isinstance(record.get(outer), dict) and inner not in record[outer]]
+    missing += [
+        f"{outer}.{inner}"
+        for outer, inner in REQUIRED_NESTED_FIELDS
+        if isinstance(record.get(outer), dict) and inner not in record[outer]
+    ]
     missing += [k for k in ("timing", "memory", "hardware") if k in record and not isinstance(record[k], dict)]
     if missing:
         raise ReportError(f"{record_path}: missing field(s) {', '.join(missing)}")
@@ -119,10 +169,47 @@ def check_record(record, record_path: Path) -> None:
 
 
 def _task_scores(run_dir: Path, task: dict) -> TaskScores:
+    ids, scores = _sample_scores(run_dir, task["task"], task["metric"])
+    # A stale or partial samples file would silently change every number derived from it.
     path = io.samples_path(run_dir, task["task"])
+    if len(ids) != task["n"]:
+        raise ReportError(f"{path}: {len(ids)} questions, but record.json says n={task['n']}")
+    if ids and task["accuracy"] is not None and abs(sum(scores) / len(ids) - task["accuracy"]) > 1e-9:
+        raise ReportError(
+            f"{path}: accuracy {sum(scores) / len(ids):.4f} from the samples, "
+            f"but record.json says {task['accuracy']:.4f}"
+        )
+    debiased = circular = None
+    permutation = task.get("permutation")
+    if permutation:
+        columns = [np.asarray(scores, dtype=float)]
+        for name in permutation["rotated_tasks"]:
+            rot_ids, rot_scores = _sample_scores(run_dir, name, task["metric"])
+            by_id = dict(zip(rot_ids, rot_scores, strict=True))
+            if set(by_id) != set(ids):
+                raise ReportError(f"{io.samples_path(run_dir, name)}: not the questions of {task['task']}")
+            columns.append(np.asarray([by_id[i] for i in ids], dtype=float))
+        matrix = np.stack(columns, axis=1)
+        debiased, circular = matrix.mean(axis=1), matrix.min(axis=1)
+        if abs(float(debiased.mean()) - permutation["debiased_accuracy"]) > 1e-9:
+            raise ReportError(f"{run_dir / 'record.json'}: {task['task']} debiased accuracy disagrees with its samples")
+    return TaskScores(
+        task=task["task"],
+        dataset=task["dataset"],
+        exam=task["exam"],
+        metric=task["metric"],
+        record=task,
+        ids=tuple(ids),
+        scores=np.asarray(scores, dtype=float),
+        debiased=debiased,
+        circular=circular,
+    )
+
+
+def _sample_scores(run_dir: Path, name: str, metric: str) -> tuple[list[str], list[float]]:
+    path = io.samples_path(run_dir, name)
     if not path.exists():
-        raise ReportError(f"{path}: samples file missing for task {task['task']} (listed in {run_dir / 'record.json'})")
-    metric = task["metric"]
+        raise ReportError(f"{path}: samples file missing for task {name} (listed in {run_dir / 'record.json'})")
     ids, scores = [], []
     for line_no, line in io.read_samples(path):
         if not line.strip():
@@ -132,8 +219,9 @@ def _task_scores(run_dir: Path, task: dict) -> TaskScores:
             doc_id = str(sample["doc"]["id"])
             score = float(sample[metric])
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            raise ReportError(f"{path}:{line_no}: unusable sample, need doc.id and {metric} "
-                              f"({type(e).__name__}: {e})") from None
+            raise ReportError(
+                f"{path}:{line_no}: unusable sample, need doc.id and {metric} ({type(e).__name__}: {e})"
+            ) from None
         if score not in (0.0, 1.0):
             raise ReportError(f"{path}:{line_no}: {metric} is {score}, expected 0 or 1")
         ids.append(doc_id)
@@ -141,11 +229,4 @@ def _task_scores(run_dir: Path, task: dict) -> TaskScores:
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise ReportError(f"{path}: question {dup} appears more than once")
-    # A stale or partial samples file would silently change every number derived from it.
-    if len(ids) != task["n"]:
-        raise ReportError(f"{path}: {len(ids)} questions, but record.json says n={task['n']}")
-    if ids and task["accuracy"] is not None and abs(sum(scores) / len(ids) - task["accuracy"]) > 1e-9:
-        raise ReportError(f"{path}: accuracy {sum(scores) / len(ids):.4f} from the samples, "
-                          f"but record.json says {task['accuracy']:.4f}")
-    return TaskScores(task=task["task"], dataset=task["dataset"], exam=task["exam"], metric=metric, record=task,
-                      ids=tuple(ids), scores=np.asarray(scores, dtype=float))
+    return ids, scores

@@ -4,7 +4,6 @@ keys derived from them. Keys added after the first records were written are `Not
 old run directories stay readable.
 """
 
-
 from typing import NotRequired, TypedDict
 
 
@@ -23,6 +22,9 @@ class TaskRecord(TypedDict):
     ci95_low: NotRequired[float]
     ci95_high: NotRequired[float]
     ci_method: NotRequired[str]
+    ties: NotRequired[int]  # questions whose best two choices scored exactly equal
+    letters: NotRequired[dict]  # gold/predicted letter counts, majority and prior-matched baselines
+    permutation: NotRequired[dict]  # per-rotation, debiased and circular accuracy (--set permute=cyclic)
 
 
 class Timing(TypedDict):
@@ -39,6 +41,19 @@ class Memory(TypedDict):
     model_footprint_gib: NotRequired[float]
     peak_rss_gib: NotRequired[float]
     peak_gpu_gib: NotRequired[float | None]
+
+
+class ChatRecord(TypedDict):
+    """How a run used the model's chat template (medbench/eval/chat.py)."""
+
+    apply: bool
+    reason: str
+    template_kwargs: dict
+    system_instruction: str | None
+    fewshot_as_multiturn: bool
+    thinking: bool
+    template_sha256: NotRequired[str]  # of chat_template.jinja, written beside the record
+    end_of_turn: NotRequired[str | None]  # the stop sequence of a chat gen run
 
 
 class RunRecord(TypedDict):
@@ -66,13 +81,18 @@ class RunRecord(TypedDict):
     adapter: NotRequired[str | None]
     quantization: NotRequired[dict | None]
     awq_route: NotRequired[str | None]  # how an official AWQ checkpoint was made loadable (models/awq_convert.py)
+    chat: NotRequired[ChatRecord]  # absent in records written before chat templates
     dtype: NotRequired[str]
     attn_implementation: NotRequired[str]
     sanity_perplexity: NotRequired[float | None]
     kormedmcqa_average: NotRequired[float | None]
     responses: NotRequired[dict]
+    canary: NotRequired[dict | None]  # questions re-scored alone vs batched: checked, max_abs_diff, passed
     versions: NotRequired[dict]
     notes: NotRequired[list[str]]
+    git_dirty: NotRequired[list[str] | None]  # the tracked files that differed from git_sha's commit
+    data_files: NotRequired[dict[str, str]]  # {file under data/: sha256} of every file the run read, verified
+    weights_fingerprint: NotRequired[dict]  # {role: fingerprint} of the weights loaded (models/fingerprint.py)
 
 
 class TrainRecord(TypedDict):
@@ -119,6 +139,7 @@ class TrainRecord(TypedDict):
     deepspeed: NotRequired[dict | None]
     notes: NotRequired[list[str]]
     loss_curve: NotRequired[str | None]
+    git_dirty: NotRequired[list[str] | None]
 
 
 def required_keys(record_type) -> tuple[str, ...]:

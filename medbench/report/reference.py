@@ -38,9 +38,14 @@ def load_paper(path: Path | None = None) -> list[PaperResult]:
             acc = {k: _number(row[k]) for k in (*KORMEDMCQA_EXAMS, "average", "medqa")}
             if acc["average"] is None and all(acc[e] is not None for e in KORMEDMCQA_EXAMS):
                 acc["average"] = weighted_average({e: acc[e] for e in KORMEDMCQA_EXAMS})
-            out.append(PaperResult(model=row["model"], params_b=_number(row["params_b"]),
-                                   size_is_estimate=row["size_is_estimate"].strip().lower() == "true",
-                                   accuracy=acc))
+            out.append(
+                PaperResult(
+                    model=row["model"],
+                    params_b=_number(row["params_b"]),
+                    size_is_estimate=row["size_is_estimate"].strip().lower() == "true",
+                    accuracy=acc,
+                )
+            )
     return out
 
 

@@ -23,6 +23,7 @@ from medbench.report.chart import PANELS
 from medbench.report.compare import run_order
 from medbench.report.markdown import num
 from medbench.report.reference import load_paper
+from medbench.report.summary_md import subset
 
 STATIC_DIR = Path(__file__).parent / "explorer"
 STATIC_FILES = ("index.html", "explorer.css", "explorer.js")
@@ -33,8 +34,13 @@ SCORE_DECIMALS = 4
 SHORT_LABELS = {"average": "KorMedMCQA avg", "medqa": "MedQA"}
 
 
-def write_site(results_dir: Path, runs: list[Run], summary_rows: list[dict], comparison_rows: list[dict],
-               contamination: Contamination) -> Path:
+def write_site(
+    results_dir: Path,
+    runs: list[Run],
+    summary_rows: list[dict],
+    comparison_rows: list[dict],
+    contamination: Contamination,
+) -> Path:
     """Write results_dir/site/ and return it; files of runs that no longer exist are removed."""
     site = Path(results_dir) / "site"
     data = site / "data"
@@ -56,21 +62,30 @@ def write_site(results_dir: Path, runs: list[Run], summary_rows: list[dict], com
         for row in rows:
             # The first run's copy of a question wins: every run reads the same vendored data.
             questions.setdefault(row["dataset"], {}).setdefault(
-                row["id"], [row["exam"], row.get("year"), row.get("subject"), row["question"], row["options"],
-                            row["gold"]])
+                row["id"],
+                [row["exam"], row.get("year"), row.get("subject"), row["question"], row["options"], row["gold"]],
+            )
         name = f"run-{files[run.run_id]}"
         written[name] = _run_data(run, rows)
         run_entries.append(_run_entry(run, name, rows))
     for dataset, by_id in sorted(questions.items()):
-        written[f"questions-{_safe(dataset)}"] = {"dataset": dataset, "columns": ["exam", "year", "subject",
-                                                  "question", "options", "gold"], "questions": by_id}
+        written[f"questions-{_safe(dataset)}"] = {
+            "dataset": dataset,
+            "columns": ["exam", "year", "subject", "question", "options", "gold"],
+            "questions": by_id,
+        }
     written["summary"] = {
         "runs": run_entries,
         "accuracy": [_accuracy_row(r) for r in summary_rows],
-        "columns": [{"key": key, "label": title, "short": SHORT_LABELS.get(key, key), "dataset": d, "exam": e,
-                     "chance": chance} for key, title, (d, e), chance in PANELS],
-        "paper": [{"model": p.model, "params_b": p.params_b, "estimate": p.size_is_estimate, "accuracy": p.accuracy}
-                  for p in load_paper() if p.params_b],
+        "columns": [
+            {"key": key, "label": title, "short": SHORT_LABELS.get(key, key), "dataset": d, "exam": e, "chance": chance}
+            for key, title, (d, e), chance in PANELS
+        ],
+        "paper": [
+            {"model": p.model, "params_b": p.params_b, "estimate": p.size_is_estimate, "accuracy": p.accuracy}
+            for p in load_paper()
+            if p.params_b
+        ],
         "comparisons": [_comparison_row(r) for r in comparison_rows],
         "letters": letters,
         "contamination": [_clean(r) for r in contamination.summary if r["matched"] or r["source"] == ALL_SOURCES],
@@ -119,25 +134,27 @@ def _pct(x) -> str:
     return num(None if x is None else 100 * x, ".1f")
 
 
-def _subset(record: dict) -> str:
-    if record.get("sample"):
-        return f"sample {record['sample']}/task"
-    if record.get("limit"):
-        return f"first {record['limit']}/task"
-    return "all"
-
-
 def _run_entry(run: Run, file: str, rows: list[dict]) -> dict:
     r = run.record
-    return {"id": run.run_id, "file": file, "model": r["model"], "params_b": r["params_b"], "variant": r["variant"],
-            "prompt": r["prompt"], "mode": r["mode"], "subset": _subset(r), "gpu": r["hardware"].get("gpu"),
-            "questions_per_second": r["timing"]["questions_per_second"],
-            "question_files": [f"questions-{_safe(d)}" for d in sorted({row["dataset"] for row in rows})],
-            "n": len(rows)}
+    return {
+        "id": run.run_id,
+        "file": file,
+        "model": r["model"],
+        "params_b": r["params_b"],
+        "variant": r["variant"],
+        "prompt": r["prompt"],
+        "mode": r["mode"],
+        "subset": subset(r),
+        "gpu": r["hardware"].get("gpu"),
+        "questions_per_second": r["timing"]["questions_per_second"],
+        "question_files": [f"questions-{_safe(d)}" for d in sorted({row["dataset"] for row in rows})],
+        "n": len(rows),
+    }
 
 
 def _run_data(run: Run, rows: list[dict]) -> dict:
     """Only what differs between runs: the question texts live in the questions-<dataset> files."""
+
     def answer(row):
         flags = [int(row["correct"]), int(row["invalid"]), int(row["tie"])]
         if row["mode"] == "mc":
@@ -145,27 +162,63 @@ def _run_data(run: Run, rows: list[dict]) -> dict:
         return [row["id"], row["predicted"], *flags, row["output"]]
 
     modes = {row["mode"] for row in rows}
-    return {"run": run.run_id, "columns": ["id", "predicted", "correct", "invalid", "tie", "scores" if modes == {"mc"} else "output"],
-            "rows": [answer(row) for row in rows]}
+    return {
+        "run": run.run_id,
+        "columns": ["id", "predicted", "correct", "invalid", "tie", "scores" if modes == {"mc"} else "output"],
+        "rows": [answer(row) for row in rows],
+    }
 
 
 def _accuracy_row(row: dict) -> dict:
-    keep = ("run_id", "task", "dataset", "exam", "n", "accuracy", "ci95_low", "ci95_high", "invalid", "invalid_rate",
-            "params_b", "variant", "prompt", "mode", "model")
-    return {**_clean({k: row[k] for k in keep}), "pct": _pct(row["accuracy"]),
-            "ci": f"{_pct(row['ci95_low'])}–{_pct(row['ci95_high'])}"}
+    keep = (
+        "run_id",
+        "task",
+        "dataset",
+        "exam",
+        "n",
+        "accuracy",
+        "ci95_low",
+        "ci95_high",
+        "invalid",
+        "invalid_rate",
+        "params_b",
+        "variant",
+        "prompt",
+        "mode",
+        "model",
+    )
+    return {
+        **_clean({k: row[k] for k in keep}),
+        "pct": _pct(row["accuracy"]),
+        "ci": f"{_pct(row['ci95_low'])}–{_pct(row['ci95_high'])}",
+    }
 
 
 def _comparison_row(row: dict) -> dict:
-    return {**_clean(row), "pct_a": _pct(row["acc_a"]), "pct_b": _pct(row["acc_b"]),
-            "diff": (f"{100 * row['difference']:+.1f} ({100 * row['diff_ci95_low']:+.1f} to "
-                     f"{100 * row['diff_ci95_high']:+.1f})"), "p": f"{row['mcnemar_p']:.3g}"}
+    return {
+        **_clean(row),
+        "pct_a": _pct(row["acc_a"]),
+        "pct_b": _pct(row["acc_b"]),
+        "diff": (
+            f"{100 * row['difference']:+.1f} ({100 * row['diff_ci95_low']:+.1f} to {100 * row['diff_ci95_high']:+.1f})"
+        ),
+        "p": f"{row['p_value']:.3g}",
+        "holm": f"{row['holm_p']:.3g}",
+    }
 
 
 def _letter_row(run: Run, task, rows: list[dict]) -> dict:
     dist = letter_distribution(rows)
     correct = sum(1 for r in rows if r["correct"])
-    return {"run_id": run.run_id, "task": task.task, "dataset": task.dataset, "exam": task.exam, **dist,
-            "ties": sum(1 for r in rows if r["tie"]), "accuracy": correct / len(rows) if rows else None,
-            "pct": _pct(correct / len(rows) if rows else None), "majority_pct": _pct(dist["majority_baseline"]),
-            "prior_pct": _pct(dist["prior_baseline"])}
+    return {
+        "run_id": run.run_id,
+        "task": task.task,
+        "dataset": task.dataset,
+        "exam": task.exam,
+        **dist,
+        "ties": sum(1 for r in rows if r["tie"]),
+        "accuracy": correct / len(rows) if rows else None,
+        "pct": _pct(correct / len(rows) if rows else None),
+        "majority_pct": _pct(dist["majority_baseline"]),
+        "prior_pct": _pct(dist["prior_baseline"]),
+    }

@@ -9,9 +9,32 @@ from pathlib import Path
 from medbench import stats
 from medbench.records.reader import AVERAGE_TASK, Run, TaskScores
 
-SUMMARY_FIELDS = ("run_id", "model", "variant", "prompt", "mode", "task", "dataset", "exam", "n", "accuracy",
-                  "stderr", "ci95_low", "ci95_high", "ci_method", "invalid", "invalid_rate", "truncated_prompts",
-                  "questions_per_second", "peak_memory_gib", "params_b", "device", "gpu", "weights", "git_sha")
+SUMMARY_FIELDS = (
+    "run_id",
+    "model",
+    "variant",
+    "prompt",
+    "mode",
+    "task",
+    "dataset",
+    "exam",
+    "n",
+    "accuracy",
+    "stderr",
+    "ci95_low",
+    "ci95_high",
+    "ci_method",
+    "invalid",
+    "invalid_rate",
+    "truncated_prompts",
+    "questions_per_second",
+    "peak_memory_gib",
+    "params_b",
+    "device",
+    "gpu",
+    "weights",
+    "git_sha",
+)
 
 
 def summary_rows(runs: list[Run], seed: int, resamples: int = stats.RESAMPLES) -> list[dict]:
@@ -30,14 +53,30 @@ def _summary_row(run: Run, task: TaskScores, seed: int, resamples: int) -> dict:
     low, high = stats.bootstrap_ci(task.scores, seed, resamples)
     stderr = t["stderr"] if t.get("stderr") is not None else stats.mean_stderr(task.scores)
     row = {
-        "run_id": run.run_id, "model": record["model"], "variant": record["variant"], "prompt": record["prompt"],
-        "mode": record["mode"], "task": task.task, "dataset": task.dataset, "exam": task.exam, "n": task.n,
-        "accuracy": float(task.scores.mean()) if task.n else math.nan, "stderr": stderr,
-        "ci95_low": low, "ci95_high": high, "ci_method": f"bootstrap{resamples}",
-        "invalid": t["invalid"], "invalid_rate": t["invalid_rate"], "truncated_prompts": t["truncated_prompts"],
+        "run_id": run.run_id,
+        "model": record["model"],
+        "variant": record["variant"],
+        "prompt": record["prompt"],
+        "mode": record["mode"],
+        "task": task.task,
+        "dataset": task.dataset,
+        "exam": task.exam,
+        "n": task.n,
+        "accuracy": float(task.scores.mean()) if task.n else math.nan,
+        "stderr": stderr,
+        "ci95_low": low,
+        "ci95_high": high,
+        "ci_method": f"bootstrap{resamples}",
+        "invalid": t["invalid"],
+        "invalid_rate": t["invalid_rate"],
+        "truncated_prompts": t["truncated_prompts"],
         "questions_per_second": record["timing"]["questions_per_second"],
-        "peak_memory_gib": record["memory"]["peak_gib"], "params_b": record["params_b"], "device": record["device"],
-        "gpu": record["hardware"].get("gpu"), "weights": record["weights"], "git_sha": record["git_sha"],
+        "peak_memory_gib": record["memory"]["peak_gib"],
+        "params_b": record["params_b"],
+        "device": record["device"],
+        "gpu": record["hardware"].get("gpu"),
+        "weights": record["weights"],
+        "git_sha": record["git_sha"],
     }
     return {k: row[k] for k in SUMMARY_FIELDS}
 

@@ -17,7 +17,9 @@ def load_dataset_cot(**kwargs):
     rationales = yaml.safe_load(RATIONALES_PATH.read_text())
     shots = ds["dev"]["id"][: len(rationales)]
     if shots != list(rationales):
-        raise ValueError(f"{RATIONALES_PATH.name} must hold the first {len(rationales)} dev rows, in order "
-                         f"({shots}); it holds {list(rationales)}")
+        raise ValueError(
+            f"{RATIONALES_PATH.name} must hold the first {len(rationales)} dev rows, in order "
+            f"({shots}); it holds {list(rationales)}"
+        )
     ds["dev"] = ds["dev"].remove_columns("cot").add_column("cot", [rationales.get(i, "") for i in ds["dev"]["id"]])
     return ds

@@ -154,14 +154,15 @@ const hideTip = () => { $("#tooltip").hidden = true; };
 
 function comparisonTable() {
   const task = $("#comparison-task").value;
-  const shown = S.comparisons.filter((r) => !task || r.task === task).sort((a, b) => a.mcnemar_p - b.mcnemar_p);
+  const shown = S.comparisons.filter((r) => !task || r.task === task).sort((a, b) => a.p_value - b.p_value);
   $("#comparison-count").textContent = `${shown.length} comparison(s)`;
-  fillTable($("#comparison-table"), ["model", "task", "a", "b", "n paired", "a %", "b %", "b − a (95% CI)", "McNemar p"],
+  fillTable($("#comparison-table"), ["model", "task", "a", "b", "metric", "n paired", "a %", "b %", "b − a (95% CI)", "p", "Holm p"],
     shown.map((r) => el("tr", {}, el("td", {}, r.model), el("td", {}, r.task),
       el("td", {}, el("code", {}, r.run_a), el("div", { class: "muted" }, `${r.variant_a} ${r.prompt_a}/${r.mode_a}`)),
       el("td", {}, el("code", {}, r.run_b), el("div", { class: "muted" }, `${r.variant_b} ${r.prompt_b}/${r.mode_b}`)),
-      el("td", { class: "num" }, r.n_paired), el("td", { class: "num" }, r.pct_a), el("td", { class: "num" }, r.pct_b),
-      el("td", { class: `num ${r.mcnemar_p < 0.05 ? (r.difference > 0 ? "up" : "down") : ""}` }, r.diff), el("td", { class: "num" }, r.p))));
+      el("td", {}, r.metric), el("td", { class: "num" }, r.n_paired), el("td", { class: "num" }, r.pct_a), el("td", { class: "num" }, r.pct_b),
+      el("td", { class: `num ${r.holm_p < 0.05 ? (r.difference > 0 ? "up" : "down") : ""}` }, r.diff), el("td", { class: "num" }, `${r.p} (${r.test})`),
+      el("td", { class: "num" }, r.holm))));
 }
 
 function letterBar(counts, letters, n) {

@@ -1,0 +1,70 @@
+"""Permutation evaluation (`--set permute=cyclic`; MMBench calls it CircularEval).
+
+Each test question is asked again with its options rotated by every cyclic shift (4 for MedQA, 5
+for KorMedMCQA), the gold letter moving with its option. A model that answers by position rather
+than content scores at the rate of its favourite letter's share under each rotation, so the mean
+over rotations (the position-debiased accuracy) and the share right under every rotation (circular
+accuracy) measure knowledge where plain accuracy can measure a letter habit.
+
+Only the test split is rotated: few-shot rows keep their order, because their written rationales
+name letters. A rotated question keeps its id, and its rotation index is recorded in the row, so
+paired statistics line up per question.
+"""
+
+from __future__ import annotations
+
+from medbench.data.loader import LETTERS, OPTION_COUNT
+from medbench.settings import PERMUTE_SCHEMES as SCHEMES  # noqa: F401  (the one list)
+
+ROTATED_SPLIT = "test"
+
+
+def rotate_row(row: dict, k: int) -> dict:
+    """The row with options shifted left by k: the option at index j moves to (j - k) mod n."""
+    n = len(row["options"])
+    k %= n
+    options = row["options"][k:] + row["options"][:k]
+    index = (row["answer_index"] - k) % n
+    return {**row, "options": options, "answer_index": index, "answer": LETTERS[index], "rotation": k}
+
+
+def rotated_task_name(name: str, k: int) -> str:
+    return f"{name}_rot{k}"
+
+
+def rotations(dataset: str) -> int:
+    return OPTION_COUNT[dataset]
+
+
+def expand(names: list[str], task_manager, scheme: str) -> tuple[list, dict[str, list[str]]]:
+    """lm-eval task specs for the run, and {task: [its rotated task names]}.
+
+    A rotated task is the task's own resolved YAML with `rotation` added to its dataset kwargs (read
+    by medbench.eval.task_utils.load_dataset) and a name of its own, so lm-eval scores, caches and
+    logs it like any task.
+    """
+    if scheme == "none":
+        return list(names), {}
+    from lm_eval.tasks._yaml_loader import load_yaml  # the loader lm-eval's TaskFactory uses
+
+    specs, rotated = list(names), {}
+    for name in names:
+        cfg = load_yaml(task_manager.task_index[name].yaml_path, resolve_func=True)
+        dataset_kwargs = cfg.get("dataset_kwargs") or {}
+        rotated[name] = []
+        for k in range(1, rotations(dataset_kwargs["dataset"])):
+            specs.append(
+                {**cfg, "task": rotated_task_name(name, k), "dataset_kwargs": {**dataset_kwargs, "rotation": k}}
+            )
+            rotated[name].append(rotated_task_name(name, k))
+    return specs, rotated
+
+
+def slim(sample: dict) -> dict:
+    """A rotated task's sample without the prompt and question text (the unrotated task's sample has
+    them): what the report needs to score it, pair it and check it, at a tenth of the size."""
+    doc = sample["doc"]
+    kept = {k: sample[k] for k in ("doc_id", "target", "resps", "filtered_resps", "filter", "metrics") if k in sample}
+    kept.update({m: sample[m] for m in sample.get("metrics", []) if m in sample})
+    kept["doc"] = {k: doc[k] for k in ("id", "dataset", "exam", "answer", "answer_index", "rotation") if k in doc}
+    return kept

@@ -1,0 +1,531 @@
+"""Mistakes and tampering, driven through the CLI as a user would: each fault is refused early with a
+message that says what to do (exit status 2), or the run completes with nothing lost.
+
+Refusals run `medbench.cli.main` in this process (the same parsing, checks and error printing as
+`python -m medbench.cli`, seconds each); faults that need a process of their own (a run holding its
+id, an unwritable or full results folder) start `python -m medbench.cli eval` with the tiny model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from medbench.cli import main
+from medbench.data import checksums, loader
+from medbench.data.checksums import verify_splits
+from medbench.data.loader import DataError, load_rows
+from medbench.eval import response_cache
+from medbench.models import fingerprint
+from medbench.models.tiny import build_tiny
+from medbench.records import io
+
+QUICK = ["--tasks", "medqa", "--limit", "1"]  # 4 answer-letter scores: seconds on 2 CPU cores
+
+
+def medbench(capsys, *args: str) -> tuple[int, str]:
+    """`medbench ARGS` in this process: (exit status, stderr)."""
+    capsys.readouterr()
+    try:
+        code = main([*args])
+    except SystemExit as e:  # argparse
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+def cli(*args: str, results_dir: Path, preexec_fn=None, prefix: tuple[str, ...] = (), **kwargs):
+    env = dict(os.environ, MEDBENCH_RESULTS=str(results_dir))
+    return subprocess.Popen(
+        [*prefix, sys.executable, "-m", "medbench.cli", *args],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=preexec_fn,
+        **kwargs,
+    )
+
+
+def files_under(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")} if root.exists() else set()
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, tiny_gemma_dir):
+    """A finished quick run of the tiny model (results folder copied by each test that starts from it)."""
+    results = tmp_path_factory.mktemp("finished") / "results"
+    results.mkdir()
+    old = os.environ.get("MEDBENCH_RESULTS")
+    os.environ["MEDBENCH_RESULTS"] = str(results)
+    try:
+        assert main(["eval", str(tiny_gemma_dir), *QUICK, "--run-id", "done"]) == 0
+    finally:
+        if old is None:
+            del os.environ["MEDBENCH_RESULTS"]
+        else:
+            os.environ["MEDBENCH_RESULTS"] = old
+    return results
+
+
+@pytest.fixture
+def done(finished, results_dir):
+    """results_dir holding the finished run `done`; returns its folder."""
+    shutil.copytree(finished / "runs", results_dir / "runs")
+    return results_dir / "runs" / "done"
+
+
+# --- path escapes and --force on foreign folders ------------------------------------------------------
+
+
+def test_run_ids_are_names_never_paths(tmp_path, results_dir, tiny_gemma_dir, capsys):
+    # A medbench run outside results/runs/: before, `--run-id <its path> --force` deleted it.
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "run_config.json").write_text("{}")
+    (victim / "thesis.txt").write_text("years of work")
+    before = files_under(tmp_path)
+    for run_id in (str(victim), "../../victim", ".", "..", "a/b", ".hidden", "x" * 129, ""):
+        code, err = medbench(capsys, "eval", str(tiny_gemma_dir), *QUICK, "--run-id", run_id, "--force")
+        assert code == 2, run_id
+        assert (
+            f"medbench eval: error: invalid run id {run_id!r}: a run id names a folder in results/runs/, so it "
+            f"is letters, digits, '.', '_', '+' and '-' (not starting with '.'), at most 128 characters, never "
+            f"a path" in err
+        )
+    assert files_under(tmp_path) == before
+
+
+def test_force_never_deletes_a_folder_that_holds_no_run(results_dir, tiny_gemma_dir, capsys):
+    notes = results_dir / "runs" / "notes"
+    (notes / "cache").mkdir(parents=True)  # "cache" and "record.json" made a folder look like a run before
+    (notes / "record.json").write_text("my own record")
+    (notes / "thesis.txt").write_text("years of work")
+    before = files_under(results_dir)
+    code, err = medbench(capsys, "eval", str(tiny_gemma_dir), *QUICK, "--run-id", "notes", "--force")
+    assert code == 2
+    assert (
+        f"--force would delete {notes}, which holds no medbench evaluation run; remove it yourself or choose "
+        f"another name" in err
+    )
+    code, err = medbench(capsys, "eval", str(tiny_gemma_dir), *QUICK, "--run-id", "notes")
+    assert code == 2
+    assert (
+        f"{notes} holds no medbench evaluation run (run_config.json is missing); remove it yourself or choose "
+        f"another name" in err
+    )
+    assert files_under(results_dir) == before
+
+
+# --- stale caches: weights, versions --------------------------------------------------------------------
+
+
+def test_changed_weights_are_never_scored_from_an_old_cache(
+    tmp_path, results_dir, tiny_gemma_dir, embedded_dir, capsys
+):
+    model = shutil.copytree(tiny_gemma_dir, tmp_path / "model")
+    args = ["eval", str(model), *QUICK, "--run-id", "w"]
+    assert medbench(capsys, *args)[0] == 0
+    record = json.loads((results_dir / "runs" / "w" / "record.json").read_text())
+    assert record["weights_fingerprint"]["model"]["files"]["model.safetensors"].split()[1].startswith("sampled:")
+    sums = checksums.expected_sums()
+    assert record["data_files"] == {name: sums[name][0] for name in ("medqa/dev.jsonl", "medqa/test.jsonl")}
+
+    build_tiny(embedded_dir, model, seed=1)  # retrained in place: same files, same sizes, other values
+    code, err = medbench(capsys, *args)
+    assert code == 2
+    assert (
+        f"{results_dir / 'runs' / 'w'} holds answers cached from other inputs: the model weights changed "
+        f"(model.safetensors). They would be scored as this run's: --force discards them and evaluates again "
+        f"(or choose another --run-id)" in err
+    )
+
+    assert medbench(capsys, *args, "--force")[0] == 0
+    record = json.loads((results_dir / "runs" / "w" / "record.json").read_text())
+    assert record["responses"] == {"computed": 4, "from_cache": 0}
+
+    config_path = results_dir / "runs" / "w" / "run_config.json"
+    config = json.loads(config_path.read_text())
+    config["identity"]["versions"]["transformers"] = "4.57.0"
+    config_path.write_text(json.dumps(config))
+    code, err = medbench(capsys, *args)
+    assert code == 2 and "holds answers cached from other inputs: transformers was 4.57.0, now 5.24.0." in err
+
+
+def test_fingerprint_sees_header_and_sampled_blocks(tmp_path, monkeypatch):
+    """Above the whole-file limit: the safetensors header and eight 1 MiB blocks are hashed."""
+    monkeypatch.setattr(fingerprint, "WHOLE_BELOW", 1024)
+    header = json.dumps({"w": {"dtype": "F32", "shape": [2**20], "data_offsets": [0, 2**22]}}).encode()
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(len(header).to_bytes(8, "little") + header + bytes(2**22))
+    first = fingerprint.file_fingerprint(path)
+    assert first.startswith(f"{path.stat().st_size} sampled:")
+    data = bytearray(path.read_bytes())
+    data[-10] = 1  # the last block
+    path.write_bytes(data)
+    second = fingerprint.file_fingerprint(path)
+    assert second != first
+    path.write_bytes(data.replace(b'"F32"', b'"I32"'))  # another dtype, same size
+    assert fingerprint.file_fingerprint(path) not in (first, second)
+
+
+# --- tampered and truncated data -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def data_copy(tmp_path, monkeypatch):
+    root = tmp_path / "data"
+    shutil.copytree(loader.data_dir(), root, ignore=shutil.ignore_patterns("hub"))
+    monkeypatch.setenv("MEDBENCH_DATA", str(root))
+    return root
+
+
+def test_tampered_data_is_refused_before_the_model_loads(data_copy, results_dir, tiny_gemma_dir, capsys):
+    test = data_copy / "medqa" / "test.jsonl"
+    time.sleep(checksums.RACY_SECONDS + 0.1)  # a file just written is never trusted to the cache
+    verify_splits([("medqa", None, "test")])  # its hash cached (by size, mtime, ctime, inode)
+    assert str(test.resolve()) in json.loads((checksums.cache_dir() / checksums.HASH_CACHE).read_text())
+    line = next(
+        i
+        for i, name in enumerate((data_copy / "SHA256SUMS").read_text().splitlines(), 1)
+        if name.endswith("medqa/test.jsonl")
+    )
+    expected = checksums.expected_sums()["medqa/test.jsonl"][0]
+    # An edited answer key, same size, and the old mtime put back: the cache must not vouch for it.
+    stat = test.stat()
+    text = test.read_text(encoding="utf-8")
+    first = json.loads(text.split("\n", 1)[0])
+    wrong = next(k for k in "ABCD" if k != first["answer_idx"])
+    test.write_text(
+        text.replace(f'"answer_idx": "{first["answer_idx"]}"', f'"answer_idx": "{wrong}"', 1), encoding="utf-8"
+    )
+    os.utime(test, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert test.stat().st_size == stat.st_size
+    code, err = medbench(capsys, "eval", str(tiny_gemma_dir), *QUICK, "--run-id", "t")
+    assert code == 2
+    actual = checksums._HashCache().sha256(test)
+    assert (
+        f"data file {test} has sha256 {actual}, but SHA256SUMS:{line} says {expected}: it changed since the "
+        f"checksums were written. Restore it (git checkout data/) and check with `just data`" in err
+    )
+    assert not (results_dir / "runs" / "t").exists()
+
+
+def test_training_verifies_its_data_before_it_claims_a_folder(data_copy, tmp_path, tiny_gemma_dir, monkeypatch):
+    from trainers import sft
+    from trainers.arguments import parse_args
+
+    monkeypatch.setenv("MEDBENCH_CHECKPOINTS", str(tmp_path / "checkpoints"))
+    valid = data_copy / "kormedmcqa" / "nurse" / "valid.csv"
+    valid.write_bytes(valid.read_bytes()[:-200])  # cut at the end
+    with pytest.raises(DataError, match=rf"data file {valid} has sha256 \w+, but SHA256SUMS:\d+ says \w+: it changed"):
+        sft.train(parse_args([str(tiny_gemma_dir), "lora", "--mix", "korean"]))
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_truncated_or_undecodable_data_names_file_and_line(data_copy):
+    path = data_copy / "kormedmcqa" / "doctor" / "test.csv"
+    raw = path.read_bytes()
+    cut = raw.index("예방접종".encode()) + 1  # inside a Korean character
+    path.write_bytes(raw[:cut])
+    line = raw[:cut].count(b"\n") + 1
+    with pytest.raises(
+        DataError,
+        match=rf"doctor/test\.csv:{line}: not valid UTF-8 \(byte {cut - 1} of {cut}\): the "
+        rf"file is truncated or corrupt; restore it",
+    ):
+        load_rows("kormedmcqa", "doctor", "test")
+    # Cut inside a quoted field: the row is incomplete, never read as a shorter one.
+    path.write_bytes(raw[: raw.index(b',"') + 2])
+    with pytest.raises(DataError, match=r"doctor/test\.csv:\d+: not valid CSV \(unexpected end of data\)"):
+        load_rows("kormedmcqa", "doctor", "test")
+
+
+# --- corrupt caches and records --------------------------------------------------------------------------
+
+
+def test_corrupt_or_foreign_caches_are_named_with_their_remedy(done, tiny_gemma_dir, capsys):
+    args = ["eval", str(tiny_gemma_dir), *QUICK, "--run-id", "done"]
+    db = done / "cache" / response_cache.FILENAME
+    with sqlite3.connect(db) as con:  # plain JSON text, never a pickle
+        rows = con.execute("SELECT attr, typeof(value), value FROM responses").fetchall()
+    assert len(rows) == 4 and all(a == "loglikelihood" and t == "text" for a, t, _ in rows)
+    assert all(isinstance(json.loads(v)[0], float) and isinstance(json.loads(v)[1], bool) for _, _, v in rows)
+
+    saved = db.read_bytes()
+    db.write_bytes(b"this is not a database" * 100)
+    code, err = medbench(capsys, *args)
+    assert code == 2
+    assert (
+        f"{db}: not a usable medbench response cache (file is not a database); --force discards this run's "
+        f"cached answers and starts it again" in err
+    )
+
+    db.write_bytes(saved)
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE responses SET value = '\"__import__(os)\"'")
+    code, err = medbench(capsys, *args)
+    assert code == 2
+    assert f"{db}: a cached loglikelihood response is not one ('\"__import__(os)\"'); --force discards" in err
+
+    db.unlink()
+    legacy = done / "cache" / "responses_rank0.db"
+    legacy.write_bytes(b"pickles")
+    code, err = medbench(capsys, *args)
+    assert code == 2
+    assert (
+        f"{legacy}: an lm-eval response cache from an older medbench, which stores pickles (they run code when "
+        f"read), so medbench never opens it; --force discards this run's cached answers and starts it again" in err
+    )
+
+    # A folder with no cached answers (a committed record) has nothing to go stale: it is evaluated again.
+    legacy.unlink()
+    config = json.loads((done / "run_config.json").read_text())
+    del config["identity"]
+    (done / "run_config.json").write_text(json.dumps(config))
+    assert medbench(capsys, *args)[0] == 0
+    assert json.loads((done / "record.json").read_text())["responses"] == {"computed": 4, "from_cache": 0}
+
+
+def test_finished_runs_keep_their_record_and_corrupt_ones_are_named(done, tiny_gemma_dir, capsys):
+    args = ["eval", str(tiny_gemma_dir), *QUICK, "--run-id", "done"]
+    record = done / "record.json"
+    written = record.read_bytes()
+    code, err = medbench(capsys, *args)
+    assert code == 0 and record.read_bytes() == written  # the timings of the run that computed the answers
+    assert f"nothing computed; {record} is left as the run that computed these answers wrote it" in err
+
+    record.write_bytes(written[: len(written) // 2])  # a record cut short: rewritten from the cache
+    assert medbench(capsys, *args)[0] == 0
+    assert json.loads(record.read_text())["responses"] == {"computed": 0, "from_cache": 4}
+
+    config = done / "run_config.json"
+    config.write_text(config.read_text()[:50])
+    code, err = medbench(capsys, *args)
+    assert code == 2 and f"{config}: not valid JSON (" in err and "); --force starts the run again" in err
+
+
+# --- numbers, settings and model directories: refused before anything loads ------------------------------
+
+REFUSED = [
+    (
+        ["--sample", "0"],
+        "--sample must be a whole number >= 1 (N questions drawn per task), got 0; leave it out to run every question",
+    ),
+    (["--limit", "0"], "--limit must be a whole number >= 1 (the first N questions of each task), got 0"),
+    (["--limit", "-3"], "--limit must be a whole number >= 1 (the first N questions of each task), got -3"),
+    (
+        ["--sample", "2", "--limit", "2"],
+        "--sample and --limit exclude each other: --limit takes the first N questions "
+        "of each task, --sample a seeded random N; choose one",
+    ),
+    (
+        ["--tasks", "medqa", "--sample", "5000"],
+        "--sample 5000 is more than the 1273 questions of medqa_usmle's test "
+        "set: it would run every question under a sample's name; use --sample "
+        "1273 or less, or leave --sample out to run every question",
+    ),
+    (
+        ["--tasks", "kormedmcqa", "--limit", "500"],
+        "--limit 500 is more than the 435 questions of kormedmcqa_doctor's test set",
+    ),
+    (["--batch-size", "0"], "setting batch_size must be a whole number >= 1, got 0"),
+    (["--set", "prompt_max_tokens=0"], "setting prompt_max_tokens must be a whole number >= 1, got 0"),
+    (["--set", "max_gen_toks=-1"], "setting max_gen_toks must be a whole number >= 1, got -1"),
+    (["--set", "repetition_penalty=0"], "setting repetition_penalty must be > 0 (1.0: none), got 0.0"),
+    (["--set", "seed=-1"], "setting seed must be a whole number >= 0, got -1"),
+    (["--set", "dtype=float8"], "setting dtype must be one of auto, float32, bfloat16, float16, got 'float8'"),
+    (["--set", "device=gpu"], "setting device must be auto, cpu, cuda, cuda:N or mps, got 'gpu'"),
+    (
+        ["--set", "attn_implementation=flash"],
+        "setting attn_implementation must be one of auto, eager, sdpa, "
+        "flash_attention_2, flash_attention_3, flex_attention, got 'flash'",
+    ),
+    (
+        ["--set", "attn_implementation=flash_attention_2"],
+        "setting attn_implementation=flash_attention_2 needs a CUDA "
+        "GPU, and this run is on cpu; use sdpa or eager (or auto)",
+    ),
+]
+
+
+def test_numbers_and_settings_are_refused_before_the_load(results_dir, tiny_gemma_dir, capsys):
+    import torch
+
+    cases = list(REFUSED)
+    if not torch.cuda.is_available():
+        why = "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+        cases.append((["--set", "device=cuda"], f"setting device=cuda, but {why}; use device=cpu (or auto)"))
+    for extra, message in cases:
+        start = time.perf_counter()
+        code, err = medbench(capsys, "eval", str(tiny_gemma_dir), *extra)
+        assert code == 2 and f"medbench eval: error: {message}" in err, (extra, err)
+        assert time.perf_counter() - start < 20, extra  # nothing loaded
+    assert files_under(results_dir) <= {"runs"}  # no run claimed
+
+
+def test_model_directories_are_checked_before_the_load(tmp_path, results_dir, tiny_gemma_dir, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    no_config = shutil.copytree(tiny_gemma_dir, tmp_path / "no-config")
+    (no_config / "config.json").unlink()
+    no_tokenizer = tmp_path / "no-tokenizer"
+    no_tokenizer.mkdir()
+    shutil.copy(tiny_gemma_dir / "config.json", no_tokenizer)
+    shutil.copy(tiny_gemma_dir / "model.safetensors", no_tokenizer)
+    cases = [
+        (str(tmp_path / "nope"), f"model directory {tmp_path / 'nope'} does not exist"),
+        ("./models/nope", "model directory ./models/nope does not exist"),
+        (
+            str(empty),
+            f"model directory {empty} is empty: a model directory holds config.json, the weights and the tokenizer",
+        ),
+        (str(no_config), f"model directory {no_config} has no config.json"),
+        (
+            str(no_tokenizer),
+            f"model directory {no_tokenizer} has no tokenizer (none of tokenizer.json, "
+            f"tokenizer.model, vocab.json, vocab.txt, tokenizer.tiktoken)",
+        ),
+        (str(tiny_gemma_dir / "config.json"), f"{tiny_gemma_dir / 'config.json'} is a file, not a model directory"),
+    ]
+    for model, message in cases:
+        code, err = medbench(capsys, "eval", model, *QUICK)
+        assert code == 2 and f"medbench eval: error: {message}" in err, (model, err)
+    assert files_under(results_dir) <= {"runs"}
+
+
+# --- processes: concurrent runs, unwritable and full folders ---------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_second_run_on_a_busy_id_is_refused(results_dir, tiny_gemma_dir, capsys):
+    # The first run holds its id from its checks to its record: the model load and 5 questions, seconds.
+    args = ["eval", str(tiny_gemma_dir), "--tasks", "medqa", "--limit", "5", "--batch-size", "1", "--run-id", "busy"]
+    first = cli(*args, results_dir=results_dir)
+    lock = results_dir / "runs" / ".busy.lock"
+    deadline = time.time() + 240
+    while not lock.exists() and first.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert lock.exists(), first.communicate()
+    code, err = medbench(capsys, *args, "--force")  # --force included: it must not delete a run in progress
+    assert code == 2
+    assert (
+        f"{results_dir / 'runs' / 'busy'} is in use by another medbench evaluation run (pid {first.pid}); wait "
+        f"for it to finish, or choose another name" in err
+    )
+    out, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err
+    record = json.loads((results_dir / "runs" / "busy" / "record.json").read_text())
+    assert record["responses"] == {"computed": 20, "from_cache": 0} and not lock.exists()
+
+
+def _without_root_privileges() -> tuple[str, ...]:
+    """A command prefix under which root obeys file permissions (as every other user does)."""
+    if os.geteuid() != 0:
+        return ()
+    if shutil.which("setpriv") is None:
+        pytest.skip("root ignores file permissions, and setpriv is not installed")
+    return ("setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner")
+
+
+@pytest.mark.slow
+def test_an_unwritable_results_folder_is_refused_cleanly(results_dir, tiny_gemma_dir):
+    results_dir.chmod(0o555)
+    try:
+        proc = cli(
+            "eval",
+            str(tiny_gemma_dir),
+            *QUICK,
+            "--run-id",
+            "ro",
+            results_dir=results_dir,
+            prefix=_without_root_privileges(),
+        )
+        _, err = proc.communicate(timeout=300)
+    finally:
+        results_dir.chmod(0o755)
+    assert proc.returncode == 2, err
+    assert (
+        f"medbench eval: error: cannot write {results_dir / 'runs'}: Permission denied; free space or make "
+        f"{results_dir} writable (MEDBENCH_RESULTS and MEDBENCH_CHECKPOINTS move medbench's folders)" in err
+    )
+    assert files_under(results_dir) == set()
+
+
+def _file_size_limit(n_bytes: int):
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (n_bytes, n_bytes))
+
+    return limit
+
+
+@pytest.mark.slow
+def test_a_disk_full_at_the_start_leaves_no_claim(results_dir, tiny_gemma_dir):
+    """No file may grow past 4 KiB: run_config.json fits, the response cache does not."""
+    proc = cli(
+        "eval",
+        str(tiny_gemma_dir),
+        *QUICK,
+        "--run-id",
+        "full",
+        results_dir=results_dir,
+        preexec_fn=_file_size_limit(4096),
+    )
+    _, err = proc.communicate(timeout=300)
+    db = results_dir / "runs" / "full" / "cache" / response_cache.FILENAME
+    assert proc.returncode == 2, err
+    assert (
+        f"medbench eval: error: cannot write {db}: disk I/O error (is the disk full?); free space or make "
+        f"{db.parent} writable" in err
+    )
+    assert files_under(results_dir) == {"runs"}
+
+
+def test_a_disk_full_at_the_end_loses_no_answer(results_dir, tiny_gemma_dir, capsys, monkeypatch):
+    """lm-eval's results.json cannot be written: the error names it, no file is half-written, the answers stay."""
+    import errno
+
+    write_text = Path.write_text
+
+    def full(self, *args, **kwargs):
+        if self.name.startswith(".results.json"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return write_text(self, *args, **kwargs)
+
+    args = ["eval", str(tiny_gemma_dir), *QUICK, "--run-id", "end"]
+    run_dir = results_dir / "runs" / "end"
+    with monkeypatch.context() as m:
+        m.setattr(Path, "write_text", full)
+        code, err = medbench(capsys, *args)
+    assert code == 2
+    assert (
+        f"medbench eval: error: cannot write {run_dir / 'results.json'}: No space left on device; free space "
+        f"or make {run_dir} writable" in err
+    )
+    assert not (run_dir / "record.json").exists() and not list(results_dir.rglob("*.tmp"))
+    assert response_cache.count_rows(run_dir / "cache" / response_cache.FILENAME) == 4
+    assert medbench(capsys, *args)[0] == 0
+    record = json.loads((run_dir / "record.json").read_text())
+    assert record["responses"] == {"computed": 0, "from_cache": 4}
+
+
+def test_run_lock_is_exclusive_and_leaves_nothing(tmp_path):
+    run_dir = tmp_path / "runs" / "x"
+    busy = rf"is in use by another medbench evaluation run \(pid {os.getpid()}\)"
+    with (
+        io.run_lock(run_dir, "evaluation run"),
+        pytest.raises(io.RecordError, match=busy),
+        io.run_lock(run_dir, "evaluation run"),
+    ):
+        pass
+    assert list((tmp_path / "runs").iterdir()) == []
