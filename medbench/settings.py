@@ -45,6 +45,11 @@ class EvalSettings:
     )
     dtype: str = arg("auto", help="bf16 on GPU, fp32 on CPU (the GGUF computes in fp32 in any case)")
     batch_size: int = arg(8, help="questions per forward pass")
+    batch_tokens: int = arg(
+        16384,
+        help="`mc`: a batch of short prompts takes more rows than batch_size, up to this many padded "
+        "tokens (the prompts are sorted by length; 0: batch_size rows always)",
+    )
     device: str = arg("auto", help="`cuda` where visible, else `cpu`")
     seed: int = arg(1234, help="lm-eval's seeds (sampling, few-shot order)")
     fast_mc: bool = arg(True, help="one forward pass per question for one-token answers (medbench/eval/fastlm.py)")
@@ -80,7 +85,13 @@ class EvalSettings:
 
     def __post_init__(self):
         """Every value in its domain, before anything loads (the machine is checked by models.loading)."""
-        for name, low in (("batch_size", 1), ("prompt_max_tokens", 1), ("max_gen_toks", 1), ("seed", 0)):
+        for name, low in (
+            ("batch_size", 1),
+            ("batch_tokens", 0),
+            ("prompt_max_tokens", 1),
+            ("max_gen_toks", 1),
+            ("seed", 0),
+        ):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
                 raise SettingsError(f"setting {name} must be a whole number >= {low}, got {value!r}")

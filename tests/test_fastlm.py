@@ -56,7 +56,7 @@ def test_same_loglikelihoods_and_choices_as_stock_hflm(requests_and_models):
 def test_left_padding_matches_unpadded(requests_and_models):
     """Batching (left padding + position ids, sliding window of 16 here) must not change a score."""
     instances, _, fast = requests_and_models
-    one_by_one = MedbenchLM(pretrained=fast.model, tokenizer=fast.tokenizer, batch_size=1, device="cpu")
+    one_by_one = MedbenchLM(pretrained=fast.model, tokenizer=fast.tokenizer, batch_size=1, batch_tokens=0, device="cpu")
     for (a, _), (b, _) in zip(one_by_one.loglikelihood(instances), fast.loglikelihood(instances)):
         assert a == pytest.approx(b, abs=2e-4)
 

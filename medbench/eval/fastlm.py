@@ -19,10 +19,14 @@ from collections import defaultdict
 import torch
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
+from lm_eval.models.utils import _add_special_kwargs, has_bos_prefix
 from tqdm import tqdm
 
 from medbench.errors import MedbenchError
+from medbench.eval import templates
 from medbench.eval.fastgen_lm import FastGenerationMixin  # generation: medbench/eval/fastgen.py (the fast_gen setting)
+
+templates.install()
 
 # Largest |batched - alone| letter log-probability allowed by the canary, per compute dtype: fp32
 # differs by summation order only; bf16 batching changes rounding of whole activations.
@@ -40,6 +44,7 @@ class MedbenchLM(FastGenerationMixin, HFLM):
         *args,
         prompt_max_tokens: int = 3500,
         fast_mc: bool = True,
+        batch_tokens: int = 0,
         canary_size: int = 4,
         progress: bool = True,
         **kwargs,
@@ -47,6 +52,8 @@ class MedbenchLM(FastGenerationMixin, HFLM):
         super().__init__(*args, **kwargs)
         self.prompt_max_tokens = int(prompt_max_tokens)
         self.fast_mc = fast_mc
+        self.batch_tokens = int(batch_tokens)
+        self._encoded: dict[tuple[str, tuple], list[int]] = {}  # tok_encode's answers, filled a batch at a time
         self.canary_size = canary_size
         self.dtype_name = str(next(self.model.parameters()).dtype).replace("torch.", "")
         self.canary_tolerance = CANARY_TOLERANCE.get(self.dtype_name, 0.25)
@@ -69,6 +76,7 @@ class MedbenchLM(FastGenerationMixin, HFLM):
             prompt_max_tokens=settings.prompt_max_tokens,
             fast_mc=settings.fast_mc,
             fast_gen=settings.fast_gen,
+            batch_tokens=settings.batch_tokens,
             canary_size=settings.canary,
             progress=progress,
             chat_template_args=chat_template_args or None,
@@ -78,6 +86,39 @@ class MedbenchLM(FastGenerationMixin, HFLM):
     def max_length(self) -> int:
         # Room for a full prompt plus any generation budget: truncation is ours (prompt_max_tokens).
         return max(super().max_length, self.prompt_max_tokens + 4096)
+
+    def _encode_kwargs(self, string: str) -> dict:
+        """The tokenizer arguments lm-eval's `tok_encode(string)` uses (BOS unless the text starts with one)."""
+        kwargs = _add_special_kwargs(None, self.add_bos_token)
+        if not hasattr(self, "_bos_text"):
+            self._bos_text = self.tokenizer.decode(self.prefix_token_id)
+        if has_bos_prefix(string, self._bos_text):
+            kwargs["add_special_tokens"] = False
+        return kwargs
+
+    def encode_many(self, strings) -> None:
+        """Tokenize `strings` in one batched call per argument set, for `tok_encode` to answer from.
+
+        lm-eval encodes each (context, context + letter) pair on its own, twice per answer letter: 11,457
+        single calls for MedQA's 1,273 questions. One batched call runs in the tokenizer's threads and
+        encodes each distinct context once; the token ids are the same (tests/test_mc_host.py).
+        """
+        groups: dict[tuple, list[str]] = defaultdict(list)
+        for string in dict.fromkeys(strings):
+            kwargs = self._encode_kwargs(string)
+            key = tuple(sorted(kwargs.items()))
+            if (string, key) not in self._encoded:
+                groups[key].append(string)
+        for key, todo in groups.items():
+            for string, ids in zip(todo, self.tokenizer(todo, **dict(key))["input_ids"], strict=True):
+                self._encoded[(string, key)] = list(ids)
+
+    def tok_encode(self, string, add_special_tokens=None, left_truncate_len=None, **kwargs):
+        if add_special_tokens is None and not kwargs:
+            hit = self._encoded.get((string, tuple(sorted(self._encode_kwargs(string).items()))))
+            if hit is not None:
+                return hit[-left_truncate_len:] if left_truncate_len else list(hit)
+        return super().tok_encode(string, add_special_tokens, left_truncate_len, **kwargs)
 
     def tok_batch_encode(self, strings, padding_side="left", left_truncate_len=None, truncation=False):
         return super().tok_batch_encode(strings, padding_side, self.prompt_max_tokens, truncation)
@@ -104,6 +145,8 @@ class MedbenchLM(FastGenerationMixin, HFLM):
         for i, req in enumerate(requests):
             by_task[str(getattr(req, "task_name", ""))].append(i)
         results: list = [None] * len(requests)
+        if self.backend == "causal":
+            self.encode_many(_pair_strings(req.args for req in requests))
         # One bar for the whole scoring phase, over every task's answers.
         self._pbar = tqdm(
             total=len(requests),
@@ -144,13 +187,11 @@ class MedbenchLM(FastGenerationMixin, HFLM):
         # Longest first, as lm-eval does: memory errors surface at once and padding stays small.
         # Ties in length keep the requests' order, so the batches are the same on every run.
         contexts = sorted(by_context, key=len, reverse=True)
-        bs = self.batch_size if isinstance(self.batch_size, int) else 1
         scores: dict[tuple[int, ...], tuple[torch.Tensor, dict[int, float], int]] = {}
         pbar = self._pbar or tqdm(
             total=len(requests), disable=disable_tqdm or self.rank != 0, desc="Scoring answer letters", unit="answer"
         )
-        for start in range(0, len(contexts), bs):
-            batch = contexts[start : start + bs]
+        for batch in self._batches(contexts):
             wanted = sorted({requests[i][2][0] for ctx in batch for i in by_context[ctx]})
             for ctx, row in zip(batch, self._score_batch(batch, wanted), strict=True):
                 scores[ctx] = row
@@ -166,6 +207,18 @@ class MedbenchLM(FastGenerationMixin, HFLM):
                 results[i] = answer
                 self.cache_hook.add_partial("loglikelihood", requests[i][0], answer)
         return results
+
+    def _batches(self, contexts: list[tuple[int, ...]]):
+        """Consecutive slices of the length-sorted contexts: `batch_size` rows, or with `batch_tokens` set,
+        as many rows as fit that many padded tokens (never fewer than `batch_size`).
+
+        Sizes depend only on the contexts' lengths, so the batches are the same on every machine."""
+        rows = self.batch_size if isinstance(self.batch_size, int) else 1
+        start = 0
+        while start < len(contexts):
+            n = max(rows, self.batch_tokens // len(contexts[start])) if self.batch_tokens else rows
+            yield contexts[start : start + n]
+            start += n
 
     def _score_batch(self, batch: list[tuple[int, ...]], wanted: list[int]):
         """Per context: (hidden state, {token: log p in fp32}, greedy token) for the `wanted` tokens.
@@ -207,11 +260,10 @@ class MedbenchLM(FastGenerationMixin, HFLM):
         normaliser = torch.logsumexp(logits, dim=-1)
         letters = exact_logits(captured["hidden"], head, wanted, self.model.config)
         greedy = logits.argmax(dim=-1)
-        out = []
-        for row in range(len(batch)):
-            logprobs = {tok: float(letters[row, j] - normaliser[row]) for j, tok in enumerate(wanted)}
-            out.append((letters[row].detach().cpu(), logprobs, int(greedy[row])))
-        return out
+        # One copy to the host per batch (a float() per letter would wait on the device 320 times a batch).
+        letters, logprobs, greedy = (t.cpu() for t in (letters, letters - normaliser[:, None], greedy))
+        table, chosen = logprobs.tolist(), greedy.tolist()
+        return [(letters[row], dict(zip(wanted, table[row], strict=True)), chosen[row]) for row in range(len(batch))]
 
     def _canary(self, contexts, scores, requests, by_context) -> None:
         """Re-score a fixed handful of contexts alone (batch 1, no padding) and compare with their batched scores.
@@ -253,3 +305,16 @@ def exact_logits(hidden: torch.Tensor, head, tokens: list[int], config) -> torch
     if cap:  # Gemma 2 style soft-capping, applied by the model after the head
         out = torch.tanh(out / cap) * cap
     return out
+
+
+def _pair_strings(pairs):
+    """The strings lm-eval's `_encode_pair` tokenizes: the context and context + continuation, after
+    moving the context's trailing spaces onto the continuation as it does."""
+    for context, continuation in pairs:
+        if not context:
+            continue
+        n_spaces = len(context) - len(context.rstrip())
+        if n_spaces:
+            context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+        yield context
+        yield context + continuation
