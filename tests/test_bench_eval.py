@@ -17,10 +17,14 @@ def test_bench_eval_compares_every_method_on_the_same_questions(tiny_gemma_dir, 
     assert mc["questions"] == 5 and set(mc["methods"]) == {"medbench", "stock_hf", "plain"}
     for other in ("stock_hf", "plain"):  # fp32: the same letter for every question
         assert mc["same_answer_as_medbench"][other]["different"] == 0
+    # fp32 on CPU: scoring alone (batch 1, no padding) flips no answer of the seeded sample.
+    assert mc["batch1_flips"]["questions"] == 5 and mc["batch1_flips"]["different"] == 0
+    assert mc["batch1_flips"]["max_abs_logprob_diff"] < 1e-3
     assert gen["questions"] == 5 and not gen["fallbacks"]
     assert gen["same_text_as_stock_hf"] == {"questions": 5, "different": 0}
     assert gen["same_tokens_as_study"]["different"] == 0 and gen["same_tokens_as_study"]["questions"] == 5
     assert gen["methods"]["medbench"]["generated_tokens"] > 0 and gen["speedup_over_study"] > 0
     assert record["device"].startswith("cpu") and record["load_seconds"]["medbench"] > 0
     table = capsys.readouterr().out
+    assert "0 of 5 letters differ" in table
     assert "| mc | plain | 5 |" in table and "5/5 token ids" in table and "5/5 texts" in table

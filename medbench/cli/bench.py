@@ -60,6 +60,11 @@ class EvalBenchArguments:
         None, help="questions per task for stock lm-eval's generate_until (default: --limit; 0 skips it)"
     )
     study_limit: int = arg(20, help="questions per task for the study's batch-1 loop (0 skips it)")
+    flip_sample: int = arg(
+        50,
+        help="mc: a seeded sample of questions per task also scored at batch size 1, to "
+        "count the answers batching flips (0 skips it)",
+    )
     batch_size: int = arg(64, help="questions per batch for every batched method")
     device: str = arg("auto", help="cuda where visible, else cpu")
     attn_implementation: str = arg(
@@ -168,6 +173,7 @@ def bench_eval(opts: EvalBenchArguments, out_dir: Path) -> int:
             limit=opts.limit,
             baseline_limit=opts.baseline_limit,
             study_limit=opts.study_limit,
+            flip_sample=opts.flip_sample,
             batch_size=opts.batch_size,
             device=opts.device,
             attn_implementation=opts.attn_implementation,

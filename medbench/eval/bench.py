@@ -49,6 +49,7 @@ class EvalBenchOptions:
     limit: int | None = None  # questions per task, every method
     baseline_limit: int | None = None  # questions per task for stock lm-eval (default: limit)
     study_limit: int | None = 20  # questions per task for the batch-1 study loop (0: skip)
+    flip_sample: int = 50  # mc: seeded questions per task also scored at batch size 1 (0: skip)
     batch_size: int = 64  # mc and the batched generators
     device: str = "auto"
     attn_implementation: str = "auto"
@@ -231,6 +232,7 @@ def bench_mc(loaded, prepared, opts: EvalBenchOptions, settings) -> dict:
             "peak_gpu_gib": m.peak_gib,
         }
     chosen = {name: _choices(s, by_q) for name, s in scores.items()}
+    flips = _batch1_flips(loaded, prepared, settings, instances, by_q, scores["medbench"], opts.flip_sample)
     same = {}
     for name in ("stock_hf", "plain"):
         differ = [q for q in by_q if chosen[name][q] != chosen["medbench"][q]]
@@ -246,7 +248,50 @@ def bench_mc(loaded, prepared, opts: EvalBenchOptions, settings) -> dict:
         "methods": methods,
         "same_answer_as_medbench": same,
         "speedup_over_stock_hf": {k: round(base / v["seconds"], 2) for k, v in methods.items()},
+        "batch1_flips": flips,
         "chat": chat_templates.describe(prepared.chat, tokenizer),
+    }
+
+
+def _batch1_flips(loaded, prepared, settings, instances, by_q, batched: list[float], per_task: int) -> dict | None:
+    """How many answers batching changes: a seeded sample of questions per task scored again at batch size 1
+    (no padding), letters compared with the batched run's; each flip with the batched run's top-two gap."""
+    import dataclasses
+    import random
+
+    if not per_task:
+        return None
+    by_task: dict[str, list] = defaultdict(list)
+    for q in by_q:
+        by_task[q[0]].append(q)
+    rng = random.Random(settings.seed)
+    sample = [q for task in sorted(by_task) for q in rng.sample(by_task[task], min(per_task, len(by_task[task])))]
+    alone = _medbench_lm(loaded, prepared, dataclasses.replace(settings, batch_size=1, batch_tokens=0, canary=0))
+    subset = [instances[i] for q in sample for i in by_q[q]]
+    one = [s for s, _ in alone.loglikelihood(subset, disable_tqdm=True)]
+    pos = 0
+    flips = []
+    for q in sample:
+        idx = by_q[q]
+        single = one[pos : pos + len(idx)]
+        pos += len(idx)
+        a = max(range(len(idx)), key=lambda k: batched[idx[k]])
+        b = max(range(len(idx)), key=single.__getitem__)
+        if a != b:
+            top = sorted((batched[i] for i in idx), reverse=True)
+            flips.append({"task": q[0], "doc_id": q[1], "batched_top2_gap": round(top[0] - top[1], 6)})
+    return {
+        "questions": len(sample),
+        "seed": settings.seed,
+        "different": len(flips),
+        "flip_rate": round(len(flips) / len(sample), 6) if sample else None,
+        "flips": flips,
+        "max_abs_logprob_diff": round(
+            max(
+                (abs(x - batched[i]) for x, i in zip(one, [i for q in sample for i in by_q[q]], strict=True)), default=0
+            ),
+            6,
+        ),
     }
 
 
@@ -373,6 +418,13 @@ def markdown_table(result: dict) -> str:
                 f"| {speed} | {same} | {device} |"
             )
     load = result["load_seconds"]
+    flips = result["modes"].get("mc", {}).get("batch1_flips")
+    if flips:
+        lines.append("")
+        lines.append(
+            f"Batching vs batch size 1 (mc, seeded sample): {flips['different']} of {flips['questions']} letters "
+            f"differ (largest |log p| difference {flips['max_abs_logprob_diff']:.3g})."
+        )
     lines.append("")
     lines.append(
         f"Load: medbench {load['medbench']} s (with its perplexity check), lm-eval's HFLM "
