@@ -20,7 +20,7 @@ data *args:
 demo *args:
     {{medbench}} demo "$@"
 
-# Evaluate: just eval MODEL [VARIANT] [PROMPT] [--mode mc|gen] [--tasks …] [--limit N] [--set key=value]
+# Evaluate: just eval MODEL [VARIANT] [PROMPT] [--mode mc|gen] [--tasks …] [--limit N] [--set key=value] [--gpus N]
 eval *args:
     {{medbench}} eval "$@"
 

@@ -8,9 +8,10 @@ The package map, lowest layer first; a layer imports only the layers above it in
     data/     loader (one canonical row, validated), checksums, hub schema both ways, contamination
     records/  the record contract (schema), provenance, reading and writing run directories,
               per-question rows from samples
-    models/   registry (models.yaml), variants (variants.yaml), loading, embedded 270M, shapes, AWQ
-    eval/     the run (lm-eval simple_evaluate + our HF model), answers, task hooks, the prompts
-              README, the consistency check against lm-eval's built-in task
+    models/   registry (models.yaml), variants (variants.yaml), loading, placement (one GPU or sharded),
+              embedded 270M, shapes, oversize shapes, AWQ
+    eval/     the run (lm-eval simple_evaluate + our HF model), data-parallel processes, answers, task
+              hooks, the prompts README, the consistency check against lm-eval's built-in task
     report/   summary.csv, paired comparisons, chart, training tables, the README block, the explorer
     cli/      `medbench COMMAND`: one module per subcommand; the only importer of `trainers`
 

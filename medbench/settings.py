@@ -83,6 +83,13 @@ class EvalSettings:
         "stripped before answer extraction. Needs chat and `gen`",
     )
 
+    parallelize: Literal["auto", "true", "false"] = arg(
+        "auto",
+        help="shard the model's layers across the visible GPUs (accelerate device_map): `auto` when its "
+        "estimated weights do not fit one GPU's free memory, `true` always, `false` never "
+        "(medbench/models/placement.py)",
+    )
+
     def __post_init__(self):
         """Every value in its domain, before anything loads (the machine is checked by models.loading)."""
         for name, low in (

@@ -238,6 +238,10 @@ def test_launch_uses_accelerate_for_several_gpus():
         assert cmd[cmd.index("--num_processes") + 1] == "4" and cmd[cmd.index("--num_machines") + 1] == "1"
         assert parse_args(cmd[cmd.index("trainers.sft") + 1 :]) == args  # every process parses the same arguments
         assert "CUDA_VISIBLE_DEVICES" not in launch.environment(args, {})
+    zero = parse_args(["m", "lora", "--eval-limit", "0", "--max-steps", "6"])  # 0 is no evaluation, not unset
+    argv = to_argv(zero)
+    assert argv[argv.index("--eval-limit") + 1] == "0" and argv[argv.index("--max-steps") + 1] == "6"
+    assert parse_args(to_argv(zero)) == zero
 
 
 def test_multinode_launch_passes_accelerates_own_arguments():
@@ -431,6 +435,10 @@ def test_step_timer_leaves_out_the_first_steps(monkeypatch):
     steady = timer.steady_state()
     assert (steady["skipped_first_steps"], steady["steps"]) == (3, 9)  # at most a quarter of the run
     assert (steady["tokens_per_second"], steady["median_step_seconds"], steady["mean_tokens_per_step"]) == (50, 2, 100)
+    monkeypatch.setenv("MEDBENCH_STEADY_SKIP", "2")  # a short benchmark run's choice (scripts/gpu_scale.py)
+    assert (timer.steady_state()["skipped_first_steps"], timer.steady_state()["steps"]) == (2, 10)
+    monkeypatch.setenv("MEDBENCH_STEADY_SKIP", "50")  # one timed step is always left
+    assert (timer.steady_state()["skipped_first_steps"], timer.steady_state()["steps"]) == (11, 1)
 
 
 def test_a_random_weights_run_says_so(tmp_path, tiny_gemma_dir, short_data, checkpoints):

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import shlex
+import subprocess
+import sys
 from dataclasses import dataclass
 
 from medbench.errors import MedbenchError
@@ -51,10 +55,20 @@ class EvalTarget:
     prompt: str = arg("zeroshot", positional=True, help="zeroshot | fewshot | cot (default zeroshot)")
 
 
+@dataclass
+class LaunchOptions:
+    gpus: int = arg(
+        1,
+        help="data parallel: one process per GPU (accelerate launch), each scoring its share of the "
+        "questions; rank 0 writes the record (without CUDA: N CPU processes, for tests)",
+    )
+
+
 def make_parser(sub) -> None:
     p = sub.add_parser("eval", help=HELP, description=HELP)
     add_arguments(p, EvalTarget)
     add_arguments(p, RunOptions)
+    add_arguments(p, LaunchOptions)
 
 
 def to_argv(*options) -> list[str]:
@@ -118,10 +132,33 @@ def request(opts: RunOptions, model: str, variant: str, prompt: str):
 def run(args) -> int:
     from medbench.eval.runner import run as run_eval
 
-    target, opts = from_args(EvalTarget, args), from_args(RunOptions, args)
+    target, opts, launch = from_args(EvalTarget, args), from_args(RunOptions, args), from_args(LaunchOptions, args)
+    if launch.gpus < 1:
+        raise MedbenchError(f"--gpus {launch.gpus}: one or more processes")
+    if launch.gpus > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return launch_processes(launch.gpus, target, opts)
     record = run_eval(request(opts, target.model, target.variant, target.prompt))
-    print_table(record, record_location(record))
+    if record is not None:  # None: a data-parallel process other than rank 0
+        print_table(record, record_location(record))
     return 0
+
+
+def launch_processes(gpus: int, target: EvalTarget, opts: RunOptions) -> int:
+    """`medbench eval` (without --gpus) in `gpus` processes, started by `accelerate launch`."""
+    import torch
+
+    from medbench.eval.request import prepare
+    from medbench.launch import accelerate_command, child_environment
+
+    prepare(request(opts, target.model, target.variant, target.prompt))  # every refusal here, once
+    if torch.cuda.is_available():
+        if gpus > torch.cuda.device_count():
+            raise MedbenchError(f"--gpus {gpus}, but {torch.cuda.device_count()} GPU(s) are visible")
+    else:
+        print(f"medbench eval: no CUDA: {gpus} CPU processes (torch.distributed with gloo)", file=sys.stderr)
+    cmd = accelerate_command(gpus, "medbench.cli", ["eval", *to_argv(target, opts)])
+    print(f"medbench eval: {shlex.join(cmd)}", file=sys.stderr, flush=True)
+    return subprocess.call(cmd, env=child_environment(os.environ, cpu=not torch.cuda.is_available()))
 
 
 def _pct(x) -> str:

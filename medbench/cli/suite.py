@@ -23,7 +23,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from medbench.cli.eval import RunOptions, to_argv
+from medbench.cli.eval import LaunchOptions, RunOptions, to_argv
 from medbench.errors import MedbenchError
 from medbench.options import add_arguments, arg, from_args
 
@@ -57,6 +57,7 @@ def make_parser(sub) -> None:
     p = sub.add_parser("suite", help=HELP, description=__doc__)
     add_arguments(p, SuiteOptions)
     add_arguments(p, RunOptions, skip=("run_id",))  # each job has its own default run id
+    add_arguments(p, LaunchOptions)
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -89,10 +90,10 @@ def shard_jobs(jobs: list[Job], index: int, count: int) -> list[Job]:
 
 def run(args) -> int:
     opts = from_args(SuiteOptions, args)
-    run_opts = from_args(RunOptions, args)
+    run_opts, launch = from_args(RunOptions, args), from_args(LaunchOptions, args)
     index, count = parse_shard(opts.shard)
     jobs = shard_jobs(all_jobs(opts), index, count)
-    shared = to_argv(run_opts)
+    shared = to_argv(run_opts, launch)
     print(f"suite: {len(jobs)} job(s){f' in shard {index}/{count}' if count > 1 else ''}", file=sys.stderr)
     failed = []
     for job in jobs:

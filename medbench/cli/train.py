@@ -34,7 +34,8 @@ def to_argv(opts) -> list[str]:
     """The parsed arguments as a command line again, for each training process to parse."""
     out = [opts.model, opts.method]
     for name, value in vars(opts).items():
-        if name in ("model", "method") or value in (None, False, []):
+        # `is`, not `in`: 0 == False, and `--eval-limit 0` (no evaluation) must reach the processes.
+        if name in ("model", "method") or value is None or value is False or value == []:
             continue
         flag = f"--{name.replace('_', '-')}"
         if value is True:

@@ -199,7 +199,7 @@ def check_resumable(prepared: Prepared) -> frozenset[str]:
     except RecordError as e:
         raise RunError(f"{e}; --force starts the run again") from None
     response_cache.check(prepared.run_dir / "cache")
-    if not response_cache.count_rows(prepared.run_dir / "cache" / response_cache.FILENAME):
+    if not response_cache.count_all(prepared.run_dir / "cache"):
         return frozenset({"identity"})
     reasons = identity_changes(
         previous.get("identity") if isinstance(previous, dict) else None, prepared.config["identity"]

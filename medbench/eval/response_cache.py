@@ -9,6 +9,9 @@ written (and committed) as soon as it is computed, so a killed run resumes where
 results/runs/<id>/cache/responses.sqlite:
     meta(key, value)              format = medbench-responses/1
     responses(key, attr, value)   key = sha256 of [attr, *request args] as JSON
+
+A data-parallel run's other processes write responses.rank<R>.sqlite beside it (medbench/eval/parallel.py
+merges them before and after the run).
 """
 
 from __future__ import annotations
@@ -42,6 +45,16 @@ def request_key(attr: str, args) -> str:
     return hashlib.sha256(json.dumps([attr, *args], sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
 
+def rank_file(cache_dir: Path, rank: int) -> Path:
+    """The file a data-parallel process answers into: rank 0 the run's own, each other rank one of its own."""
+    return Path(cache_dir) / (FILENAME if rank == 0 else f"responses.rank{rank}.sqlite")
+
+
+def rank_files(cache_dir: Path) -> list[Path]:
+    """The other ranks' files in a cache folder (left by a data-parallel run, merged into FILENAME after it)."""
+    return sorted(Path(cache_dir).glob("responses.rank*.sqlite"))
+
+
 def check(cache_dir: Path) -> None:
     """Refuse a cache folder holding a corrupt or foreign cache, before anything loads."""
     for name in LEGACY_FILES:
@@ -52,8 +65,14 @@ def check(cache_dir: Path) -> None:
                     f"stores pickles (they run code when read), so medbench never opens it"
                 )
             )
-    if (cache_dir / FILENAME).exists():
-        ResponseStore(cache_dir / FILENAME).close()
+    for path in [cache_dir / FILENAME, *rank_files(cache_dir)]:
+        if path.exists():
+            ResponseStore(path).close()
+
+
+def count_all(cache_dir: Path) -> int:
+    """Responses in every file of a cache folder (an answer held by two files counts twice; 0: none at all)."""
+    return sum(count_rows(path) for path in [Path(cache_dir) / FILENAME, *rank_files(cache_dir)])
 
 
 class ResponseStore:
@@ -149,6 +168,21 @@ class ResponseStore:
                 )
         except sqlite3.Error as e:
             raise self._error(e) from None
+
+    def copy_from(self, source: Path) -> int:
+        """Every answer of another response cache (checked as any is when opened) that this one lacks."""
+        ResponseStore(source).close()
+        before = self.count()
+        try:
+            self.con.execute("ATTACH DATABASE ? AS other", (str(source),))
+            try:
+                with self.con:
+                    self.con.execute("INSERT OR IGNORE INTO responses SELECT key, attr, value FROM other.responses")
+            finally:
+                self.con.execute("DETACH DATABASE other")
+        except sqlite3.Error as e:
+            raise self._error(e) from None
+        return self.count() - before
 
     def count(self) -> int:
         try:

@@ -9,6 +9,10 @@ never a path), every number and setting, the model directory, the machine, the d
 against SHA256SUMS) and a cache whose weights, data or versions changed (medbench/eval/identity.py).
 A start that fails before any answer is computed leaves no folder behind; a run id in use by another
 process is refused (a lock beside the folder).
+
+Started by `just eval --gpus N` (accelerate launch), every process runs this with its share of the
+questions (medbench/eval/parallel.py); rank 0 checks, claims, gathers the answers and alone writes the
+run's files.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import torch
 from medbench import paths
 from medbench.errors import MedbenchError
 from medbench.eval import chat as chat_templates
-from medbench.eval import permute, response_cache
+from medbench.eval import parallel, permute, response_cache
 from medbench.eval.request import (  # noqa: F401  (the run's request API, re-exported)
     MODES,
     PROMPTS,
@@ -42,41 +46,67 @@ from medbench.eval.request import (  # noqa: F401  (the run's request API, re-ex
     task_names,
 )
 from medbench.eval.task_records import task_record, weighted_average
-from medbench.models.loading import load
+from medbench.models.loading import convert_once, load
+from medbench.models.shapes import RANDOM_MARKER
 from medbench.records import io, provenance
 from medbench.records.io import RecordError, claim_dir
 from medbench.records.schema import RunRecord
 
 
-def run(req: RunRequest, results_dir: Path | None = None) -> dict:
-    prepared = prepare(req, results_dir)
-    with io.run_lock(prepared.run_dir, "evaluation run"):
-        may_change = frozenset() if req.force else check_resumable(prepared)
-        # Only a folder holding run_config.json is a run: --force never deletes anything else.
-        created = claim_dir(
-            prepared.run_dir,
-            prepared.config,
-            config_name=RUN_CONFIG,
-            markers=(),
-            force=req.force,
-            what="evaluation run",
-            allowed_changes=may_change,
-        )
-        store = None
-        try:
-            store = response_cache.ResponseStore(prepared.run_dir / "cache" / response_cache.FILENAME)
-            return _evaluate(req, prepared, store)
-        except BaseException:
-            # A start that computed nothing leaves no claim; answers already computed stay, to resume from.
-            if created and _no_answers(store):
-                if store is not None:
-                    store.close()
-                    store = None
-                shutil.rmtree(prepared.run_dir, ignore_errors=True)
-            raise
-        finally:
-            if store is not None:
+def run(req: RunRequest, results_dir: Path | None = None) -> dict | None:
+    """The run's record; None in a data-parallel process other than rank 0 (rank 0 writes the record)."""
+    processes = parallel.setup()
+    try:
+        if not processes.is_main:
+            prepared = processes.share()  # rank 0 checked the request and claimed the folder
+            store = response_cache.ResponseStore(response_cache.rank_file(prepared.run_dir / "cache", processes.rank))
+            try:
+                return _evaluate(req, prepared, store, processes)
+            finally:
                 store.close()
+        shared = False
+        try:
+            prepared = prepare(req, results_dir)
+            with io.run_lock(prepared.run_dir, "evaluation run"):
+                may_change = frozenset() if req.force else check_resumable(prepared)
+                # Only a folder holding run_config.json is a run: --force never deletes anything else.
+                # parallelize may change on resume: where the weights sit changes no answer.
+                created = claim_dir(
+                    prepared.run_dir,
+                    prepared.config,
+                    config_name=RUN_CONFIG,
+                    markers=(),
+                    force=req.force,
+                    what="evaluation run",
+                    allowed_changes=may_change | {"settings.parallelize"},
+                )
+                store = None
+                try:
+                    store = response_cache.ResponseStore(prepared.run_dir / "cache" / response_cache.FILENAME)
+                    parallel.gather_caches(store)  # answers a stopped data-parallel run left in other files
+                    if processes.world_size > 1:
+                        parallel.spread_caches(store, processes.world_size)
+                        convert_once(prepared.spec, req.variant, req.settings)  # once, before the others load
+                    processes.share(prepared)  # the other processes start from rank 0's checked request
+                    shared = True
+                    return _evaluate(req, prepared, store, processes)
+                except BaseException:
+                    # A start that computed nothing leaves no claim; answers already computed stay, to resume from.
+                    if created and _no_answers(store):
+                        if store is not None:
+                            store.close()
+                            store = None
+                        shutil.rmtree(prepared.run_dir, ignore_errors=True)
+                    raise
+                finally:
+                    if store is not None:
+                        store.close()
+        except BaseException as e:
+            if not shared:
+                processes.refuse(e)
+            raise
+    finally:
+        processes.close()
 
 
 def _no_answers(store: response_cache.ResponseStore | None) -> bool:
@@ -86,7 +116,9 @@ def _no_answers(store: response_cache.ResponseStore | None) -> bool:
         return False  # an unreadable cache is kept for the user to look at
 
 
-def _evaluate(req: RunRequest, prepared: Prepared, store: response_cache.ResponseStore) -> dict:
+def _evaluate(
+    req: RunRequest, prepared: Prepared, store: response_cache.ResponseStore, processes: parallel.Processes
+) -> dict | None:
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
@@ -105,10 +137,11 @@ def _evaluate(req: RunRequest, prepared: Prepared, store: response_cache.Respons
         }
         samples.update({r: samples[name] for name, rs in rotated.items() for r in rs})  # the same questions
 
-    loaded = load(spec, req.variant, req.settings)
+    loaded = load(spec, req.variant, req.settings, device=processes.device, processes=processes.world_size)
     if chat.apply:
         template = chat_templates.require_template(loaded.tokenizer, req.model)
-        (run_dir / "chat_template.jinja").write_text(template)
+        if processes.is_main:
+            (run_dir / "chat_template.jinja").write_text(template)
     # A chat gen turn ends at the template's end-of-turn token (lm-eval adds EOS), not at a blank line.
     gen_kwargs = chat_templates.generation_kwargs(chat, loaded.tokenizer, mode, req.settings)
     lm = response_cache.CachedLM(
@@ -117,8 +150,12 @@ def _evaluate(req: RunRequest, prepared: Prepared, store: response_cache.Respons
         ),
         store,
     )
+    parallel.attach(lm.lm, processes)
     if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
+        # Each GPU the model sits on (a data-parallel process touches only its own: asking a GPU starts a context).
+        sharded = (loaded.placement or {}).get("mode") == "sharded"
+        for i in range(torch.cuda.device_count()) if sharded else [torch.cuda.current_device()]:
+            torch.cuda.reset_peak_memory_stats(i)
     cached_before = store.count()
     start = time.perf_counter()
     out = simple_evaluate(
@@ -139,7 +176,19 @@ def _evaluate(req: RunRequest, prepared: Prepared, store: response_cache.Respons
         fewshot_random_seed=req.settings.seed,
     )
     eval_seconds = time.perf_counter() - start
+    if not processes.is_main:
+        store.close()  # rank 0 merges this rank's answers into the run's cache next
+        processes.gather(parallel.process_facts(lm, provenance.peak_memory()))
+        return None
+    per_process = processes.gather(parallel.process_facts(lm, provenance.peak_memory()))
+    if processes.world_size > 1:
+        parallel.gather_caches(store)
+        for name in out["samples"]:
+            repeats = int((out.get("configs", {}).get(name) or {}).get("repeats") or 1)
+            out["samples"][name] = parallel.tidy_samples(out["samples"][name], repeats)
     responses_computed = store.count() - cached_before
+    generated_tokens = sum(p["generated_tokens"] for p in per_process)
+    generate_seconds = max(p["generate_seconds"] for p in per_process)
 
     # A finished run re-run computes nothing: its record (and the timings of the run that computed the
     # answers) stays as it is, unless it cannot be read.
@@ -175,7 +224,7 @@ def _evaluate(req: RunRequest, prepared: Prepared, store: response_cache.Respons
         "model": req.model,
         "model_source": loaded.source,
         "params_b": spec.params_b,
-        "weights": "real" if (spec.embedded or spec.verified) else "unverified",
+        "weights": _weights(spec),
         "variant": req.variant,
         "prompt": req.prompt,
         "mode": mode,
@@ -201,14 +250,13 @@ def _evaluate(req: RunRequest, prepared: Prepared, store: response_cache.Respons
             if eval_seconds and not cached_before
             else None,
             "responses_per_second": round(responses_computed / eval_seconds, 2) if eval_seconds else None,
-            "generated_tokens": lm.generated_tokens,
-            "generated_tokens_per_second": round(lm.generated_tokens / lm.generate_seconds, 1)
-            if lm.generate_seconds
-            else None,
+            "generated_tokens": generated_tokens,
+            "generated_tokens_per_second": round(generated_tokens / generate_seconds, 1) if generate_seconds else None,
         },
         "memory": _memory(loaded.footprint_bytes),
+        "parallel": parallel.parallel_record(processes, loaded.placement, per_process),
         "responses": {"computed": responses_computed, "from_cache": cached_before},
-        "canary": canary_summary(lm.canary_report),
+        "canary": parallel.canary_summary([r for p in per_process for r in p["canary"]]),
         "versions": prov["versions"],
         "git_sha": prov["git_sha"],
         "git_dirty": prov["git_dirty"],
@@ -227,16 +275,10 @@ def _evaluate(req: RunRequest, prepared: Prepared, store: response_cache.Respons
     return record
 
 
-def canary_summary(reports: list[dict]) -> dict | None:
-    """The canary over every scoring call of the run: questions re-scored alone, worst difference."""
-    if not reports:
-        return None
-    return {
-        "checked": sum(r["checked"] for r in reports),
-        "max_abs_diff": max(r["max_abs_diff"] for r in reports),
-        "tolerance": reports[0]["tolerance"],
-        "passed": all(r["passed"] for r in reports),
-    }
+def _weights(spec) -> str:
+    if spec.path and (Path(spec.path) / RANDOM_MARKER).exists():
+        return "random"  # medbench/models/shapes.py: speed and memory only
+    return "real" if (spec.embedded or spec.verified) else "unverified"
 
 
 def _readable(path: Path) -> bool:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from medbench.models import awq_convert, embedded
+from medbench.models import awq_convert, embedded, placement
 from medbench.models.registry import ModelSpec, require_local_hub_weights
 from medbench.models.variants import LoadPlan, plan
 from medbench.paths import cache_dir
@@ -30,6 +30,7 @@ class Loaded:
     footprint_bytes: int
     sanity_perplexity: float | None
     awq_route: str | None = None  # how an official AWQ checkpoint was made loadable (medbench/models/awq_convert.py)
+    placement: dict | None = None  # one device or sharded across GPUs, and why (medbench/models/placement.py)
 
 
 def pick_device(setting: str) -> str:
@@ -133,12 +134,75 @@ def from_pretrained_kwargs(spec: ModelSpec, load_plan: LoadPlan, settings: EvalS
     qconfig = quantization_config(load_plan.quantization)
     if qconfig is not None:
         kwargs["quantization_config"] = qconfig
-        kwargs["device_map"] = {"": 0}  # bitsandbytes places weights as it quantizes them
+        kwargs["device_map"] = {"": cuda_index(device)}  # bitsandbytes places weights as it quantizes them
     return kwargs
 
 
-def load(spec: ModelSpec, variant: str, settings: EvalSettings) -> Loaded:
-    device = pick_device(settings.device)
+def cuda_index(device: str) -> int:
+    """The GPU index of "cuda:N", or the current GPU for a bare "cuda" (each data-parallel process has its own)."""
+    if ":" in device:
+        return int(device.split(":", 1)[1])
+    return torch.cuda.current_device() if torch.cuda.is_available() else 0
+
+
+def place(
+    spec: ModelSpec,
+    source: str,
+    kwargs: dict,
+    settings: EvalSettings,
+    device: str,
+    processes: int = 1,
+) -> placement.Placement:
+    """One GPU or sharded across the visible GPUs (settings.parallelize); a sharded load gets a device_map.
+
+    Only this process's GPU is asked for its free memory unless the model may be sharded (asking a GPU
+    starts a CUDA context on it, which a data-parallel process should not do on its neighbours' GPUs)."""
+    if not device.startswith("cuda") or settings.parallelize == "false":
+        return placement.decide(settings.parallelize, None, [], processes)
+    mine = cuda_index(device)
+    estimated = None
+    if settings.parallelize == "auto":
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(source, trust_remote_code=spec.trust_remote_code)
+        four_bit = (
+            "bitsandbytes"
+            if "quantization_config" in kwargs
+            else "awq"
+            if getattr(config, "quantization_config", None)
+            else None
+        )
+        estimated = placement.estimate_from_config(config, kwargs["dtype"].itemsize, four_bit, spec.trust_remote_code)
+    free_here = placement.gpu_free_bytes([mine])
+    fits = estimated is not None and estimated * placement.HEADROOM <= free_here[0]
+    if processes > 1 or fits:
+        chosen = placement.decide(settings.parallelize, estimated, free_here, processes)
+    else:
+        chosen = placement.decide(settings.parallelize, estimated, placement.gpu_free_bytes(), processes, mine)
+    if chosen.sharded:
+        kwargs["device_map"] = "auto"
+        kwargs["max_memory"] = chosen.max_memory
+    return chosen
+
+
+def convert_once(spec: ModelSpec, variant: str, settings: EvalSettings) -> None:
+    """What load() converts once and caches (the embedded GGUF, an official AWQ checkpoint), without loading:
+    a data-parallel run's main process does it before the other processes load, so that they do not convert
+    the same files at the same time."""
+    load_plan = plan(spec, variant, cuda_available=pick_device(settings.device).startswith("cuda"))
+    base = base_weights(spec)
+    source = base if load_plan.weights == "base" else load_plan.weights
+    if source != base:
+        if not Path(source).is_dir():
+            require_local_hub_weights(source)
+        awq_convert.prepare(source, cache_dir())
+
+
+def load(
+    spec: ModelSpec, variant: str, settings: EvalSettings, device: str | None = None, processes: int = 1
+) -> Loaded:
+    """`device`: this process's device in a data-parallel run (cuda:LOCAL_RANK); None: settings.device."""
+    device = device or pick_device(settings.device)
     load_plan = plan(spec, variant, cuda_available=device.startswith("cuda"))  # refusals come before any load
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -154,6 +218,7 @@ def load(spec: ModelSpec, variant: str, settings: EvalSettings) -> Loaded:
     if awq_route and settings.dtype == "auto":
         # AWQ's own kernels compute in fp16 on its fp16 scales; bf16 would round every weight again.
         kwargs["dtype"] = torch.float16
+    placed = place(spec, source, kwargs, settings, device, processes)
     # The tokenizer always comes from the base model: fine-tunes and AWQ checkpoints keep its vocabulary.
     tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=spec.trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
@@ -187,4 +252,5 @@ def load(spec: ModelSpec, variant: str, settings: EvalSettings) -> Loaded:
         footprint_bytes=model.get_memory_footprint(),
         sanity_perplexity=ppl,
         awq_route=awq_route,
+        placement={**placed.as_record(), "device_map": placement.device_map_summary(model)},
     )

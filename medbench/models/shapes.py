@@ -90,14 +90,17 @@ def _update(raw: dict, overrides: dict) -> None:
 def config_at_shape(alias: str):
     """(transformers config at alias's published shape, the spec whose tokenizer the random model borrows)."""
     raw, tokenizer_spec = shape_dict(alias)
-    config = _config_from_dict(raw)
+    return _with_layer_types(_config_from_dict(raw)), tokenizer_spec
+
+
+def _with_layer_types(config):
     if hasattr(config, "layer_types") and getattr(config, "_sliding_window_pattern", None):
         # Gemma 3: every sixth layer attends globally; the rest use the sliding window.
         pattern = config._sliding_window_pattern
         config.layer_types = [
             "full_attention" if (i + 1) % pattern == 0 else "sliding_attention" for i in range(config.num_hidden_layers)
         ]
-    return config, tokenizer_spec
+    return config
 
 
 def text_part(raw: dict) -> dict:
@@ -183,3 +186,29 @@ def fill_random(out: Path, dtype: torch.dtype = torch.bfloat16, seed: int = 0) -
 def save_random_model(alias: str, out: Path, dtype: torch.dtype = torch.bfloat16, seed: int = 0) -> Path:
     """Writes a random-init checkpoint (with the `like` model's tokenizer) at alias's shape."""
     return fill_random(save_shape(alias, out), dtype, seed)
+
+
+def save_published_random(
+    config_name: str, out: Path, tokenizer_dir: Path, dtype: torch.dtype = torch.bfloat16, seed: int = 0
+) -> Path:
+    """A random-init checkpoint of a published config (configs/) with the tokenizer in `tokenizer_dir` (any folder
+    holding tokenizer.json and tokenizer_config.json): needs neither a registry entry nor the embedded model."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    raw = published_config(config_name)
+    if len(tokenizer) > int(text_part(raw)["vocab_size"]):
+        raise RegistryError(
+            f"the tokenizer in {tokenizer_dir} has {len(tokenizer)} ids, more than {config_name}'s vocabulary "
+            f"({text_part(raw)['vocab_size']}): take the model's own tokenizer"
+        )
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(_with_layer_types(_config_from_dict(raw)), dtype=dtype)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / RANDOM_MARKER).write_text(
+        f"random-init weights, the published config {config_name}, tokenizer from {tokenizer_dir}; seed {seed}, "
+        f"{str(dtype).replace('torch.', '')}\n"
+    )
+    return out

@@ -89,6 +89,9 @@ class RunRecord(TypedDict):
     responses: NotRequired[dict]
     canary: NotRequired[dict | None]  # questions re-scored alone vs batched: checked, max_abs_diff, passed
     versions: NotRequired[dict]
+    # processes (data parallel), mode (single | data_parallel | sharded), devices, placement (medbench/models/
+    # placement.py: why one device or sharded, estimated size, free memory, device_map summary), GPU peaks
+    parallel: NotRequired[dict]
     notes: NotRequired[list[str]]
     git_dirty: NotRequired[list[str] | None]  # the tracked files that differed from git_sha's commit
     data_files: NotRequired[dict[str, str]]  # {file under data/: sha256} of every file the run read, verified
