@@ -63,3 +63,15 @@ def test_token_budget_batches(lm, monkeypatch):
     assert [c for b in batches for c in b] == contexts
     lm.batch_tokens = 0
     assert [len(b) for b in lm._batches(contexts)] == [2, 2, 2, 2, 2, 1]
+
+
+def test_the_faulty_sdpa_kernel_is_taken_out_on_cuda(monkeypatch):
+    """loading.load on a GPU turns off the memory-efficient SDPA kernel (wrong at key lengths 1 mod 32)."""
+    import torch
+
+    from medbench.models import loading
+
+    calls = []
+    monkeypatch.setattr(torch.backends.cuda, "enable_mem_efficient_sdp", calls.append)
+    loading.avoid_faulty_sdpa_kernel()
+    assert calls == [False]

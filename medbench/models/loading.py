@@ -102,6 +102,17 @@ def pick_attention(setting: str, device: str, dtype: torch.dtype | None = None) 
     return "sdpa"
 
 
+def avoid_faulty_sdpa_kernel() -> None:
+    """Take PyTorch's memory-efficient SDPA kernel out of evaluation (it is chosen only among the others).
+
+    Measured on an H200 (torch 2.11; scripts/sdpa_width_check.py, results/bench/sdpa-width-check-NVIDIA-H200.json):
+    with left padding and an explicit mask it returns wrong scores whenever the key length is 1 mod 32
+    (65, 97, ..., 417), by up to 8.7 in fp32 and 8.6 in bf16, as pytorch/pytorch#191937 reports; the math
+    and cuDNN kernels and eager attention are right at every width. It was the kernel behind the fp32 fault
+    (fp32 had no other fused kernel); bf16 took cuDNN on that GPU, but may take it on another."""
+    torch.backends.cuda.enable_mem_efficient_sdp(False)
+
+
 def base_weights(spec: ModelSpec) -> str:
     if spec.path:
         return spec.path
@@ -204,6 +215,8 @@ def load(
     """`device`: this process's device in a data-parallel run (cuda:LOCAL_RANK); None: settings.device."""
     device = device or pick_device(settings.device)
     load_plan = plan(spec, variant, cuda_available=device.startswith("cuda"))  # refusals come before any load
+    if device.startswith("cuda"):
+        avoid_faulty_sdpa_kernel()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     start = time.perf_counter()
