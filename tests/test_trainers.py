@@ -22,7 +22,7 @@ from medbench.models.registry import resolve
 from medbench.models.variants import load_variants
 from medbench.records.io import RecordError, claim_dir
 from medbench.settings import EvalSettings
-from trainers import launch, sft, sft_data, timing
+from trainers import launch, profile, sft, sft_data, timing
 from trainers.arguments import parse_args
 from trainers.config import (
     DEEPSPEED_DIR,
@@ -535,7 +535,7 @@ def test_bench_configurations_are_checked_before_anything_runs():
     for method, extra in bench.CONFIGS.values():  # every configuration is a valid `just train` command
         assert method in method_names()
         args = parse_args(["m", method, *extra])
-        sft.training_arguments(load_method(method), args)
+        profile.training_arguments(load_method(method), args)
 
 
 def test_bench_continues_only_a_record_of_the_same_run(tmp_path):

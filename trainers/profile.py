@@ -16,7 +16,18 @@ from pathlib import Path
 import yaml
 
 from medbench.models.loading import pick_attention
-from trainers.config import DEEPSPEED_CHOICES, TRAINERS_DIR, TrainError, _known, _validate_body
+from medbench.overrides import typed_overrides
+from trainers.arguments import TrainArguments
+from trainers.config import (
+    DEEPSPEED_CHOICES,
+    RESERVED_TRAINING_KEYS,
+    TRAINERS_DIR,
+    Method,
+    TrainError,
+    _known,
+    _validate_body,
+    sft_config_fields,
+)
 
 PROFILES_DIR = TRAINERS_DIR / "profiles"
 STUDY = "study"
@@ -79,3 +90,28 @@ def load_profile(name: str, profiles_dir: Path = PROFILES_DIR) -> Profile:
         raw.get("deepspeed_one_gpu", STUDY_DEEPSPEED),
         raw.get("deepspeed_several_gpus", STUDY_DEEPSPEED),
     )
+
+
+def _sft_config_class():
+    from trl import SFTConfig
+
+    return SFTConfig
+
+
+def training_arguments(method: Method, args: TrainArguments) -> dict:
+    """The method's SFTConfig arguments, the profile's over them, then --set, --epochs, --max-steps (as on a GPU)."""
+    training = {**method.training, **load_profile(args.profile).training}
+    allowed = sft_config_fields() - RESERVED_TRAINING_KEYS
+    for item in args.set:
+        if "=" not in item:
+            raise TrainError(f"--set expects KEY=VALUE, got {item!r}")
+        key, value = (s.strip() for s in item.split("=", 1))
+        if key not in allowed:
+            reserved = " (set by trainers/sft.py itself)" if key in RESERVED_TRAINING_KEYS else ""
+            raise TrainError(f"--set {key}: not a training argument{reserved}; any TRL SFTConfig field is")
+        training.update(typed_overrides(_sft_config_class(), {key: value}))
+    if args.epochs is not None:
+        training["num_train_epochs"] = args.epochs
+    if args.max_steps is not None:
+        training["max_steps"] = args.max_steps
+    return training

@@ -5,9 +5,13 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import shutil
 from pathlib import Path
 
+from medbench.paths import results_dir
+from medbench.records.io import write_json
 from medbench.records.provenance import peak_memory, provenance
+from trainers.profile import suffix
 
 # Dense bf16 tensor-core peak per GPU (no sparsity), from NVIDIA's data sheets. Others: no MFU.
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12}
@@ -19,6 +23,9 @@ MFU_FORMULA = (
     "gradients (about 4 x total + 6 x trainable FLOPs a token), so 6N overstates their useful FLOPs "
     "by up to 1.5x: compare MFU across runs of one method"
 )
+
+TRAIN_RECORD = "train_record.json"
+LOSS_CURVE = "loss_curve.png"
 
 
 def peak_flops(gpu_name: str | None) -> float | None:
@@ -172,3 +179,19 @@ def deepspeed_record(trainer, ds_path: Path, ds_config: dict) -> dict:
     with contextlib.suppress(AttributeError):
         filled = trainer.accelerator.state.deepspeed_plugin.deepspeed_config
     return {"file": str(ds_path), "config": ds_config, "resolved": json.loads(json.dumps(filled, default=str))}
+
+
+def publish(record: dict, output_dir: Path) -> None:
+    """The record beside the weights, and a copy (with its loss curve) in results/train/ for the report."""
+    write_json(output_dir / TRAIN_RECORD, record)
+    published = results_dir() / "train"
+    published.mkdir(parents=True, exist_ok=True)
+    stem = f"{record['model']}-{record['method']}{suffix(record.get('profile', 'study'))}"  # beside the study's
+    if record.get("loss_curve") and (output_dir / LOSS_CURVE).exists():
+        shutil.copyfile(output_dir / LOSS_CURVE, published / f"{stem}-loss.png")
+    write_json(published / f"{stem}.json", record)
+    loss = f"final train loss {record['final_train_loss']}, eval loss {record['final_eval_loss']}"
+    print(
+        f"medbench train: {record['model']} {record['method']}: {record['steps']} steps, {loss}; "
+        f"wrote {output_dir} and {published / (stem + '.json')}"
+    )

@@ -21,10 +21,8 @@ finished run (train_record.json present) is left alone unless --force.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -38,29 +36,24 @@ from medbench.models.loading import base_weights
 from medbench.models.registry import resolve
 from medbench.models.shapes import RANDOM_MARKER
 from medbench.models.variants import checkpoint_path
-from medbench.overrides import typed_overrides
-from medbench.paths import results_dir
-from medbench.records.io import claim_dir, write_json
+from medbench.records.io import claim_dir
 from trainers import record as rec
 from trainers import sft_data
 from trainers.arguments import TrainArguments, parse_args
 from trainers.config import (
-    RESERVED_TRAINING_KEYS,
     Method,
     TrainError,
     check_deepspeed,
     deepspeed_path,
     load_deepspeed,
     load_method,
-    sft_config_fields,
 )
 from trainers.model import load_model, single_process_distributed_env
-from trainers.profile import load_profile, suffix
+from trainers.profile import load_profile, suffix, training_arguments
+from trainers.record import TRAIN_RECORD
 from trainers.timing import StepTimer
 
-TRAIN_RECORD = "train_record.json"
 TRAIN_CONFIG = "train_config.json"
-LOSS_CURVE = "loss_curve.png"
 # May change between a run and its resumption; anything else in train_config.json may not.
 RESUMABLE_CHANGES = {"max_steps", "num_train_epochs"}
 
@@ -145,7 +138,7 @@ def train(args: TrainArguments, callbacks: tuple = ()) -> dict:
             tokens_before,
             wall_seconds=time.perf_counter() - started,
         )
-        publish(record, plan.output_dir)
+        rec.publish(record, plan.output_dir)
     if hasattr(trainer, "end"):  # transformers >= 5.18: finish trackers, destroy the process group
         trainer.end()
     return record
@@ -222,8 +215,8 @@ def prepare_data(args: TrainArguments, plan: Plan) -> Data:
     base = base_weights(plan.spec)
     tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=plan.spec.trust_remote_code)
     max_length = plan.training.get("max_length", 1024)
-    train_ds, train_lengths = drop_too_long(train_ds, tokenizer, max_length)
-    eval_ds, eval_lengths = drop_too_long(eval_ds, tokenizer, max_length)
+    train_ds, train_lengths = sft_data.drop_too_long(train_ds, tokenizer, max_length)
+    eval_ds, eval_lengths = sft_data.drop_too_long(eval_ds, tokenizer, max_length)
     return Data(train_ds, eval_ds, sources, eval_sources, train_lengths, eval_lengths, tokenizer, base)
 
 
@@ -268,72 +261,8 @@ def build_trainer(plan: Plan, data: Data, callbacks: tuple):
     return trainer, timer, resume, tokens_before
 
 
-def publish(record: dict, output_dir: Path) -> None:
-    """The record beside the weights, and a copy (with its loss curve) in results/train/ for the report."""
-    write_json(output_dir / TRAIN_RECORD, record)
-    published = results_dir() / "train"
-    published.mkdir(parents=True, exist_ok=True)
-    stem = f"{record['model']}-{record['method']}{suffix(record.get('profile', 'study'))}"  # beside the study's
-    if record.get("loss_curve") and (output_dir / LOSS_CURVE).exists():
-        shutil.copyfile(output_dir / LOSS_CURVE, published / f"{stem}-loss.png")
-    write_json(published / f"{stem}.json", record)
-    loss = f"final train loss {record['final_train_loss']}, eval loss {record['final_eval_loss']}"
-    print(
-        f"medbench train: {record['model']} {record['method']}: {record['steps']} steps, {loss}; "
-        f"wrote {output_dir} and {published / (stem + '.json')}"
-    )
-
-
 def is_rank0() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
-
-
-def _sft_config_class():
-    from trl import SFTConfig
-
-    return SFTConfig
-
-
-def training_arguments(method: Method, args: TrainArguments) -> dict:
-    """The method's SFTConfig arguments, the profile's over them, then --set, --epochs, --max-steps (as on a GPU)."""
-    training = {**method.training, **load_profile(args.profile).training}
-    allowed = sft_config_fields() - RESERVED_TRAINING_KEYS
-    for item in args.set:
-        if "=" not in item:
-            raise TrainError(f"--set expects KEY=VALUE, got {item!r}")
-        key, value = (s.strip() for s in item.split("=", 1))
-        if key not in allowed:
-            reserved = " (set by trainers/sft.py itself)" if key in RESERVED_TRAINING_KEYS else ""
-            raise TrainError(f"--set {key}: not a training argument{reserved}; any TRL SFTConfig field is")
-        training.update(typed_overrides(_sft_config_class(), {key: value}))
-    if args.epochs is not None:
-        training["num_train_epochs"] = args.epochs
-    if args.max_steps is not None:
-        training["max_steps"] = args.max_steps
-    return training
-
-
-def drop_too_long(ds, tokenizer, max_length: int | None):
-    """Examples whose prompt + completion + EOS exceed max_length are dropped and counted, never cut."""
-
-    def lengths(batch):
-        texts = [p + c for p, c in zip(batch["prompt"], batch["completion"])]
-        return {"n_tokens": [len(ids) + 1 for ids in tokenizer(texts)["input_ids"]]}
-
-    if len(ds) == 0:
-        return ds, {"max_length": max_length, "dropped_too_long": 0, "max_tokens": None, "mean_tokens": None}
-    # An explicit fingerprint: hashing the tokenizer (datasets' default) takes seconds for a 262k vocabulary.
-    fingerprint = hashlib.sha256(f"{ds._fingerprint} {tokenizer.name_or_path} lengths".encode()).hexdigest()[:16]
-    ds = ds.map(lengths, batched=True, new_fingerprint=fingerprint)
-    n = ds["n_tokens"]
-    kept = ds.filter(lambda row: row["n_tokens"] <= max_length) if max_length else ds
-    stats = {
-        "max_length": max_length,
-        "dropped_too_long": len(ds) - len(kept),
-        "max_tokens": max(n),
-        "mean_tokens": round(sum(n) / len(n), 1),
-    }
-    return kept.remove_columns("n_tokens"), stats
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ Evaluation during training: KorMedMCQA `valid` of the four exams (1,059 rows). N
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass, replace
 from functools import cache
 
@@ -143,3 +144,26 @@ def eval_dataset(limit: int | None = None, seed: int = 1234) -> tuple[datasets.D
         parts.append((rows, task_name))
         sources.append(asdict(SourceInfo("kormedmcqa", exam, "valid", task_name, len(rows))))
     return build_examples(parts, False, limit, seed), sources
+
+
+def drop_too_long(ds, tokenizer, max_length: int | None):
+    """Examples whose prompt + completion + EOS exceed max_length are dropped and counted, never cut."""
+
+    def lengths(batch):
+        texts = [p + c for p, c in zip(batch["prompt"], batch["completion"])]
+        return {"n_tokens": [len(ids) + 1 for ids in tokenizer(texts)["input_ids"]]}
+
+    if len(ds) == 0:
+        return ds, {"max_length": max_length, "dropped_too_long": 0, "max_tokens": None, "mean_tokens": None}
+    # An explicit fingerprint: hashing the tokenizer (datasets' default) takes seconds for a 262k vocabulary.
+    fingerprint = hashlib.sha256(f"{ds._fingerprint} {tokenizer.name_or_path} lengths".encode()).hexdigest()[:16]
+    ds = ds.map(lengths, batched=True, new_fingerprint=fingerprint)
+    n = ds["n_tokens"]
+    kept = ds.filter(lambda row: row["n_tokens"] <= max_length) if max_length else ds
+    stats = {
+        "max_length": max_length,
+        "dropped_too_long": len(ds) - len(kept),
+        "max_tokens": max(n),
+        "mean_tokens": round(sum(n) / len(n), 1),
+    }
+    return kept.remove_columns("n_tokens"), stats
