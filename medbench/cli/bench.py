@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from medbench.errors import MedbenchError
@@ -167,18 +167,8 @@ def bench_eval(opts: EvalBenchArguments, out_dir: Path) -> int:
     # Written after every measurement: a run cut short (a device call's time limit) keeps what it measured.
     result = bench.bench_eval(
         bench.EvalBenchOptions(
-            model=opts.model,
-            variant=opts.variant,
+            **{f.name: getattr(opts, f.name) for f in fields(bench.EvalBenchOptions) if f.name != "modes"},
             modes=modes,
-            limit=opts.limit,
-            baseline_limit=opts.baseline_limit,
-            study_limit=opts.study_limit,
-            flip_sample=opts.flip_sample,
-            batch_size=opts.batch_size,
-            device=opts.device,
-            attn_implementation=opts.attn_implementation,
-            check_every=opts.check_every,
-            refill_below=opts.refill_below,
         ),
         save=lambda result: write_json(path(result), result),
     )

@@ -267,8 +267,8 @@ def _batch1_flips(loaded, prepared, settings, instances, by_q, batched: list[flo
     rng = random.Random(settings.seed)
     sample = [q for task in sorted(by_task) for q in rng.sample(by_task[task], min(per_task, len(by_task[task])))]
     alone = _medbench_lm(loaded, prepared, dataclasses.replace(settings, batch_size=1, batch_tokens=0, canary=0))
-    subset = [instances[i] for q in sample for i in by_q[q]]
-    one = [s for s, _ in alone.loglikelihood(subset, disable_tqdm=True)]
+    flat = [i for q in sample for i in by_q[q]]
+    one = [s for s, _ in alone.loglikelihood([instances[i] for i in flat], disable_tqdm=True)]
     pos = 0
     flips = []
     for q in sample:
@@ -286,12 +286,7 @@ def _batch1_flips(loaded, prepared, settings, instances, by_q, batched: list[flo
         "different": len(flips),
         "flip_rate": round(len(flips) / len(sample), 6) if sample else None,
         "flips": flips,
-        "max_abs_logprob_diff": round(
-            max(
-                (abs(x - batched[i]) for x, i in zip(one, [i for q in sample for i in by_q[q]], strict=True)), default=0
-            ),
-            6,
-        ),
+        "max_abs_logprob_diff": round(max((abs(x - batched[i]) for x, i in zip(one, flat, strict=True)), default=0), 6),
     }
 
 
