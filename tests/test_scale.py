@@ -445,3 +445,19 @@ def test_gpu_scale_scores_a_model_it_built_itself(gpu_scale, tiny_gemma_dir):
     scored = gpu_scale.gpu_scale_eval.score(model, tok, limit=1, batch_size=4)
     assert scored["questions"] == 5 and len(scored["accuracy"]) == 5 and scored["questions_per_second"] > 0
     assert scored["canary"] and all(r["passed"] for r in scored["canary"])
+
+
+def test_a_sharded_load_left_on_one_device_is_recorded_as_single():
+    """accelerate's balanced plan keeps a model smaller than one GPU's share on GPU 0: the record says so."""
+    chosen = decide("true", None, [80 * 2**30, 80 * 2**30])
+    assert chosen.sharded
+
+    class Loaded:
+        hf_device_map = {"model.embed_tokens": 0, "model.layers.0": 0, "lm_head": 0}
+
+    on_one = placement.placed_record(chosen, Loaded())
+    assert on_one["mode"] == "single" and on_one["device_map"] is None
+    assert "nothing was sharded" in on_one["reason"]
+    Loaded.hf_device_map = {"model.embed_tokens": 0, "model.layers.0": 1, "lm_head": 1}
+    split = placement.placed_record(chosen, Loaded())
+    assert split["mode"] == "sharded" and split["device_map"] == {"cuda:0": 1, "cuda:1": 2}

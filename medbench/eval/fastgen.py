@@ -281,7 +281,7 @@ def _round(
                 kinds = _layer_kinds(cache)
                 if kinds is None or not _fits(pending, batch_size - len(keep), attn, keep):
                     return [alive[i] for i in keep]
-                index = torch.tensor(keep, device=device, dtype=torch.long)
+                index = torch.tensor(keep, dtype=torch.long)  # host index: a sharded cache spans GPUs
                 cache.batch_select_indices(index)
                 attn, pos, seen, next_tokens = attn[index], pos[index], seen[index], next_tokens[index]
                 alive = [alive[i] for i in keep]
@@ -306,7 +306,7 @@ def _round(
                 )
                 interval = 1
             elif len(keep) < len(alive):
-                index = torch.tensor(keep, device=device, dtype=torch.long)
+                index = torch.tensor(keep, dtype=torch.long)  # host index: a sharded cache spans GPUs
                 cache.batch_select_indices(index)
                 attn, pos, seen, next_tokens = attn[index], pos[index], seen[index], next_tokens[index]
                 alive = [alive[i] for i in keep]
@@ -386,7 +386,7 @@ def _join(
     new_seen[torch.arange(len(joining), device=device), first] = True
     stay = [i for i, (row, tok) in enumerate(zip(joining, first.tolist())) if not _take(row, [tok], checker, progress)]
     if len(stay) < len(joining):
-        index = torch.tensor(stay, device=device, dtype=torch.long)
+        index = torch.tensor(stay, dtype=torch.long)
         new_cache.batch_select_indices(index)
         new_attn, new_pos, new_seen, first = new_attn[index], new_pos[index], new_seen[index], first[index]
         joining = [joining[i] for i in stay]

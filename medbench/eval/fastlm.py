@@ -261,7 +261,9 @@ class MedbenchLM(FastGenerationMixin, HFLM):
             hook.remove()
         logits = logits.float()
         normaliser = torch.logsumexp(logits, dim=-1)
-        letters = exact_logits(captured["hidden"], head, wanted, self.model.config)
+        # A model sharded across GPUs (accelerate's hooks) returns its logits on the first GPU while the
+        # head and the captured hidden state sit on later ones: the letters join the normaliser's device.
+        letters = exact_logits(captured["hidden"], head, wanted, self.model.config).to(normaliser.device)
         greedy = logits.argmax(dim=-1)
         # One copy to the host per batch (a float() per letter would wait on the device 320 times a batch).
         letters, logprobs, greedy = (t.cpu() for t in (letters, letters - normaliser[:, None], greedy))
@@ -301,7 +303,7 @@ class MedbenchLM(FastGenerationMixin, HFLM):
 def exact_logits(hidden: torch.Tensor, head, tokens: list[int], config) -> torch.Tensor:
     """fp32 logits of `tokens` from the final hidden state (after the final norm) and the head's rows."""
     weight = head.weight[tokens].float()
-    out = hidden.float() @ weight.T
+    out = hidden.to(weight.device).float() @ weight.T  # sharded: the final norm and the head may differ
     if getattr(head, "bias", None) is not None:
         out = out + head.bias[tokens].float()
     cap = getattr(config, "final_logit_softcapping", None)

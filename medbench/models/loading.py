@@ -265,5 +265,5 @@ def load(
         footprint_bytes=model.get_memory_footprint(),
         sanity_perplexity=ppl,
         awq_route=awq_route,
-        placement={**placed.as_record(), "device_map": placement.device_map_summary(model)},
+        placement=placement.placed_record(placed, model),
     )

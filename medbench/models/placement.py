@@ -170,6 +170,19 @@ def _sharded(reason: str, free: list[int], base: dict) -> Placement:
     return Placement("sharded", f"{reason}: layers across {len(free)} GPUs", max_memory=budget, **base)
 
 
+def placed_record(chosen: Placement, model) -> dict:
+    """The placement as it came out: a sharded load that accelerate's balanced plan left on one GPU (a
+    model smaller than one GPU's share, with the embedding as its buffer) is recorded as single."""
+    out = {**chosen.as_record(), "device_map": device_map_summary(model)}
+    if chosen.sharded and out["device_map"] is None:
+        out["mode"] = "single"
+        out["reason"] += (
+            "; accelerate's balanced device map put every module on one GPU (the model fits one GPU's share), "
+            "so nothing was sharded"
+        )
+    return out
+
+
 def device_map_summary(model) -> dict[str, int] | None:
     """Modules per device of a model loaded with a device_map (None for a model on one device)."""
     device_map = getattr(model, "hf_device_map", None)
