@@ -146,6 +146,7 @@ def bench_train(opts: TrainBenchArguments, out_dir: Path) -> int:
 
 def bench_eval(opts: EvalBenchArguments, out_dir: Path) -> int:
     from medbench.eval import bench
+    from medbench.eval.bench_report import markdown_table
     from medbench.records.io import write_json
 
     modes = tuple(m.strip() for m in opts.modes.split(",") if m.strip())
@@ -172,6 +173,6 @@ def bench_eval(opts: EvalBenchArguments, out_dir: Path) -> int:
         ),
         save=lambda result: write_json(path(result), result),
     )
-    print(bench.markdown_table(result))
+    print(markdown_table(result))
     print(f"wrote {path(result)}")
     return 0
