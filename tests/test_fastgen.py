@@ -13,6 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from medbench.eval.fastgen import generate_greedy
 from medbench.eval.fastgen_lm import unsupported_processors
+from medbench.eval.fastgen_static import generate_greedy_static
 from medbench.eval.fastgen_stop import StopChecker
 from medbench.eval.fastlm import MedbenchLM
 from medbench.paths import tasks_dir
@@ -250,3 +251,52 @@ def test_fast_answers_reach_the_response_cache_as_stock_ones(tiny, tiny_gemma_di
     assert CachedLM(lm, stores["fast"]).generate_until(_chat_requests(lm, 12)) == answers["fast"][:3]
     for store in stores.values():
         store.close()
+
+
+@pytest.mark.parametrize("batch_size,check_every", [(6, 8), (4, 3), (1, 1)])
+def test_static_engine_same_tokens_as_batch1_generate(tiny, stops_that_fire, batch_size, check_every):
+    """The static-cache engine (fixed batch rows, one StaticCache for every round, a filler row where the
+    last round is short) gives batch-1 `generate`'s tokens, stops firing at different steps."""
+    model, tok, prompts = tiny
+    _, stops = stops_that_fire
+    expected = batch1_generate(model, tok, prompts, stops)
+    got, stats = generate_greedy_static(
+        model, tok, prompts, BUDGET, stops, repetition_penalty=1.5, batch_size=batch_size, check_every=check_every
+    )
+    assert got == expected
+    assert stats.generated_tokens == sum(len(e) for e in expected)
+    assert stats.rounds == -(-len(prompts) // batch_size)
+
+
+def test_static_engine_eos_budget_and_no_penalty(tiny, stops_that_fire):
+    model, tok, prompts = tiny
+    free, _ = stops_that_fire
+    eos_before = model.generation_config.eos_token_id
+    model.generation_config.eos_token_id = [eos_before, free[1][9]]
+    try:
+        for penalty in (1.5, 1.0):
+            expected = batch1_generate(model, tok, prompts, ["<eos>"], budget=25, penalty=penalty)
+            got, _ = generate_greedy_static(
+                model, tok, prompts, 25, ["<eos>"], repetition_penalty=penalty, batch_size=4
+            )
+            assert got == expected
+    finally:
+        model.generation_config.eos_token_id = eos_before
+
+
+def test_generate_until_static_engine_equals_stock(tiny):
+    model, tok, _ = tiny
+    names = ["medbench_kormedmcqa_doctor_gen"]
+    tasks = TaskManager(include_path=str(tasks_dir()), include_defaults=False).load(names)["tasks"]
+    tasks[names[0]].build_all_requests(limit=4, rank=0, world_size=1)
+    requests = tasks[names[0]].instances
+    for r in requests:
+        r.arguments = (r.arguments[0], {**r.arguments[1], "repetition_penalty": 1.5, "max_gen_toks": 12})
+    static = MedbenchLM(pretrained=model, tokenizer=tok, batch_size=3, device="cpu")
+    static.fast_gen_engine = "static"
+    stock = MedbenchLM(pretrained=model, tokenizer=tok, batch_size=1, device="cpu", fast_gen=False)
+    assert static.generate_until(requests) == stock.generate_until(requests)
+    assert static.fast_gen_stats[0]["rounds"] == 2
+    static.fast_gen_engine = "paged"
+    with pytest.raises(ValueError, match="choose from dynamic, static"):
+        static.generate_until(requests)

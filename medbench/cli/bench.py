@@ -73,6 +73,11 @@ class EvalBenchArguments:
     )
     check_every: int = arg(8, help="fast_gen: generated tokens between two stop checks on the host")
     refill_below: float = arg(0.5, help="fast_gen: refill the batch once fewer than this fraction of it is left")
+    static_engine: bool = arg(
+        False,
+        help="gen/cot: also fast_gen's static-cache engine (medbench/eval/fastgen_static.py) on the same questions: "
+        "its first call (with compilation) and second call timed, its tokens compared with the default engine's",
+    )
 
 
 def make_parser(sub) -> None:

@@ -55,6 +55,7 @@ class EvalBenchOptions:
     attn_implementation: str = "auto"
     check_every: int = 8  # fastgen: tokens between stop checks
     refill_below: float = 0.5  # fastgen: refill the batch when fewer than this fraction is left
+    static_engine: bool = False  # gen/cot: also the static-cache engine, beside the default one
 
 
 def _sync():
@@ -195,7 +196,11 @@ def bench_eval(opts: EvalBenchOptions, save=lambda result: None) -> dict:
         "limit": opts.limit,
         "baseline_limit": opts.baseline_limit,
         "study_limit": opts.study_limit,
-        "fast_gen": {"check_every": opts.check_every, "refill_below": opts.refill_below},
+        "fast_gen": {
+            "check_every": opts.check_every,
+            "refill_below": opts.refill_below,
+            "static_engine": opts.static_engine,
+        },
         "settings": settings.as_dict(),
         "load_seconds": {
             "medbench": round(loaded.load_seconds, 2),

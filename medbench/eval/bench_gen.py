@@ -108,6 +108,9 @@ def bench_gen(loaded, prepared, opts: EvalBenchOptions, settings, out: dict | No
         }
     )
     save()
+    if opts.static_engine:
+        _static_engine(loaded, prepared, instances, ids, opts, settings, out)
+        save()
 
     baseline_n = opts.limit if opts.baseline_limit is None else opts.baseline_limit
     if baseline_n != 0:
@@ -170,6 +173,26 @@ def bench_gen(loaded, prepared, opts: EvalBenchOptions, settings, out: dict | No
         )
         out["speedup_over_study"] = round(m.seconds / ours_subset.seconds, 2)
     return out
+
+
+def _static_engine(loaded, prepared, instances: list, ids: dict, opts: EvalBenchOptions, settings, out: dict) -> None:
+    """The static-cache engine on the same questions: a first call (which compiles the decode step on CUDA) and a
+    second, timed call; its tokens against the default engine's, and its speed over it."""
+    lm = _fast_lm(loaded, prepared, opts, settings)
+    lm.fast_gen_engine = "static"
+    with _Meter() as first:
+        lm.generate_until(instances, disable_tqdm=True)
+    lm.fast_gen_stats = []
+    with _Meter() as m:
+        lm.generate_until(instances, disable_tqdm=True)
+    static_ids = lm.last_generated_ids
+    row = _gen_row(len(instances), m, sum(len(t) for t in static_ids.values()))
+    row["first_call_seconds"] = round(first.seconds, 3)
+    row["fast_gen"] = lm.fast_gen_stats
+    out["methods"]["medbench_static"] = row
+    differ = [i for i in ids if ids[i] != static_ids[i]]
+    out["static_same_tokens_as_dynamic"] = {"questions": len(ids), "different": len(differ)}
+    out["static_speedup_over_dynamic"] = round(out["methods"]["medbench"]["seconds"] / m.seconds, 2)
 
 
 def _fast_lm(loaded, prepared, opts: EvalBenchOptions, settings):

@@ -28,8 +28,13 @@ def markdown_table(result: dict) -> str:
                 speed = {
                     "medbench_on_stock_questions": f"{r.get('speedup_over_stock_hf', 0):.2f}x stock_hf",
                     "medbench_on_study_questions": f"{r.get('speedup_over_study', 0):.2f}x study",
+                    "medbench_static": f"{r.get('static_speedup_over_dynamic', 0):.2f}x medbench",
                 }.get(name, "")
-                agree = {"stock_hf": r.get("same_text_as_stock_hf"), "study": r.get("same_tokens_as_study")}.get(name)
+                agree = {
+                    "stock_hf": r.get("same_text_as_stock_hf"),
+                    "study": r.get("same_tokens_as_study"),
+                    "medbench_static": r.get("static_same_tokens_as_dynamic"),
+                }.get(name)
                 what = "texts" if name == "stock_hf" else "token ids"
                 same = (
                     "–" if agree is None else f"{agree['questions'] - agree['different']}/{agree['questions']} {what}"

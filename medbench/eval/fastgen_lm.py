@@ -6,6 +6,9 @@ import sys
 import time
 
 from medbench.eval.fastgen import generate_greedy
+from medbench.eval.fastgen_static import generate_greedy_static
+
+ENGINES = ("dynamic", "static")
 
 SUPPORTED_GEN_KWARGS = {"do_sample", "repetition_penalty", "temperature"}
 
@@ -49,6 +52,10 @@ class FastGenerationMixin:
     fast_gen_check_every = 8
     fast_gen_refill_below = 0.5
     fast_gen_prefill_tokens = 32768
+    # "dynamic" (fastgen.py: rows leave and join, eager forward) or "static" (fastgen_static.py: fixed-shape,
+    # compiled decode steps). The static engine is chosen by `just bench eval --gen-engine` until the GPU
+    # bench shows it faster with the same answers.
+    fast_gen_engine = "dynamic"
 
     def __init__(self, *args, fast_gen: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
@@ -89,21 +96,7 @@ class FastGenerationMixin:
             contexts = [requests[i].args[0] for i in indices]
             prompts = self._fast_gen_encode(contexts, max_gen_toks)
             start = time.perf_counter()
-            tokens, stats = generate_greedy(
-                self.model,
-                self.tokenizer,
-                prompts,
-                max_gen_toks,
-                until,
-                repetition_penalty=penalty,
-                batch_size=self.batch_size if isinstance(self.batch_size, int) else 8,
-                check_every=self.fast_gen_check_every,
-                refill_below=self.fast_gen_refill_below,
-                prefill_tokens=self.fast_gen_prefill_tokens,
-                pad_token_id=self.tokenizer.pad_token_id,
-                autocast_dtype=self.mixed_precision_dtype,
-                progress=pbar.update,
-            )
+            tokens, stats = self._fast_gen_run(prompts, max_gen_toks, until, penalty, pbar.update)
             if hasattr(self, "generate_seconds"):  # MedbenchLM's counters for the record
                 self.generate_seconds += time.perf_counter() - start
                 self.generated_tokens += stats.generated_tokens
@@ -115,6 +108,30 @@ class FastGenerationMixin:
                 self.cache_hook.add_partial("generate_until", (context, requests[i].args[1]), text)
         pbar.close()
         return results
+
+    def _fast_gen_run(self, prompts: list[list[int]], max_gen_toks: int, until: list[str], penalty: float, progress):
+        common = {
+            "repetition_penalty": penalty,
+            "batch_size": self.batch_size if isinstance(self.batch_size, int) else 8,
+            "check_every": self.fast_gen_check_every,
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "autocast_dtype": self.mixed_precision_dtype,
+            "progress": progress,
+        }
+        if self.fast_gen_engine == "static":
+            return generate_greedy_static(self.model, self.tokenizer, prompts, max_gen_toks, until, **common)
+        if self.fast_gen_engine != "dynamic":
+            raise ValueError(f"fast_gen_engine {self.fast_gen_engine!r}: choose from {', '.join(ENGINES)}")
+        return generate_greedy(
+            self.model,
+            self.tokenizer,
+            prompts,
+            max_gen_toks,
+            until,
+            refill_below=self.fast_gen_refill_below,
+            prefill_tokens=self.fast_gen_prefill_tokens,
+            **common,
+        )
 
     def _fast_gen_refusal(self, kwargs: dict, penalty: float) -> str | None:
         """Why stock lm-eval must answer these arguments, or None when generate_greedy reproduces them."""
