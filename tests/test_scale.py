@@ -461,3 +461,36 @@ def test_a_sharded_load_left_on_one_device_is_recorded_as_single():
     Loaded.hf_device_map = {"model.embed_tokens": 0, "model.layers.0": 1, "lm_head": 1}
     split = placement.placed_record(chosen, Loaded())
     assert split["mode"] == "sharded" and split["device_map"] == {"cuda:0": 1, "cuda:1": 2}
+
+
+def test_scale_records_become_report_tables(tmp_path):
+    from medbench.report.scale import scale_section
+
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    unit = {"questions": 10, "questions_per_second": 5.0, "eval_seconds": 2.0, "wall_seconds": 4.0}
+    dp = {
+        "part": "dp",
+        "gpu": "NVIDIA H200",
+        "gpu_count": 2,
+        "units": {"x1": {**unit, "parallel": {"processes": 1}}, "x2": {**unit, "questions_per_second": 8.0}},
+        "scaling": {
+            "x2": {"questions_per_second_over_x1": 1.6, "identical_to_x1": {"questions": 10, "same_answer": 9}}
+        },
+    }
+    train = {
+        "part": "train-8b",
+        "gpu": "NVIDIA H200",
+        "gpu_count": 2,
+        "units": {
+            "lora@1": {"tokens_per_second": 100.0, "mean_tokens_per_step": 300.0, "median_step_seconds": 2.0},
+            "full-zero3@2": {"error": "OutOfMemoryError: CUDA out of memory"},
+        },
+    }
+    (bench / "scale-dp-NVIDIA-H200-x2.json").write_text(json.dumps(dp))
+    (bench / "scale-train-8b-NVIDIA-H200-x2.json").write_text(json.dumps(train))
+    text = "\n".join(scale_section(tmp_path))
+    assert "| 2 | 10 | 8.0 | 2.0 | 4.0 | 1.60 | 9/10 |" in text
+    assert "| lora@1 | 100 | 150 |" in text  # the median step: 300 tokens in 2 s
+    assert "OutOfMemoryError" in text and "2 x H200" in text
+    assert "Models larger than one GPU" not in text  # no oversize record, no table

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from medbench.records.reader import read_json
 from medbench.report.markdown import device, num, table
+from medbench.report.scale import scale_section
 
 
 def _load(paths: list[Path]) -> list[tuple[Path, dict]]:
@@ -163,4 +164,5 @@ def training_section(results_dir: Path) -> str:
             bench,
             "",
         ]
+    parts += scale_section(results_dir)
     return "\n".join(parts)
