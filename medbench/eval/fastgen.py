@@ -129,12 +129,7 @@ def generate_greedy(
     stats = GenerationStats()
     checker = StopChecker(tokenizer, stops, eos_token_ids(model, tokenizer))
     pad = pad_token_id if pad_token_id is not None else (tokenizer.pad_token_id or 0)
-    rows = [Row(i, list(p), max_new_tokens) for i, p in enumerate(prompts)]
-    for r in rows:
-        if r.budget <= 0:
-            r.done = True
-    # Longest first, as lm-eval orders them: memory errors surface at once and padding stays small.
-    pending = sorted((r for r in rows if not r.done), key=lambda r: (-r.length, r.index))
+    rows, pending = queue(prompts, max_new_tokens)
     device = next(model.parameters()).device
     autocast = torch.autocast(device_type=device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None)
     with autocast:
@@ -164,15 +159,29 @@ def generate_greedy(
     return [r.generated for r in rows], stats
 
 
+def queue(prompts: list[list[int]], max_new_tokens: int) -> tuple[list[Row], list[Row]]:
+    """Every prompt's row (in order), and those with a budget longest first, as lm-eval orders them: memory
+    errors surface at once and padding stays small."""
+    rows = [Row(i, list(p), max_new_tokens) for i, p in enumerate(prompts)]
+    for r in rows:
+        r.done = r.budget <= 0
+    return rows, sorted((r for r in rows if not r.done), key=lambda r: (-r.length, r.index))
+
+
+def left_padded(seqs: list[list[int]], width: int, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids left-padded to `width` and their attention mask (on the host)."""
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, seq in enumerate(seqs):
+        ids[i, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+        mask[i, width - len(seq) :] = 1
+    return ids, mask
+
+
 def _prefill(model, rows: list[Row], width: int, stats: GenerationStats, prefill_tokens: int, pad: int, device):
     """Rows (prompt + tokens so far) left-padded to `width`: their cache, 2D mask, last positions, seen ids, scores."""
     n = len(rows)
-    ids = torch.full((n, width), pad, dtype=torch.long)
-    mask = torch.zeros((n, width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        seq = r.prompt + r.generated
-        ids[i, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
-        mask[i, width - len(seq) :] = 1
+    ids, mask = left_padded([r.prompt + r.generated for r in rows], width, pad)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     stats.prefill_tokens += int(mask.sum())
     ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)

@@ -23,7 +23,7 @@ import time
 import torch
 from transformers import LogitsProcessor, StoppingCriteria
 
-from medbench.eval.fastgen import GenerationStats, Row, _penalize, _sync, _take
+from medbench.eval.fastgen import GenerationStats, Row, _penalize, _sync, _take, left_padded, queue
 from medbench.eval.fastgen_stop import StopChecker, eos_token_ids
 
 
@@ -95,10 +95,7 @@ def generate_greedy_static(
     stats = GenerationStats()
     checker = StopChecker(tokenizer, stops, eos_token_ids(model, tokenizer))
     pad = pad_token_id if pad_token_id is not None else (tokenizer.pad_token_id or 0)
-    rows = [Row(i, list(p), max_new_tokens) for i, p in enumerate(prompts)]
-    pending = sorted((r for r in rows if r.budget > 0), key=lambda r: (-r.length, r.index))
-    for r in rows:
-        r.done = r.budget <= 0
+    rows, pending = queue(prompts, max_new_tokens)
     if not pending:
         return [r.generated for r in rows], stats
     device = next(model.parameters()).device
@@ -123,12 +120,7 @@ def generate_greedy_static(
         batch += [None] * (n - len(batch))  # filler rows: the cache's batch size is fixed
         prompts_here = [(r or batch[0]).prompt for r in batch]
         width = max(len(p) for p in prompts_here)
-        ids = torch.full((n, width), pad, dtype=torch.long)
-        mask = torch.zeros((n, width), dtype=torch.long)
-        for i, p in enumerate(prompts_here):
-            ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
-            mask[i, width - len(p) :] = 1
-        ids, mask = ids.to(device), mask.to(device)
+        ids, mask = (t.to(device) for t in left_padded(prompts_here, width, pad))
         vocab = model.get_output_embeddings().weight.shape[0]
         seen = torch.zeros((n, vocab + 1), dtype=torch.bool, device=device)
         seen.scatter_(1, torch.where(mask.bool(), ids.clamp(max=vocab), vocab), True)
