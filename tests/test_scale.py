@@ -494,3 +494,28 @@ def test_scale_records_become_report_tables(tmp_path):
     assert "| lora@1 | 100 | 150 |" in text  # the median step: 300 tokens in 2 s
     assert "OutOfMemoryError" in text and "2 x H200" in text
     assert "Models larger than one GPU" not in text  # no oversize record, no table
+
+
+def test_compare_answers_says_how_near_a_tie_each_flip_was(tmp_path, monkeypatch):
+    from medbench.records import questions
+
+    rows = {
+        "a": [
+            {"id": "q1", "predicted": "A", "correct": True, "scores": {"A": -1.00, "B": -1.02, "C": -3.0}},
+            {"id": "q2", "predicted": "A", "correct": False, "scores": {"A": -0.5, "B": -2.0}},
+            {"id": "q3", "predicted": "A", "correct": True, "scores": {"A": -1.0, "B": -1.5}},
+        ],
+        "b": [
+            {"id": "q1", "predicted": "B", "correct": False, "scores": {"A": -1.015, "B": -1.01, "C": -3.0}},
+            {"id": "q2", "predicted": "A", "correct": False, "scores": {"A": -0.5, "B": -2.0}},
+            {"id": "q3", "predicted": "B", "correct": False, "scores": {"A": -1.6, "B": -1.5}},
+        ],
+    }
+    for name in rows:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "samples_t.jsonl.gz").write_bytes(b"")
+    monkeypatch.setattr(questions, "question_rows", lambda run_dir, task: rows[Path(run_dir).name])
+    same = parallel.compare_answers(tmp_path / "a", tmp_path / "b")
+    assert same["questions"] == 3 and same["same_answer"] == 1 and len(same["differing"]) == 2
+    assert same["differing_top2_gaps"] == [0.02, 0.5] and same["differing_top2_gap_max"] == 0.5
+    assert same["max_abs_score_difference"] == pytest.approx(0.6)

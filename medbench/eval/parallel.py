@@ -215,7 +215,8 @@ def parallel_record(processes: Processes, placement: dict | None, per_process: l
 
 def compare_answers(run_a: Path, run_b: Path) -> dict:
     """Question by question, two runs of the same tasks: the same answer (letter), the same score, the same
-    order of samples, and the largest difference between their multiple-choice log-likelihoods."""
+    order of samples, and the largest difference between their multiple-choice log-likelihoods; for each
+    question whose answer differs, how near a tie it was in run_a and whether the score change explains it."""
     from medbench.records.questions import question_rows
 
     run_a, run_b = Path(run_a), Path(run_b)
@@ -227,6 +228,7 @@ def compare_answers(run_a: Path, run_b: Path) -> dict:
         "order_identical": True,
         "max_abs_score_difference": 0.0,
         "differing": [],
+        "differing_top2_gaps": [],  # per differing question: its top-two score gap in run_a
         "tasks": tasks,
     }
     for task in tasks:
@@ -241,10 +243,21 @@ def compare_answers(run_a: Path, run_b: Path) -> dict:
                 continue
             out["same_answer"] += a["predicted"] == b["predicted"]
             out["same_correct"] += a["correct"] == b["correct"]
+            scores_a, scores_b = a.get("scores") or {}, b.get("scores") or {}
+            worst = max((abs(s - scores_b.get(k, float("inf"))) for k, s in scores_a.items()), default=0.0)
+            out["max_abs_score_difference"] = max(out["max_abs_score_difference"], worst)
             if a["predicted"] != b["predicted"]:
                 out["differing"].append(f"{task}:{a['id']}")
-            for letter, score in (a.get("scores") or {}).items():
-                diff = abs(score - (b.get("scores") or {}).get(letter, float("inf")))
-                out["max_abs_score_difference"] = max(out["max_abs_score_difference"], diff)
+                gap = _top2_gap(scores_a)
+                if gap is not None:
+                    out["differing_top2_gaps"].append(round(gap, 6))
     out["differing"] = out["differing"][:20]
+    out["differing_top2_gap_max"] = max(out["differing_top2_gaps"], default=None)
+    out["differing_top2_gaps"] = sorted(out["differing_top2_gaps"])[:50]
     return out
+
+
+def _top2_gap(scores: dict) -> float | None:
+    """The first run's margin between its best and second-best answer (how near a tie a flip was)."""
+    top = sorted(scores.values(), reverse=True)
+    return top[0] - top[1] if len(top) > 1 else None
