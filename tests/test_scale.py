@@ -302,6 +302,19 @@ def test_placement_at_load_asks_only_its_own_gpu_unless_it_may_shard(tiny_gemma_
     settings = EvalSettings(parallelize="false")
     assert loading.place(spec, source, {"dtype": torch.bfloat16}, settings, "cuda:0").reason == "parallelize=false"
 
+    # parallelize=true on a model far smaller than a GPU: budgets that make accelerate's plan really split it.
+    free_each[0] = 100 * size
+    kwargs = {"dtype": torch.bfloat16}
+    chosen = loading.place(spec, source, kwargs, EvalSettings(parallelize="true"), "cuda:0")
+    assert chosen.sharded and all(b < free_each[0] for b in kwargs["max_memory"].values())
+    from accelerate.utils import infer_auto_device_map
+
+    meta = placement.meta_model(AutoConfig.from_pretrained(tiny_gemma_dir), dtype=torch.bfloat16)
+    device_map = infer_auto_device_map(
+        meta, max_memory=kwargs["max_memory"], no_split_module_classes=meta._no_split_modules, dtype=torch.bfloat16
+    )
+    assert len(set(device_map.values())) >= 2, device_map
+
 
 # --- scripts/gpu_scale.py: what can be checked without a GPU -------------------------------------------
 

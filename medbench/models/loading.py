@@ -191,6 +191,12 @@ def place(
     else:
         chosen = placement.decide(settings.parallelize, estimated, placement.gpu_free_bytes(), processes, mine)
     if chosen.sharded:
+        if settings.parallelize == "true" and "quantization_config" not in kwargs:
+            from transformers import AutoConfig
+
+            config = AutoConfig.from_pretrained(source, trust_remote_code=spec.trust_remote_code)
+            meta = placement.meta_model(config, spec.trust_remote_code, kwargs["dtype"])
+            chosen.max_memory = placement.even_split(meta, chosen.max_memory, kwargs["dtype"])
         kwargs["device_map"] = "auto"
         kwargs["max_memory"] = chosen.max_memory
     return chosen

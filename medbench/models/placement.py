@@ -170,6 +170,28 @@ def _sharded(reason: str, free: list[int], base: dict) -> Placement:
     return Placement("sharded", f"{reason}: layers across {len(free)} GPUs", max_memory=budget, **base)
 
 
+def even_split(model, budget: dict[int, int], dtype) -> dict[int, int]:
+    """Per-GPU budgets (never above `budget`'s) that share `model` (a meta model will do) among the GPUs:
+    its size over their number, or its largest unsplittable piece where that is more, plus a margin (10% of
+    an even share, at most half of what lies outside the largest piece, so that something is left to share).
+
+    `parallelize=true` asks for a split, but with whole-GPU budgets accelerate's balanced plan keeps a
+    model smaller than one GPU's share on GPU 0, and nothing is sharded."""
+    from accelerate.utils import compute_module_sizes
+
+    sizes = compute_module_sizes(model, dtype=dtype)
+    no_split = set(model._no_split_modules or [])
+    pieces = [
+        sizes[name]
+        for name, module in model.named_modules()
+        if name and (type(module).__name__ in no_split or not any(True for _ in module.children()))
+    ]
+    total, largest = sizes[""], max(pieces, default=0)
+    even = total / len(budget)
+    share = int(max(even, largest) + min(0.1 * even, (total - largest) / 2))
+    return {gpu: min(free, share) for gpu, free in budget.items()}
+
+
 def placed_record(chosen: Placement, model) -> dict:
     """The placement as it came out: a sharded load that accelerate's balanced plan left on one GPU (a
     model smaller than one GPU's share, with the embedding as its buffer) is recorded as single."""
