@@ -104,7 +104,7 @@ def test_caches_that_cannot_take_new_rows_prefill_survivors_again(tiny, stops_th
     model, tok, prompts = tiny
     _, stops = stops_that_fire
     expected = batch1_generate(model, tok, prompts, stops)
-    monkeypatch.setattr(fastgen, "_layer_kinds", lambda cache: None)
+    monkeypatch.setattr(fastgen, "layer_kinds", lambda cache: None)
     got, stats = generate_greedy(
         model, tok, prompts, BUDGET, stops, repetition_penalty=1.5, batch_size=4, check_every=3, refill_below=0.9
     )

@@ -64,14 +64,14 @@ def study_loop(model, tokenizer, prompts: list[list[int]], max_new: int, stops: 
 @torch.inference_mode()
 def top2_gap(model, prompt: list[int], prefix: list[int], penalty: float) -> float:
     """Gap between the two best penalized logits after prompt + prefix, batch 1 (how near a tie a difference was)."""
-    from medbench.eval.fastgen import _penalize
+    from medbench.eval.fastgen_rows import penalize
 
     device = next(model.parameters()).device
     seq = prompt + prefix
     logits = model(input_ids=torch.tensor([seq], device=device), logits_to_keep=1).logits[0, -1].float()
     seen = torch.zeros_like(logits, dtype=torch.bool)
     seen[torch.tensor(sorted(set(seq)), device=device)] = True
-    top = torch.topk(_penalize(logits[None], seen[None], penalty)[0], 2).values.tolist()
+    top = torch.topk(penalize(logits[None], seen[None], penalty)[0], 2).values.tolist()
     return round(top[0] - top[1], 6)
 
 

@@ -39,72 +39,12 @@ from __future__ import annotations
 
 import time
 from bisect import insort
-from dataclasses import dataclass, field
 
 import torch
 
+from medbench.eval.fastgen_cache import cache_of, concat_caches, layer_kinds, trim_front
+from medbench.eval.fastgen_rows import GenerationStats, Row, left_padded, penalize, queue, sync, take
 from medbench.eval.fastgen_stop import StopChecker, eos_token_ids
-
-
-@dataclass
-class Row:
-    index: int
-    prompt: list[int]
-    budget: int  # new tokens allowed
-    generated: list[int] = field(default_factory=list)
-    done: bool = False
-
-    @property
-    def length(self) -> int:
-        return len(self.prompt) + len(self.generated)
-
-
-@dataclass
-class GenerationStats:
-    rounds: int = 0  # batches prefilled from scratch
-    joins: int = 0  # times queued rows joined a running batch
-    prefill_tokens: int = 0  # prompt tokens prefilled (survivors count again in each later round)
-    decode_steps: int = 0
-    row_steps: int = 0  # sequence-steps decoded, including tokens dropped after a stop
-    generated_tokens: int = 0  # kept tokens (up to and including each sequence's stop)
-    seconds: float = 0.0
-    prefill_seconds: float = 0.0  # prefill forward passes (synchronised)
-    host_seconds: float = 0.0  # stop-string checks and bookkeeping on the host, after each device-to-host copy
-
-    def as_dict(self) -> dict:
-        out = {k: round(v, 3) if isinstance(v, float) else v for k, v in self.__dict__.items()}
-        # seconds a decode step took, prefill and host checks left out; sequences decoded a step on average
-        decode = self.seconds - self.prefill_seconds - self.host_seconds
-        out["decode_step_seconds"] = round(decode / self.decode_steps, 5) if self.decode_steps else None
-        out["mean_rows_per_step"] = round(self.row_steps / self.decode_steps, 1) if self.decode_steps else None
-        return out
-
-
-def _cache_of(out):
-    cache = getattr(out, "cache", None)
-    return cache if cache is not None else out.past_key_values
-
-
-def _concat_caches(caches: list) -> object:
-    """Several prefill caches of the same width, one after another in the batch dimension."""
-    first = caches[0]
-    if len(caches) == 1:
-        return first
-    for i, layer in enumerate(first.layers):
-        layer.keys = torch.cat([c.layers[i].keys for c in caches], dim=0)
-        layer.values = torch.cat([c.layers[i].values for c in caches], dim=0)
-    return first
-
-
-def _sync(device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _penalize(scores: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
-    if penalty == 1.0:
-        return scores
-    return torch.where(seen, torch.where(scores < 0, scores * penalty, scores / penalty), scores)
 
 
 @torch.inference_mode()
@@ -154,28 +94,9 @@ def generate_greedy(
             for r in survivors:  # back into the queue, longest first (only where the cache cannot take new rows)
                 insort(pending, r, key=lambda r: (-r.length, r.index))
     stats.generated_tokens = sum(len(r.generated) for r in rows)
-    _sync(device)
+    sync(device)
     stats.seconds = time.perf_counter() - start
     return [r.generated for r in rows], stats
-
-
-def queue(prompts: list[list[int]], max_new_tokens: int) -> tuple[list[Row], list[Row]]:
-    """Every prompt's row (in order), and those with a budget longest first, as lm-eval orders them: memory
-    errors surface at once and padding stays small."""
-    rows = [Row(i, list(p), max_new_tokens) for i, p in enumerate(prompts)]
-    for r in rows:
-        r.done = r.budget <= 0
-    return rows, sorted((r for r in rows if not r.done), key=lambda r: (-r.length, r.index))
-
-
-def left_padded(seqs: list[list[int]], width: int, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids left-padded to `width` and their attention mask (on the host)."""
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, seq in enumerate(seqs):
-        ids[i, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
-        mask[i, width - len(seq) :] = 1
-    return ids, mask
 
 
 def _prefill(model, rows: list[Row], width: int, stats: GenerationStats, prefill_tokens: int, pad: int, device):
@@ -186,7 +107,7 @@ def _prefill(model, rows: list[Row], width: int, stats: GenerationStats, prefill
     stats.prefill_tokens += int(mask.sum())
     ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
     chunk = max(1, prefill_tokens // width)
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     caches, logits = [], []
     for lo in range(0, n, chunk):
@@ -197,46 +118,17 @@ def _prefill(model, rows: list[Row], width: int, stats: GenerationStats, prefill
             use_cache=True,
             logits_to_keep=1,
         )
-        caches.append(_cache_of(out))
+        caches.append(cache_of(out))
         logits.append(out.logits[:, -1, :].to(dtype=torch.float32))
-    cache = _concat_caches(caches)
+    cache = concat_caches(caches)
     scores = torch.cat(logits)
     vocab = scores.shape[-1]
     # Every token id in the prompt and the generation so far (pads excluded), as the penalty sees them.
     seen = torch.zeros((n, vocab + 1), dtype=torch.bool, device=device)
     seen.scatter_(1, torch.where(mask.bool(), ids.clamp(max=vocab), vocab), True)
-    _sync(device)
+    sync(device)
     stats.prefill_seconds += time.perf_counter() - start
     return cache, mask, positions[:, -1], seen[:, :vocab], scores
-
-
-def _layer_kinds(cache) -> list[str] | None:
-    """ "full" or "sliding" per layer of a DynamicCache whose rows can be trimmed and joined; None otherwise."""
-    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
-
-    if type(cache).__name__ != "DynamicCache":
-        return None
-    kinds = []
-    for layer in getattr(cache, "layers", None) or [None]:
-        if type(layer) is DynamicSlidingWindowLayer and not layer.record_past:
-            kinds.append("sliding")
-        elif type(layer) is DynamicLayer:
-            kinds.append("full")
-        else:
-            return None
-    return kinds
-
-
-def _trim_front(cache, kinds: list[str], k: int) -> None:
-    """Drop the first k columns, padding in every row: full layers lose them, sliding layers count k fewer."""
-    for layer, kind in zip(cache.layers, kinds):
-        if kind == "full":
-            layer.keys, layer.values = layer.keys[:, :, k:], layer.values[:, :, k:]
-        else:
-            layer.cumulative_length -= k
-            if layer.keys.shape[-2] > layer.cumulative_length:
-                layer.keys = layer.keys[:, :, -layer.cumulative_length :]
-                layer.values = layer.values[:, :, -layer.cumulative_length :]
 
 
 def _round(
@@ -272,7 +164,7 @@ def _round(
     # leave after a step or two, long ones cost one host sync per check_every tokens.
     interval = 1
     while True:
-        next_tokens = torch.argmax(_penalize(scores, seen, penalty), dim=-1)
+        next_tokens = torch.argmax(penalize(scores, seen, penalty), dim=-1)
         pending_tokens.append(next_tokens)
         seen[torch.arange(len(alive), device=device), next_tokens] = True
         stats.decode_steps += 1
@@ -282,12 +174,12 @@ def _round(
             host_start = time.perf_counter()
             pending_tokens = []
             interval = min(2 * interval, check_every)
-            keep = [i for i, (row, toks) in enumerate(zip(alive, new)) if not _take(row, toks, checker, progress)]
+            keep = [i for i, (row, toks) in enumerate(zip(alive, new)) if not take(row, toks, checker, progress)]
             stats.host_seconds += time.perf_counter() - host_start
             if not keep:
                 return []  # the next round (if any) starts afresh
             if pending and len(keep) < refill_at:
-                kinds = _layer_kinds(cache)
+                kinds = layer_kinds(cache)
                 if kinds is None or not _fits(pending, batch_size - len(keep), attn, keep):
                     return [alive[i] for i in keep]
                 index = torch.tensor(keep, dtype=torch.long)  # host index: a sharded cache spans GPUs
@@ -330,7 +222,7 @@ def _round(
             use_cache=True,
             logits_to_keep=1,
         )
-        cache = _cache_of(out)
+        cache = cache_of(out)
         scores = out.logits[:, -1, :].to(dtype=torch.float32)
 
 
@@ -343,20 +235,6 @@ def _pop(pending: list[Row], n: int) -> list[Row]:
     taken = pending[:n]
     del pending[:n]
     return taken
-
-
-def _take(row: Row, tokens: list[int], checker: StopChecker, progress) -> bool:
-    """Append decoded tokens to a row, cut at its stop or budget; True when the row is finished."""
-    before = len(row.generated)
-    row.generated.extend(tokens[: row.budget - before])
-    cut = checker.stop_index(row.generated, before)
-    if cut is not None:
-        del row.generated[cut + 1 :]
-    if cut is not None or len(row.generated) >= row.budget:
-        row.done = True
-        if progress is not None:
-            progress(1)
-    return row.done
 
 
 def _join(
@@ -382,7 +260,7 @@ def _join(
     if alive:
         lead = int((attn.shape[1] - attn.sum(dim=1)).min())  # columns that are padding in every row
         if lead:
-            _trim_front(cache, kinds, lead)
+            trim_front(cache, kinds, lead)
             attn = attn[:, lead:]
     width = attn.shape[1]
     # Each fits (_fits): it is no longer than the rows taken before it, the queue being longest first.
@@ -391,9 +269,9 @@ def _join(
     new_cache, new_attn, new_pos, new_seen, new_scores = _prefill(
         model, joining, width, stats, prefill_tokens, pad, device
     )
-    first = torch.argmax(_penalize(new_scores, new_seen, penalty), dim=-1)
+    first = torch.argmax(penalize(new_scores, new_seen, penalty), dim=-1)
     new_seen[torch.arange(len(joining), device=device), first] = True
-    stay = [i for i, (row, tok) in enumerate(zip(joining, first.tolist())) if not _take(row, [tok], checker, progress)]
+    stay = [i for i, (row, tok) in enumerate(zip(joining, first.tolist())) if not take(row, [tok], checker, progress)]
     if len(stay) < len(joining):
         index = torch.tensor(stay, dtype=torch.long)
         new_cache.batch_select_indices(index)
@@ -401,7 +279,7 @@ def _join(
         joining = [joining[i] for i in stay]
     if not joining:
         return cache, attn, pos, seen, next_tokens, alive
-    cache = _concat_caches([cache, new_cache])
+    cache = concat_caches([cache, new_cache])
     return (
         cache,
         torch.cat([attn, new_attn]),

@@ -23,7 +23,7 @@ import time
 import torch
 from transformers import LogitsProcessor, StoppingCriteria
 
-from medbench.eval.fastgen import GenerationStats, Row, _penalize, _sync, _take, left_padded, queue
+from medbench.eval.fastgen_rows import GenerationStats, Row, left_padded, penalize, queue, sync, take
 from medbench.eval.fastgen_stop import StopChecker, eos_token_ids
 
 
@@ -36,7 +36,7 @@ class SeenTokenPenalty(LogitsProcessor):
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         self.seen[self.rows, input_ids[:, -1]] = True  # the token chosen last step (the prompt's last, first time)
-        return _penalize(scores, self.seen, self.penalty)
+        return penalize(scores, self.seen, self.penalty)
 
 
 class RowStops(StoppingCriteria):
@@ -66,7 +66,7 @@ class RowStops(StoppingCriteria):
         start = time.perf_counter()
         for row, tokens in zip(self.rows, new):
             if row is not None and not row.done:
-                _take(row, tokens[len(row.generated) :], self.checker, self.progress)
+                take(row, tokens[len(row.generated) :], self.checker, self.progress)
         done = [row is None or row.done for row in self.rows]
         self.done = torch.tensor(done, dtype=torch.bool, device=sequences.device)
         self.host_seconds += time.perf_counter() - start
@@ -144,6 +144,6 @@ def generate_greedy_static(
         stats.row_steps += steps * sum(r is not None for r in batch)
         stats.host_seconds += stopper.host_seconds
     stats.generated_tokens = sum(len(r.generated) for r in rows)
-    _sync(device)
+    sync(device)
     stats.seconds = time.perf_counter() - start
     return [r.generated for r in rows], stats
