@@ -114,8 +114,8 @@ def test_canary_stops_a_run_whose_batched_scores_are_wrong(requests_and_models, 
     lm = MedbenchLM(pretrained=fast.model, tokenizer=fast.tokenizer, batch_size=4, device="cpu")
     honest = MedbenchLM._score_batch
 
-    def faulty(self, batch, wanted):  # a kernel fault: batched rows come back shifted, batch 1 is right
-        rows = honest(self, batch, wanted)
+    def faulty(self, batch, wanted, width=None):  # a kernel fault: batched rows come back shifted, batch 1 is right
+        rows = honest(self, batch, wanted, width)
         if len(batch) == 1:
             return rows
         return [(h, {t: lp - 0.5 * (t % 3) for t, lp in lps.items()}, g) for h, lps, g in rows]
@@ -130,12 +130,28 @@ def test_each_task_is_scored_in_batches_of_its_own(requests_and_models, monkeypa
     lm = MedbenchLM(pretrained=fast.model, tokenizer=fast.tokenizer, batch_size=64, device="cpu", canary_size=0)
     seen = []
     honest = MedbenchLM._score_batch
-    monkeypatch.setattr(MedbenchLM, "_score_batch", lambda self, b, w: seen.append(len(b)) or honest(self, b, w))
+    monkeypatch.setattr(MedbenchLM, "_score_batch", lambda self, b, *a: seen.append(len(b)) or honest(self, b, *a))
     alone = {}
     for name in MC_TASKS:
         part = [i for i in instances if i.task_name == name]
         alone.update(zip((id(i) for i in part), lm.loglikelihood(part), strict=True))
     seen_alone, seen[:] = list(seen), []
     together = lm.loglikelihood(instances)
-    assert seen == seen_alone == [3] * len(MC_TASKS)  # one batch per task, never a mixed one
+    assert seen == seen_alone and set(seen) == {64}  # the same batches (filled to 64 rows) alone as together
     assert [alone[id(i)] for i in instances] == together  # a task's scores do not depend on what ran beside it
+
+
+def test_a_questions_scores_do_not_depend_on_the_others(requests_and_models):
+    """Padded to width buckets and filled to a fixed row count, every batch a question is scored in has the same
+    shape whatever else was asked: a subset (as --limit or one data-parallel process gets) scores bit for bit
+    as the whole does."""
+    instances, _, fast = requests_and_models
+    lm = MedbenchLM(pretrained=fast.model, tokenizer=fast.tokenizer, batch_size=4, device="cpu", canary_size=0)
+    whole = dict(zip((id(i) for i in instances), lm.loglikelihood(instances), strict=True))
+    # Interleaved shares, as lm-eval deals documents to ranks, and slices, as --limit takes them. Batched by
+    # length alone (no buckets, no filler rows) and with one head product for all letters, one of these
+    # 111 scores moved in its last bit.
+    shares = (instances[0::2], instances[1::3], instances[::-1][::5], instances[len(instances) // 2 :])
+    for share in shares:
+        for inst, got in zip(share, lm.loglikelihood(share), strict=True):
+            assert got == whole[id(inst)]  # exactly: not approx

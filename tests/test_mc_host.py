@@ -58,11 +58,13 @@ def test_token_budget_batches(lm, monkeypatch):
     lm.batch_tokens = 1000
     monkeypatch.setattr(MedbenchLM, "batch_size", 2)
     batches = list(lm._batches(contexts))
-    # 1000 // 900 = 1 row, but never fewer than batch_size; 1000 // 300 = 3; 1000 // 100 = 10 (5 left).
-    assert [len(b) for b in batches] == [2, 3, 6]
+    # Widths in buckets of 64 (960, 832, 320, 128, 64), never crossed; rows: 1000 // width, but never fewer than
+    # batch_size: 2, 2, 3, 7, 15.
+    assert [len(b) for b in batches] == [1, 1, 3, 5, 1]
+    assert [lm._rows(lm._width(len(b[0]))) for b in batches] == [2, 2, 3, 7, 15]
     assert [c for b in batches for c in b] == contexts
     lm.batch_tokens = 0
-    assert [len(b) for b in lm._batches(contexts)] == [2, 2, 2, 2, 2, 1]
+    assert [len(b) for b in lm._batches(contexts)] == [1, 1, 2, 1, 2, 2, 1, 1]
 
 
 def test_the_faulty_sdpa_kernel_is_taken_out_on_cuda(monkeypatch):

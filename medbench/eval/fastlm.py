@@ -42,6 +42,9 @@ class CanaryError(MedbenchError):
 
 @register_model("medbench-hf")
 class MedbenchLM(FastGenerationMixin, HFLM):
+    # mc batches are padded to a multiple of this many tokens (see _batches); 64 costs a few percent of padding.
+    width_multiple = 64
+
     def __init__(
         self,
         *args,
@@ -196,7 +199,9 @@ class MedbenchLM(FastGenerationMixin, HFLM):
         )
         for batch in self._batches(contexts):
             wanted = sorted({requests[i][2][0] for ctx in batch for i in by_context[ctx]})
-            for ctx, row in zip(batch, self._score_batch(batch, wanted), strict=True):
+            width = self._width(len(batch[0]))
+            filled = batch + [batch[-1]] * (self._rows(width) - len(batch))  # filler rows, thrown away
+            for ctx, row in zip(batch, self._score_batch(filled, wanted, width)[: len(batch)], strict=True):
                 scores[ctx] = row
                 pbar.update(len(by_context[ctx]))
         if pbar is not self._pbar:
@@ -211,20 +216,34 @@ class MedbenchLM(FastGenerationMixin, HFLM):
                 self.cache_hook.add_partial("loglikelihood", requests[i][0], answer)
         return results
 
-    def _batches(self, contexts: list[tuple[int, ...]]):
-        """Consecutive slices of the length-sorted contexts: `batch_size` rows, or with `batch_tokens` set,
-        as many rows as fit that many padded tokens (never fewer than `batch_size`).
-
-        Sizes depend only on the contexts' lengths, so the batches are the same on every machine."""
+    def _rows(self, width: int) -> int:
         rows = self.batch_size if isinstance(self.batch_size, int) else 1
+        return max(rows, self.batch_tokens // width) if self.batch_tokens else rows
+
+    def _width(self, length: int) -> int:
+        """A context's padded width: its length rounded up to `width_multiple` tokens."""
+        return -(-length // self.width_multiple) * self.width_multiple
+
+    def _batches(self, contexts: list[tuple[int, ...]]):
+        """Consecutive slices of the length-sorted contexts that never cross a width bucket: `batch_size`
+        rows, or with `batch_tokens` set, as many rows as fit that many padded tokens (never fewer).
+
+        Each batch is then scored at its bucket's width with filler rows up to its row count, so every
+        forward pass a context takes part in has a shape that depends on that context's length alone:
+        not on the other questions, on `--limit`, or on how data-parallel processes shared them out.
+        Same shape, same kernels: a question's scores are the same bit for bit whatever ran beside it."""
         start = 0
         while start < len(contexts):
-            n = max(rows, self.batch_tokens // len(contexts[start])) if self.batch_tokens else rows
-            yield contexts[start : start + n]
-            start += n
+            width = self._width(len(contexts[start]))
+            end, rows = start, self._rows(width)
+            while end < len(contexts) and end - start < rows and self._width(len(contexts[end])) == width:
+                end += 1
+            yield contexts[start:end]
+            start = end
 
-    def _score_batch(self, batch: list[tuple[int, ...]], wanted: list[int]):
-        """Per context: (hidden state, {token: log p in fp32}, greedy token) for the `wanted` tokens.
+    def _score_batch(self, batch: list[tuple[int, ...]], wanted: list[int], width: int | None = None):
+        """Per context: (hidden state, {token: log p in fp32}, greedy token) for the `wanted` tokens, the
+        contexts left-padded to `width` (default: the longest).
 
         The answer letters' logits are computed in fp32 from the final hidden state and the output
         head's rows for those tokens: in bf16, logits of this size have a resolution of 0.125, and
@@ -232,7 +251,7 @@ class MedbenchLM(FastGenerationMixin, HFLM):
         MedQA questions did so). The normaliser (log-sum-exp over the vocabulary) is the same for
         every letter of a context, so it cannot reorder them; it comes from the model's own logits.
         """
-        width = max(len(c) for c in batch)
+        width = max(width or 0, max(len(c) for c in batch))
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         # Left padding puts every context's last token in the last column; explicit position ids
         # keep each sequence's positions as if it were alone.
@@ -303,7 +322,10 @@ class MedbenchLM(FastGenerationMixin, HFLM):
 def exact_logits(hidden: torch.Tensor, head, tokens: list[int], config) -> torch.Tensor:
     """fp32 logits of `tokens` from the final hidden state (after the final norm) and the head's rows."""
     weight = head.weight[tokens].float()
-    out = hidden.to(weight.device).float() @ weight.T  # sharded: the final norm and the head may differ
+    hidden = hidden.to(weight.device).float()  # sharded: the final norm and the head may sit on different GPUs
+    # One matrix-vector product per token: a token's logit must not depend on which other tokens were asked
+    # for (one product of varying width picks different kernels, and the last bit moves).
+    out = torch.stack([hidden @ weight[k] for k in range(len(tokens))], dim=1)
     if getattr(head, "bias", None) is not None:
         out = out + head.bias[tokens].float()
     cap = getattr(config, "final_logit_softcapping", None)
