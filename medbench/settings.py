@@ -83,6 +83,11 @@ class EvalSettings:
         "stripped before answer extraction. Needs chat and `gen`",
     )
 
+    fixed_shapes: Literal["auto", "true", "false"] = arg(
+        "auto",
+        help="`mc`: fill every batch with throw-away rows to its row count, so that a question's scores do not "
+        "depend on the other questions (bit for bit under --limit or --gpus N); `auto`: on CUDA only",
+    )
     parallelize: Literal["auto", "true", "false"] = arg(
         "auto",
         help="shard the model's layers across the visible GPUs (accelerate device_map): `auto` when its "

@@ -137,7 +137,7 @@ def test_each_task_is_scored_in_batches_of_its_own(requests_and_models, monkeypa
         alone.update(zip((id(i) for i in part), lm.loglikelihood(part), strict=True))
     seen_alone, seen[:] = list(seen), []
     together = lm.loglikelihood(instances)
-    assert seen == seen_alone and set(seen) == {64}  # the same batches (filled to 64 rows) alone as together
+    assert sorted(seen) == sorted(seen_alone)  # the same batches alone as together (tasks in another order)
     assert [alone[id(i)] for i in instances] == together  # a task's scores do not depend on what ran beside it
 
 
@@ -147,6 +147,8 @@ def test_a_questions_scores_do_not_depend_on_the_others(requests_and_models):
     as the whole does."""
     instances, _, fast = requests_and_models
     lm = MedbenchLM(pretrained=fast.model, tokenizer=fast.tokenizer, batch_size=4, device="cpu", canary_size=0)
+    assert not lm.fixed_shapes  # on by default on CUDA only (filler rows cost a short CPU run too much)
+    lm.fixed_shapes = True
     whole = dict(zip((id(i) for i in instances), lm.loglikelihood(instances), strict=True))
     # Interleaved shares, as lm-eval deals documents to ranks, and slices, as --limit takes them. Batched by
     # length alone (no buckets, no filler rows) and with one head product for all letters, one of these

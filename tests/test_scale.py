@@ -20,6 +20,7 @@ from medbench.launch import MULTICAST_OFF, accelerate_command, child_environment
 from medbench.models import oversize, placement
 from medbench.models.placement import PlacementError, decide
 from medbench.options import from_args
+from medbench.settings import EvalSettings
 
 GIB = 2**30
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
@@ -122,9 +123,10 @@ def test_samples_gathered_from_ranks_are_put_back_in_document_order():
 @pytest.mark.slow
 def test_two_processes_answer_every_question_as_one_does(tiny_gemma_dir, results_dir):
     tasks = ["medqa"]
-    one = run(RunRequest(model=str(tiny_gemma_dir), tasks=tasks, limit=5, run_id="one"), results_dir)
+    fixed = EvalSettings(fixed_shapes="true")  # as on CUDA: filler rows, so scores are equal bit for bit
+    one = run(RunRequest(model=str(tiny_gemma_dir), tasks=tasks, limit=5, run_id="one", settings=fixed), results_dir)
     argv = [sys.executable, "-m", "medbench.cli", "eval", str(tiny_gemma_dir), "--tasks", ",".join(tasks)]
-    argv += ["--limit", "5", "--run-id", "two", "--gpus", "2"]
+    argv += ["--limit", "5", "--run-id", "two", "--gpus", "2", "--set", "fixed_shapes=true"]
     env = dict(os.environ, MEDBENCH_RESULTS=str(results_dir))
     out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -158,7 +160,7 @@ def test_two_processes_answer_every_question_as_one_does(tiny_gemma_dir, results
     with rank1.con:
         rank1.con.executemany("INSERT INTO responses VALUES (?, ?, ?)", [(k, a, v) for k, (a, v) in moved.items()])
     rank1.close()
-    again = run(RunRequest(model=str(tiny_gemma_dir), tasks=tasks, limit=5, run_id="two"), results_dir)
+    again = run(RunRequest(model=str(tiny_gemma_dir), tasks=tasks, limit=5, run_id="two", settings=fixed), results_dir)
     assert again["responses"] == {"computed": 0, "from_cache": one["responses"]["computed"]}
     assert response_cache.rank_files(cache) == []
 

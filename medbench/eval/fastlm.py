@@ -53,6 +53,7 @@ class MedbenchLM(FastGenerationMixin, HFLM):
         batch_tokens: int = 0,
         canary_size: int = 4,
         progress: bool = True,
+        fixed_shapes: str = "auto",
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
@@ -66,6 +67,10 @@ class MedbenchLM(FastGenerationMixin, HFLM):
         self.canary_report: list[dict] = []  # one entry per scoring call, for the record
         self.progress = progress
         self._pbar = None
+        # Filler rows (see _batches) on CUDA, where a batch's shape changed bf16 rounding enough to flip
+        # near-ties (32 of 4,282 answers between 1 and 2 GPUs). On CPU, fp32 moved at most a last bit, and
+        # filling every small batch to its row count would multiply the work of a short run.
+        self.fixed_shapes = fixed_shapes == "true" or (fixed_shapes == "auto" and str(self.device).startswith("cuda"))
         self.generated_tokens = 0  # for the record's generated tokens/s
         self.generate_seconds = 0.0
 
@@ -84,6 +89,7 @@ class MedbenchLM(FastGenerationMixin, HFLM):
             fast_gen=settings.fast_gen,
             batch_tokens=settings.batch_tokens,
             canary_size=settings.canary,
+            fixed_shapes=settings.fixed_shapes,
             progress=progress,
             chat_template_args=chat_template_args or None,
         )
@@ -200,7 +206,7 @@ class MedbenchLM(FastGenerationMixin, HFLM):
         for batch in self._batches(contexts):
             wanted = sorted({requests[i][2][0] for ctx in batch for i in by_context[ctx]})
             width = self._width(len(batch[0]))
-            filled = batch + [batch[-1]] * (self._rows(width) - len(batch))  # filler rows, thrown away
+            filled = batch + [batch[-1]] * (self._rows(width) - len(batch)) if self.fixed_shapes else batch
             for ctx, row in zip(batch, self._score_batch(filled, wanted, width)[: len(batch)], strict=True):
                 scores[ctx] = row
                 pbar.update(len(by_context[ctx]))
@@ -228,10 +234,11 @@ class MedbenchLM(FastGenerationMixin, HFLM):
         """Consecutive slices of the length-sorted contexts that never cross a width bucket: `batch_size`
         rows, or with `batch_tokens` set, as many rows as fit that many padded tokens (never fewer).
 
-        Each batch is then scored at its bucket's width with filler rows up to its row count, so every
-        forward pass a context takes part in has a shape that depends on that context's length alone:
-        not on the other questions, on `--limit`, or on how data-parallel processes shared them out.
-        Same shape, same kernels: a question's scores are the same bit for bit whatever ran beside it."""
+        Each batch is then scored at its bucket's width, and with `fixed_shapes` (on CUDA) filled with throw-away
+        rows up to its row count, so every forward pass a context takes part in has a shape that depends on
+        that context's length alone: not on the other questions, on `--limit`, or on how data-parallel
+        processes shared them out. Same shape, same kernels: a question's scores are the same bit for bit
+        whatever ran beside it."""
         start = 0
         while start < len(contexts):
             width = self._width(len(contexts[start]))
