@@ -57,14 +57,14 @@ def test_token_budget_batches(lm, monkeypatch):
     contexts = [tuple(range(n)) for n in (900, 800, 300, 300, 300, 100, 100, 100, 100, 100, 5)]
     lm.batch_tokens = 1000
     monkeypatch.setattr(MedbenchLM, "batch_size", 2)
-    batches = list(lm._batches(contexts))
+    batches, widths, rows = zip(*lm._batches(contexts))
     # Widths in buckets of 64 (960, 832, 320, 128, 64), never crossed; rows: 1000 // width, but never fewer than
     # batch_size: 2, 2, 3, 7, 15.
     assert [len(b) for b in batches] == [1, 1, 3, 5, 1]
-    assert [lm._rows(lm._width(len(b[0]))) for b in batches] == [2, 2, 3, 7, 15]
+    assert list(widths) == [960, 832, 320, 128, 64] and list(rows) == [2, 2, 3, 7, 15]
     assert [c for b in batches for c in b] == contexts
     lm.batch_tokens = 0
-    assert [len(b) for b in lm._batches(contexts)] == [1, 1, 2, 1, 2, 2, 1, 1]
+    assert [len(b) for b, _, _ in lm._batches(contexts)] == [1, 1, 2, 1, 2, 2, 1, 1]
 
 
 def test_the_faulty_sdpa_kernel_is_taken_out_on_cuda(monkeypatch):

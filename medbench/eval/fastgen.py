@@ -43,8 +43,8 @@ from bisect import insort
 import torch
 
 from medbench.eval.fastgen_cache import cache_of, concat_caches, layer_kinds, trim_front
-from medbench.eval.fastgen_rows import GenerationStats, Row, left_padded, penalize, queue, sync, take
-from medbench.eval.fastgen_stop import StopChecker, eos_token_ids
+from medbench.eval.fastgen_rows import GenerationStats, Row, left_padded, penalize, prepare, sync, take
+from medbench.eval.fastgen_stop import StopChecker
 
 
 @torch.inference_mode()
@@ -67,9 +67,7 @@ def generate_greedy(
     """Greedy continuations of `prompts` (token ids), each cut after its stop (EOS id or stop string) or budget."""
     start = time.perf_counter()
     stats = GenerationStats()
-    checker = StopChecker(tokenizer, stops, eos_token_ids(model, tokenizer))
-    pad = pad_token_id if pad_token_id is not None else (tokenizer.pad_token_id or 0)
-    rows, pending = queue(prompts, max_new_tokens)
+    checker, pad, rows, pending = prepare(model, tokenizer, prompts, max_new_tokens, stops, pad_token_id)
     device = next(model.parameters()).device
     autocast = torch.autocast(device_type=device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None)
     with autocast:

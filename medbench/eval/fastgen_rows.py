@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from medbench.eval.fastgen_stop import StopChecker
+from medbench.eval.fastgen_stop import StopChecker, eos_token_ids
 
 
 @dataclass
@@ -53,6 +53,13 @@ def penalize(scores: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.
     if penalty == 1.0:
         return scores
     return torch.where(seen, torch.where(scores < 0, scores * penalty, scores / penalty), scores)
+
+
+def prepare(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, stops: list[str], pad_token_id):
+    """What both engines start from: the stop test, the pad id, every prompt's row and the queue."""
+    checker = StopChecker(tokenizer, stops, eos_token_ids(model, tokenizer))
+    pad = pad_token_id if pad_token_id is not None else (tokenizer.pad_token_id or 0)
+    return (checker, pad, *queue(prompts, max_new_tokens))
 
 
 def queue(prompts: list[list[int]], max_new_tokens: int) -> tuple[list[Row], list[Row]]:

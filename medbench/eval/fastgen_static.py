@@ -23,8 +23,8 @@ import time
 import torch
 from transformers import LogitsProcessor, StoppingCriteria
 
-from medbench.eval.fastgen_rows import GenerationStats, Row, left_padded, penalize, queue, sync, take
-from medbench.eval.fastgen_stop import StopChecker, eos_token_ids
+from medbench.eval.fastgen_rows import GenerationStats, Row, left_padded, penalize, prepare, sync, take
+from medbench.eval.fastgen_stop import StopChecker
 
 
 class SeenTokenPenalty(LogitsProcessor):
@@ -43,13 +43,8 @@ class RowStops(StoppingCriteria):
     """A stopping criterion that finishes each row at its own stop (StopChecker), read from the host at intervals."""
 
     def __init__(self, rows: list[Row | None], width: int, checker: StopChecker, check_every: int, progress):
-        self.rows, self.width, self.checker, self.check_every, self.progress = (
-            rows,
-            width,
-            checker,
-            check_every,
-            progress,
-        )
+        self.rows, self.width, self.checker = rows, width, checker
+        self.check_every, self.progress = check_every, progress
         self.steps, self.next_check, self.host_seconds = 0, 1, 0.0
         self.done = None
 
@@ -93,9 +88,7 @@ def generate_greedy_static(
 
     start = time.perf_counter()
     stats = GenerationStats()
-    checker = StopChecker(tokenizer, stops, eos_token_ids(model, tokenizer))
-    pad = pad_token_id if pad_token_id is not None else (tokenizer.pad_token_id or 0)
-    rows, pending = queue(prompts, max_new_tokens)
+    checker, pad, rows, pending = prepare(model, tokenizer, prompts, max_new_tokens, stops, pad_token_id)
     if not pending:
         return [r.generated for r in rows], stats
     device = next(model.parameters()).device
@@ -114,6 +107,7 @@ def generate_greedy_static(
         eos_token_id=sorted(checker.eos_ids) or None,
         disable_compile=not compile,
     )
+    vocab = model.get_output_embeddings().weight.shape[0]
     n = min(batch_size, len(pending))
     for lo in range(0, len(pending), n):
         batch: list[Row | None] = list(pending[lo : lo + n])
@@ -121,7 +115,6 @@ def generate_greedy_static(
         prompts_here = [(r or batch[0]).prompt for r in batch]
         width = max(len(p) for p in prompts_here)
         ids, mask = (t.to(device) for t in left_padded(prompts_here, width, pad))
-        vocab = model.get_output_embeddings().weight.shape[0]
         seen = torch.zeros((n, vocab + 1), dtype=torch.bool, device=device)
         seen.scatter_(1, torch.where(mask.bool(), ids.clamp(max=vocab), vocab), True)
         processors = [SeenTokenPenalty(seen[:, :vocab], repetition_penalty)] if repetition_penalty != 1.0 else []

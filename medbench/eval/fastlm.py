@@ -25,6 +25,7 @@ from tqdm import tqdm
 from medbench.errors import MedbenchError
 from medbench.eval import templates
 from medbench.eval.fastgen_lm import FastGenerationMixin  # generation: medbench/eval/fastgen.py (the fast_gen setting)
+from medbench.eval.letter_logits import exact_logits
 
 templates.install()
 
@@ -203,10 +204,9 @@ class MedbenchLM(FastGenerationMixin, HFLM):
         pbar = self._pbar or tqdm(
             total=len(requests), disable=disable_tqdm or self.rank != 0, desc="Scoring answer letters", unit="answer"
         )
-        for batch in self._batches(contexts):
+        for batch, width, rows in self._batches(contexts):
             wanted = sorted({requests[i][2][0] for ctx in batch for i in by_context[ctx]})
-            width = self._width(len(batch[0]))
-            filled = batch + [batch[-1]] * (self._rows(width) - len(batch)) if self.fixed_shapes else batch
+            filled = batch + [batch[-1]] * (rows - len(batch)) if self.fixed_shapes else batch
             for ctx, row in zip(batch, self._score_batch(filled, wanted, width)[: len(batch)], strict=True):
                 scores[ctx] = row
                 pbar.update(len(by_context[ctx]))
@@ -231,8 +231,9 @@ class MedbenchLM(FastGenerationMixin, HFLM):
         return -(-length // self.width_multiple) * self.width_multiple
 
     def _batches(self, contexts: list[tuple[int, ...]]):
-        """Consecutive slices of the length-sorted contexts that never cross a width bucket: `batch_size`
-        rows, or with `batch_tokens` set, as many rows as fit that many padded tokens (never fewer).
+        """(batch, width, rows): consecutive slices of the length-sorted contexts that never cross a width
+        bucket, `rows` long at most: `batch_size`, or with `batch_tokens` set, as many rows as fit that many
+        padded tokens at `width` (never fewer).
 
         Each batch is then scored at its bucket's width, and with `fixed_shapes` (on CUDA) filled with throw-away
         rows up to its row count, so every forward pass a context takes part in has a shape that depends on
@@ -245,7 +246,7 @@ class MedbenchLM(FastGenerationMixin, HFLM):
             end, rows = start, self._rows(width)
             while end < len(contexts) and end - start < rows and self._width(len(contexts[end])) == width:
                 end += 1
-            yield contexts[start:end]
+            yield contexts[start:end], width, rows
             start = end
 
     def _score_batch(self, batch: list[tuple[int, ...]], wanted: list[int], width: int | None = None):
@@ -324,21 +325,6 @@ class MedbenchLM(FastGenerationMixin, HFLM):
                 f"numbers. Nothing was recorded for this batch. Try --set attn_implementation=eager, another "
                 f"batch size, or report it with the record's hardware and versions."
             )
-
-
-def exact_logits(hidden: torch.Tensor, head, tokens: list[int], config) -> torch.Tensor:
-    """fp32 logits of `tokens` from the final hidden state (after the final norm) and the head's rows."""
-    weight = head.weight[tokens].float()
-    hidden = hidden.to(weight.device).float()  # sharded: the final norm and the head may sit on different GPUs
-    # One matrix-vector product per token: a token's logit must not depend on which other tokens were asked
-    # for (one product of varying width picks different kernels, and the last bit moves).
-    out = torch.stack([hidden @ weight[k] for k in range(len(tokens))], dim=1)
-    if getattr(head, "bias", None) is not None:
-        out = out + head.bias[tokens].float()
-    cap = getattr(config, "final_logit_softcapping", None)
-    if cap:  # Gemma 2 style soft-capping, applied by the model after the head
-        out = torch.tanh(out / cap) * cap
-    return out
 
 
 def _pair_strings(pairs):

@@ -216,7 +216,7 @@ def parallel_record(processes: Processes, placement: dict | None, per_process: l
 def compare_answers(run_a: Path, run_b: Path) -> dict:
     """Question by question, two runs of the same tasks: the same answer (letter), the same score, the same
     order of samples, and the largest difference between their multiple-choice log-likelihoods; for each
-    question whose answer differs, how near a tie it was in run_a and whether the score change explains it."""
+    question whose answer differs, how near a tie it was in run_a (its top-two score gap)."""
     from medbench.records.questions import question_rows
 
     run_a, run_b = Path(run_a), Path(run_b)

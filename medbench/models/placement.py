@@ -184,7 +184,7 @@ def even_split(model, budget: dict[int, int], dtype) -> dict[int, int]:
     pieces = [
         sizes[name]
         for name, module in model.named_modules()
-        if name and (type(module).__name__ in no_split or not any(True for _ in module.children()))
+        if name and (type(module).__name__ in no_split or next(module.children(), None) is None)
     ]
     total, largest = sizes[""], max(pieces, default=0)
     even = total / len(budget)

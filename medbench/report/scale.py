@@ -20,6 +20,14 @@ def _records(results_dir: Path, part: str) -> list[tuple[Path, dict]]:
     return [(p, r) for p, r in records if r.get("part") == part or str(r.get("part", "")).startswith(part + "-")]
 
 
+def _units(results_dir: Path, part: str):
+    """(record path, record, unit name, unit) for every measured unit of a part's records."""
+    for path, r in _records(results_dir, part):
+        for name, u in r["units"].items():
+            if isinstance(u, dict):
+                yield path, r, name, u
+
+
 def _placement(device_map) -> str:
     if isinstance(device_map, dict):
         return ", ".join(f"{k}: {v}" for k, v in device_map.items())
@@ -32,28 +40,25 @@ def _machine(r: dict) -> str:
 
 def dp_table(results_dir: Path) -> str | None:
     body = []
-    for path, r in _records(results_dir, "dp"):
-        for name, u in r["units"].items():
-            if not isinstance(u, dict):
-                continue
-            scaling = (r.get("scaling") or {}).get(name) or {}
-            same = scaling.get("identical_to_x1") or {}
-            body.append(
-                [
-                    f"`{path.name}`",
-                    u.get("parallel", {}).get("processes") or name.lstrip("x"),
-                    u.get("questions"),
-                    num(u.get("questions_per_second"), ".1f"),
-                    num(u.get("eval_seconds"), ".1f"),
-                    num(u.get("wall_seconds"), ".1f"),
-                    num(scaling.get("questions_per_second_over_x1"), ".2f"),
-                    f"{same['same_answer']}/{same['questions']}" if same else "–",
-                    num(same.get("max_abs_score_difference"), ".3f"),
-                    num(max(u.get("parallel", {}).get("peak_gpu_gib_per_process") or [None] * 1, default=None), ".2f"),
-                    u.get("error") or "",
-                    _machine(r),
-                ]
-            )
+    for path, r, name, u in _units(results_dir, "dp"):
+        scaling = (r.get("scaling") or {}).get(name) or {}
+        same = scaling.get("identical_to_x1") or {}
+        body.append(
+            [
+                f"`{path.name}`",
+                u.get("parallel", {}).get("processes") or name.lstrip("x"),
+                u.get("questions"),
+                num(u.get("questions_per_second"), ".1f"),
+                num(u.get("eval_seconds"), ".1f"),
+                num(u.get("wall_seconds"), ".1f"),
+                num(scaling.get("questions_per_second_over_x1"), ".2f"),
+                f"{same['same_answer']}/{same['questions']}" if same else "–",
+                num(same.get("max_abs_score_difference"), ".3f"),
+                num(max(u.get("parallel", {}).get("peak_gpu_gib_per_process") or [], default=None), ".2f"),
+                u.get("error") or "",
+                _machine(r),
+            ]
+        )
     header = ["record", "GPUs", "questions", "questions/s", "eval s", "wall s", "x 1 GPU", "same answer as 1 GPU"]
     header += ["max abs score diff", "peak GiB/process", "note", "machine"]
     return table(header, body) if body else None
@@ -61,33 +66,28 @@ def dp_table(results_dir: Path) -> str | None:
 
 def train_table(results_dir: Path) -> str | None:
     body = []
-    for part in ("train",):
-        for path, r in _records(results_dir, part):  # one loop level per record and unit
-            scaling = r.get("scaling") or {}
-            for name, u in r["units"].items():
-                if not isinstance(u, dict):
-                    continue
-                median = None
-                if u.get("median_step_seconds") and u.get("mean_tokens_per_step"):
-                    median = u["mean_tokens_per_step"] / u["median_step_seconds"]
-                ratio = next(
-                    (v for k, v in (scaling.get(name) or {}).items() if k.startswith("tokens_per_second_over")), None
-                )
-                smi = u.get("gpu_memory_used_peak_gib") or []
-                body.append(
-                    [
-                        f"`{path.name}`",
-                        name,
-                        num(u.get("tokens_per_second"), ".0f"),
-                        num(median, ".0f"),
-                        num(ratio, ".2f"),
-                        num(u.get("peak_gpu_gib_rank0"), ".1f"),
-                        num(max(smi, default=None), ".1f"),
-                        num(None if u.get("mfu") is None else 100 * u["mfu"], ".1f"),
-                        (u.get("error") or u.get("reason") or "")[:160],
-                        _machine(r),
-                    ]
-                )
+    for path, r, name, u in _units(results_dir, "train"):
+        scaling = r.get("scaling") or {}
+        median = None
+        if u.get("median_step_seconds") and u.get("mean_tokens_per_step"):
+            median = u["mean_tokens_per_step"] / u["median_step_seconds"]
+        ratios = (scaling.get(name) or {}).items()
+        ratio = next((v for k, v in ratios if k.startswith("tokens_per_second_over")), None)
+        smi = u.get("gpu_memory_used_peak_gib") or []
+        body.append(
+            [
+                f"`{path.name}`",
+                name,
+                num(u.get("tokens_per_second"), ".0f"),
+                num(median, ".0f"),
+                num(ratio, ".2f"),
+                num(u.get("peak_gpu_gib_rank0"), ".1f"),
+                num(max(smi, default=None), ".1f"),
+                num(None if u.get("mfu") is None else 100 * u["mfu"], ".1f"),
+                (u.get("error") or u.get("reason") or "")[:160],
+                _machine(r),
+            ]
+        )
     header = ["record", "config@GPUs", "tok/s (mean)", "tok/s (median step)", "x base (mean)", "peak GiB rank 0"]
     header += ["nvidia-smi peak GiB/GPU", "MFU %", "note", "machine"]
     return table(header, body) if body else None
@@ -95,34 +95,31 @@ def train_table(results_dir: Path) -> str | None:
 
 def oversize_table(results_dir: Path) -> str | None:
     body = []
-    for path, r in _records(results_dir, "oversize"):
-        for name, u in r["units"].items():
-            if not isinstance(u, dict):
-                continue
-            if name == "sharded-270m":
-                sharded = u.get("sharded") or {}
-                placed = (sharded.get("parallel") or {}).get("placement") or {}
-                same = sharded.get("identical_to_one_gpu") or {}
-                where = placed.get("device_map") or "one GPU (accelerate's balanced map kept it whole)"
-                qps, peak = sharded.get("questions_per_second"), None
-                note = f"same answers as one GPU: {same.get('same_answer')}/{same.get('questions')}" if same else ""
-            else:
-                where, qps = u.get("device_map"), u.get("questions_per_second")
-                peak = max(u.get("peak_gpu_gib_per_gpu") or [], default=None)
-                note = ""
-            body.append(
-                [
-                    f"`{path.name}`",
-                    name,
-                    u.get("shape") or (u.get("weights") and "gemma3-270m"),
-                    num(u.get("estimated_gib"), ".1f"),
-                    _placement(where),
-                    num(qps, ".2f"),
-                    num(peak, ".1f"),
-                    (u.get("error") or note)[:160],
-                    _machine(r),
-                ]
-            )
+    for path, r, name, u in _units(results_dir, "oversize"):
+        if name == "sharded-270m":
+            sharded = u.get("sharded") or {}
+            placed = (sharded.get("parallel") or {}).get("placement") or {}
+            same = sharded.get("identical_to_one_gpu") or {}
+            where = placed.get("device_map") or "one GPU (accelerate's balanced map kept it whole)"
+            qps, peak = sharded.get("questions_per_second"), None
+            note = f"same answers as one GPU: {same.get('same_answer')}/{same.get('questions')}" if same else ""
+        else:
+            where, qps = u.get("device_map"), u.get("questions_per_second")
+            peak = max(u.get("peak_gpu_gib_per_gpu") or [], default=None)
+            note = ""
+        body.append(
+            [
+                f"`{path.name}`",
+                name,
+                u.get("shape") or (u.get("weights") and "gemma3-270m"),
+                num(u.get("estimated_gib"), ".1f"),
+                _placement(where),
+                num(qps, ".2f"),
+                num(peak, ".1f"),
+                (u.get("error") or note)[:160],
+                _machine(r),
+            ]
+        )
     header = ["record", "unit", "shape", "weights GiB (estimate)", "placement", "questions/s", "peak GiB/GPU"]
     header += ["error / note", "machine"]
     return table(header, body) if body else None
