@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import gpu_scale_lib as lib
@@ -192,6 +193,9 @@ def _oversize_unit(args, tok, cfg, four_bit: bool) -> dict:
         del model
     except (ImportError, placement.PlacementError, torch.OutOfMemoryError, RuntimeError) as e:
         unit["error"] = f"{type(e).__name__}: {e}"[:2000]
+        unit["where"] = traceback.format_exc(limit=-6)[
+            -3000:
+        ]  # the frames that raised (a device mismatch says little alone)
     gc.collect()
     torch.cuda.empty_cache()
     return unit
