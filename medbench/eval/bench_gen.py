@@ -109,7 +109,10 @@ def bench_gen(loaded, prepared, opts: EvalBenchOptions, settings, out: dict | No
     )
     save()
     if opts.static_engine:
-        _static_engine(loaded, prepared, instances, ids, opts, settings, out)
+        try:
+            _static_engine(loaded, prepared, instances, ids, opts, settings, out)
+        except Exception as e:  # an engine on trial: its failure is a finding, the methods measured above are kept
+            out["static_engine_error"] = f"{type(e).__name__}: {e}"[:2000]
         save()
 
     baseline_n = opts.limit if opts.baseline_limit is None else opts.baseline_limit
