@@ -59,6 +59,12 @@ class EvalSettings:
         "batch, the repetition penalty on the device (medbench/eval/fastgen.py); the same "
         "tokens as batch-1 `generate`",
     )
+    gen_engine: Literal["auto", "dynamic", "static"] = arg(
+        "auto",
+        help="fast_gen's engine: `static` (fixed batch rows, one static KV cache, the decode step compiled and "
+        "graphed by generate; medbench/eval/fastgen_static.py), `dynamic` (rows leave and join, eager; "
+        "medbench/eval/fastgen.py), `auto`: static for an unquantized transformers model on one GPU, else dynamic",
+    )
     permute: str = arg(
         "none",
         help="`cyclic`: every question also asked with its options rotated by each cyclic "

@@ -31,6 +31,9 @@ def test_bench_eval_compares_every_method_on_the_same_questions(tiny_gemma_dir, 
     static = gen["methods"]["medbench_static"]
     assert static["generated_tokens"] == gen["methods"]["medbench"]["generated_tokens"]
     assert static["first_call_seconds"] > 0 and static["fast_gen"][0]["rounds"] >= 1
+    assert {e["engine"] for e in gen["methods"]["medbench"]["fast_gen"]} == {"dynamic"}
+    assert {e["engine"] for e in static["fast_gen"]} == {"static"}
+    assert gen["run_engine"]["engine"] == "dynamic" and "not on CUDA" in gen["run_engine"]["why"]  # auto, on CPU
     assert record["device"].startswith("cpu") and record["load_seconds"]["medbench"] > 0
     table = capsys.readouterr().out
     assert "0 of 5 letters differ" in table

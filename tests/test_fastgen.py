@@ -296,7 +296,47 @@ def test_generate_until_static_engine_equals_stock(tiny):
     static.fast_gen_engine = "static"
     stock = MedbenchLM(pretrained=model, tokenizer=tok, batch_size=1, device="cpu", fast_gen=False)
     assert static.generate_until(requests) == stock.generate_until(requests)
-    assert static.fast_gen_stats[0]["rounds"] == 2
+    assert static.fast_gen_stats[0]["rounds"] == 2 and static.fast_gen_stats[0]["engine"] == "static"
+    assert static.gen_engine_used == {"static": "the gen_engine setting"}
     static.fast_gen_engine = "paged"
-    with pytest.raises(ValueError, match="choose from dynamic, static"):
+    with pytest.raises(ValueError, match="choose from auto, dynamic, static"):
         static.generate_until(requests)
+
+
+def test_gen_engine_auto_is_static_only_where_generate_compiles_it(tiny):
+    """`auto` picks the static engine for a plain compileable transformers model on one GPU, and says why not
+    anywhere else (on CPU a run stays on the dynamic engine, and the record names it)."""
+    from medbench.eval.fastgen_lm import resolve_engine, static_engine_refusal
+
+    model, tok, _ = tiny
+    assert static_engine_refusal(model, "cuda:0") is None  # Gemma 3 is marked compileable by transformers
+    assert resolve_engine("auto", model, "cuda:0") == ("static", "auto: compileable, one GPU")
+    assert resolve_engine("auto", model, "cpu") == (
+        "dynamic",
+        "auto: not on CUDA (generate compiles the decode step on a GPU only)",
+    )
+    assert resolve_engine("dynamic", model, "cuda:0") == ("dynamic", "the gen_engine setting")
+
+    class Quantized(torch.nn.Module):
+        hf_quantizer = object()
+        _can_compile_fullgraph = True
+
+    class Sharded(torch.nn.Module):
+        _can_compile_fullgraph = True
+        hf_device_map = {"model.layers.0": 0, "lm_head": 1}
+
+    class Remote(torch.nn.Module):
+        pass
+
+    class Adapter(torch.nn.Module):
+        def get_base_model(self):
+            return model
+
+    assert "quantized" in static_engine_refusal(Quantized(), "cuda")
+    assert "sharded" in static_engine_refusal(Sharded(), "cuda:0")
+    assert "not marked compileable" in static_engine_refusal(Remote(), "cuda")
+    assert "PEFT" in static_engine_refusal(Adapter(), "cuda")
+
+    lm = MedbenchLM(pretrained=model, tokenizer=tok, batch_size=2, device="cpu")  # gen_engine: auto
+    assert lm.fast_gen_engine == "auto" and lm._engine() == "dynamic"
+    assert lm.gen_engine_used == {"dynamic": "auto: not on CUDA (generate compiles the decode step on a GPU only)"}

@@ -502,9 +502,15 @@ def test_scale_records_become_report_tables(tmp_path):
             "full-zero3@2": {"error": "OutOfMemoryError: CUDA out of memory"},
         },
     }
+    tries = {"16": {"error": "OutOfMemoryError: CUDA out of memory"}, "8": {"peak_gpu_gib_rank0": 60.0}}
+    batch = {"part": "batch-8b", "gpu": "NVIDIA H200", "gpu_count": 2}
+    batch["units"] = {"lora@1": {"tries": tries, "largest": 8, "done": True}}
     (bench / "scale-dp-NVIDIA-H200-x2.json").write_text(json.dumps(dp))
     (bench / "scale-train-8b-NVIDIA-H200-x2.json").write_text(json.dumps(train))
+    (bench / "scale-batch-8b-NVIDIA-H200-x2.json").write_text(json.dumps(batch))
     text = "\n".join(scale_section(tmp_path))
+    assert "| lora@1 | 8 | yes | 60.0 |" in text and "| lora@1 | 16 | no |" in text  # tries in batch order
+    assert text.index("| lora@1 | 8 | yes") < text.index("| lora@1 | 16 | no") < text.index("largest that fits: 8")
     assert "| 2 | 10 | 8.0 | 2.0 | 4.0 | 1.60 | 9/10 |" in text
     assert "| lora@1 | 100 | 150 |" in text  # the median step: 300 tokens in 2 s
     assert "OutOfMemoryError" in text and "2 x H200" in text

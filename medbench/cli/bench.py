@@ -73,6 +73,10 @@ class EvalBenchArguments:
     )
     check_every: int = arg(8, help="fast_gen: generated tokens between two stop checks on the host")
     refill_below: float = arg(0.5, help="fast_gen: refill the batch once fewer than this fraction of it is left")
+    dtype: str = arg(
+        "auto",
+        help="as the dtype setting: bf16 on GPU, fp32 on CPU; float32 on a GPU shows which differences are bf16's",
+    )
     static_engine: bool = arg(
         False,
         help="gen/cot: also fast_gen's static-cache engine (medbench/eval/fastgen_static.py) on the same questions: "
@@ -163,7 +167,7 @@ def bench_eval(opts: EvalBenchArguments, out_dir: Path) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     name = (
         f"eval-{opts.model.replace('/', '--')}-{'+'.join(modes)}{f'-limit{opts.limit}' if opts.limit else ''}"
-        f"-b{opts.batch_size}{'' if opts.attn_implementation == 'auto' else '-' + opts.attn_implementation}"
+        f"-b{opts.batch_size}{'' if opts.attn_implementation == 'auto' else '-' + opts.attn_implementation}{'' if opts.dtype == 'auto' else '-' + opts.dtype}"
     )
 
     def path(result: dict) -> Path:

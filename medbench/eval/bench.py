@@ -53,6 +53,7 @@ class EvalBenchOptions:
     batch_size: int = 64  # mc and the batched generators
     device: str = "auto"
     attn_implementation: str = "auto"
+    dtype: str = "auto"  # as the dtype setting
     check_every: int = 8  # fastgen: tokens between stop checks
     refill_below: float = 0.5  # fastgen: refill the batch when fewer than this fraction is left
     static_engine: bool = False  # gen/cot: also the static-cache engine, beside the default one
@@ -158,7 +159,7 @@ def bench_eval(opts: EvalBenchOptions, save=lambda result: None) -> dict:
     from medbench.settings import EvalSettings
 
     settings = EvalSettings(
-        device=opts.device, batch_size=opts.batch_size, attn_implementation=opts.attn_implementation
+        device=opts.device, batch_size=opts.batch_size, attn_implementation=opts.attn_implementation, dtype=opts.dtype
     )
     # Every refusal of `just eval` for each mode's run, before the load.
     prepared = {mode: _prepare(opts, mode, settings) for mode in opts.modes}

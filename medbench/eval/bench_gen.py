@@ -10,6 +10,7 @@ import copy
 import torch
 
 from medbench.eval.bench import EvalBenchOptions, _first_questions, _instances, _medbench_lm, _Meter
+from medbench.eval.fastgen_lm import resolve_engine
 
 
 def _short(instances: list, n: int = 2, tokens: int = 4) -> list:
@@ -105,6 +106,8 @@ def bench_gen(loaded, prepared, opts: EvalBenchOptions, settings, out: dict | No
             "fallbacks": ours.fast_gen_fallbacks,
             "generation_kwargs": gen_kwargs,
             "chat": chat_templates.describe(prepared.chat, tokenizer),
+            # The engine a run here uses (`medbench` rows: the dynamic engine; --static-engine adds the other).
+            "run_engine": _run_engine(ours, settings),
         }
     )
     save()
@@ -198,10 +201,17 @@ def _static_engine(loaded, prepared, instances: list, ids: dict, opts: EvalBench
     out["static_speedup_over_dynamic"] = round(out["methods"]["medbench"]["seconds"] / m.seconds, 2)
 
 
+def _run_engine(lm, settings) -> dict:
+    """The fast_gen engine a run with these settings uses on this model and device, and why."""
+    engine, why = resolve_engine(settings.gen_engine, lm.model, lm.device)
+    return {"engine": engine, "why": why}
+
+
 def _fast_lm(loaded, prepared, opts: EvalBenchOptions, settings):
     """MedbenchLM as a run builds it, with fast_gen and the bench's two fast_gen knobs."""
     lm = _medbench_lm(loaded, prepared, settings)
     lm.fast_gen = True
+    lm.fast_gen_engine = "dynamic"  # the `medbench` rows; --static-engine adds the static one beside them
     lm.fast_gen_check_every, lm.fast_gen_refill_below = opts.check_every, opts.refill_below
     return lm
 

@@ -88,6 +88,7 @@ class MedbenchLM(FastGenerationMixin, HFLM):
             prompt_max_tokens=settings.prompt_max_tokens,
             fast_mc=settings.fast_mc,
             fast_gen=settings.fast_gen,
+            gen_engine=settings.gen_engine,
             batch_tokens=settings.batch_tokens,
             canary_size=settings.canary,
             fixed_shapes=settings.fixed_shapes,

@@ -177,6 +177,7 @@ def process_facts(lm, peak: dict) -> dict:
         "peak_gpu_gib": peak["peak_gpu_gib"],
         "generated_tokens": lm.generated_tokens,
         "generate_seconds": lm.generate_seconds,
+        "gen_engine": dict(lm.gen_engine_used),
         "canary": list(lm.canary_report),
     }
 

@@ -252,6 +252,8 @@ def _evaluate(
             "responses_per_second": round(responses_computed / eval_seconds, 2) if eval_seconds else None,
             "generated_tokens": generated_tokens,
             "generated_tokens_per_second": round(generated_tokens / generate_seconds, 1) if generate_seconds else None,
+            # fast_gen's engine(s) and why (the gen_engine setting, `auto` resolved); empty: nothing generated here
+            "gen_engine": {k: v for p in per_process for k, v in (p.get("gen_engine") or {}).items()},
         },
         "memory": _memory(loaded.footprint_bytes),
         "parallel": parallel.parallel_record(processes, loaded.placement, per_process),

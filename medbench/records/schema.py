@@ -34,6 +34,7 @@ class Timing(TypedDict):
     responses_per_second: NotRequired[float | None]
     generated_tokens: NotRequired[int]
     generated_tokens_per_second: NotRequired[float | None]
+    gen_engine: NotRequired[dict]  # fast_gen engine -> why it was chosen
 
 
 class Memory(TypedDict):

@@ -125,8 +125,34 @@ def oversize_table(results_dir: Path) -> str | None:
     return table(header, body) if body else None
 
 
+def batch_table(results_dir: Path) -> str | None:
+    body = []
+    for path, r, name, u in _units(results_dir, "batch"):
+        for batch, t in sorted((u.get("tries") or {}).items(), key=lambda kv: int(kv[0])):
+            fits = "no" if t.get("error") else "yes"
+            body.append(
+                [
+                    f"`{path.name}`",
+                    name,
+                    batch,
+                    fits,
+                    num(t.get("peak_gpu_gib_rank0"), ".1f"),
+                    num(max(t.get("gpu_memory_used_peak_gib") or [], default=None), ".1f"),
+                    num(t.get("tokens_per_second_whole_run"), ".0f"),
+                    (t.get("error") or "")[:120],
+                    _machine(r),
+                ]
+            )
+        largest = u.get("largest")
+        searched = f"largest that fits: {largest}" if u.get("done") else "search stopped by its time budget"
+        body.append([f"`{path.name}`", name, "–", searched, "", "", "", "", _machine(r)])
+    header = ["record", "config@GPUs", "rows of 1,024 tokens", "fits", "peak GiB rank 0", "nvidia-smi peak GiB"]
+    header += ["tok/s (whole run)", "error", "machine"]
+    return table(header, body) if body else None
+
+
 def scale_section(results_dir: Path) -> list[str]:
-    """Markdown lines for the training section: the three tables where their records exist."""
+    """Markdown lines for the training section: the tables whose records exist."""
     parts = []
     for title, text, rendered in (
         (
@@ -141,6 +167,12 @@ def scale_section(results_dir: Path) -> list[str]:
             "per configuration on a seeded sample of the training mix, random weights at the named shape; "
             "`x base` is the record's own ratio to the configuration's fewest-GPU run.",
             train_table(results_dir),
+        ),
+        (
+            "The largest per-GPU batch (Qwen3-8B shape)",
+            "From `results/bench/scale-batch-8b-*.json` (`scripts/gpu_scale.py --part batch`): every row padded to "
+            "1,024 tokens (the longest a training example may be), batch doubled while 3 steps run.",
+            batch_table(results_dir),
         ),
         (
             "Models larger than one GPU",
