@@ -607,3 +607,25 @@ def claim(directory, config, force):
     return claim_dir(
         directory, config, config_name=sft.TRAIN_CONFIG, markers=(sft.TRAIN_RECORD,), force=force, what="training run"
     )
+
+
+def test_tokenizer_without_build_copies_encodes_and_saves_the_same(embedded_dir, tmp_path):
+    """Dropping the Python copies of the vocabulary and merges (fast dataset fingerprints) changes no token id,
+    no decoded text and no saved tokenizer file; the fingerprint still tells two vocabularies apart."""
+    from datasets.fingerprint import Hasher
+
+    texts = ["Question: 고혈압의 1차 치료제는?\nA. 이뇨제\nAnswer: A", "  spaces, <eos> and émojis 🙂 "]
+    whole = AutoTokenizer.from_pretrained(embedded_dir)
+    assert whole._vocab and whole._merges  # transformers 5 keeps them after building the Rust tokenizer
+    trimmed = sft_data.without_build_copies(AutoTokenizer.from_pretrained(embedded_dir))
+    assert trimmed._vocab == {} and trimmed._merges == []
+    assert [trimmed(t)["input_ids"] for t in texts] == [whole(t)["input_ids"] for t in texts]
+    ids = whole(texts[0])["input_ids"]
+    assert trimmed.decode(ids) == whole.decode(ids) and len(trimmed) == len(whole)
+    whole.save_pretrained(tmp_path / "whole")
+    trimmed.save_pretrained(tmp_path / "trimmed")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        assert (tmp_path / "trimmed" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
+    other = sft_data.without_build_copies(AutoTokenizer.from_pretrained(embedded_dir))
+    other.add_tokens(["<medbench-extra>"])
+    assert Hasher.hash(other) != Hasher.hash(trimmed)

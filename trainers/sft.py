@@ -214,6 +214,7 @@ def prepare_data(args: TrainArguments, plan: Plan) -> Data:
     eval_ds, eval_sources = sft_data.eval_dataset(args.eval_limit, seed)
     base = base_weights(plan.spec)
     tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=plan.spec.trust_remote_code)
+    tokenizer = sft_data.without_build_copies(tokenizer)
     max_length = plan.training.get("max_length", 1024)
     train_ds, train_lengths = sft_data.drop_too_long(train_ds, tokenizer, max_length)
     eval_ds, eval_lengths = sft_data.drop_too_long(eval_ds, tokenizer, max_length)
