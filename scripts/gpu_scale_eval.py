@@ -193,9 +193,8 @@ def _oversize_unit(args, tok, cfg, four_bit: bool) -> dict:
         del model
     except (ImportError, placement.PlacementError, torch.OutOfMemoryError, RuntimeError) as e:
         unit["error"] = f"{type(e).__name__}: {e}"[:2000]
-        unit["where"] = traceback.format_exc(limit=-6)[
-            -3000:
-        ]  # the frames that raised (a device mismatch says little alone)
+        # The frames that raised: a device mismatch says little alone.
+        unit["where"] = traceback.format_exc(limit=-6)[-3000:]
     gc.collect()
     torch.cuda.empty_cache()
     return unit

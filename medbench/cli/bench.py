@@ -165,9 +165,10 @@ def bench_eval(opts: EvalBenchArguments, out_dir: Path) -> int:
             f"--modes: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(bench.MODES)}"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
+    chosen = "".join(f"-{value}" for value in (opts.attn_implementation, opts.dtype) if value != "auto")
     name = (
         f"eval-{opts.model.replace('/', '--')}-{'+'.join(modes)}{f'-limit{opts.limit}' if opts.limit else ''}"
-        f"-b{opts.batch_size}{'' if opts.attn_implementation == 'auto' else '-' + opts.attn_implementation}{'' if opts.dtype == 'auto' else '-' + opts.dtype}"
+        f"-b{opts.batch_size}{chosen}"
     )
 
     def path(result: dict) -> Path:

@@ -78,15 +78,14 @@ class FastGenerationMixin:
     fast_gen_check_every = 8
     fast_gen_refill_below = 0.5
     fast_gen_prefill_tokens = 32768
-    # "dynamic" (fastgen.py: rows leave and join, eager forward), "static" (fastgen_static.py: fixed-shape,
-    # compiled decode steps) or "auto" (static where generate compiles it: static_engine_refusal). On an H200
-    # the static engine ran 5-task cot 13.65x faster than the dynamic one (1.9x with its compilation), with the
-    # same tokens in fp32 (results/bench/eval-gemma3-270m-cot-*.json).
-    fast_gen_engine = "auto"
 
     def __init__(self, *args, fast_gen: bool = True, gen_engine: str = "auto", **kwargs):
         super().__init__(*args, **kwargs)
         self.fast_gen = fast_gen
+        # "dynamic" (fastgen.py: rows leave and join, eager forward), "static" (fastgen_static.py: fixed-shape,
+        # compiled decode steps) or "auto" (static where generate compiles it: static_engine_refusal). On an H200
+        # the static engine ran 5-task cot 13.65x faster than the dynamic one (1.9x with its compilation), with
+        # the same tokens in fp32 (results/bench/eval-gemma3-270m-cot-*.json).
         self.fast_gen_engine = gen_engine
         self.gen_engine_used: dict[str, str] = {}  # engine -> why it was chosen, for the record
         self.fast_gen_stats: list[dict] = []  # one entry per group generated here
