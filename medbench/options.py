@@ -1,7 +1,8 @@
 """Command-line options from dataclasses, as TRL's scripts declare theirs: help in field metadata.
 
 `add_arguments(parser, Cls)` adds one option per field (`positional=True` in the metadata for
-positional ones, `choices` for a closed set); `from_args(Cls, namespace)` builds the dataclass back.
+positional ones, `choices` for a closed set); `from_args(Cls, namespace)` builds the dataclass back;
+`to_argv(*objects)` writes them as a command line again, for a process started with the same options.
 """
 
 from __future__ import annotations
@@ -72,6 +73,33 @@ def from_args(cls, namespace: argparse.Namespace, **extra):
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     values = {k: v for k, v in vars(namespace).items() if k in names}
     return cls(**{**values, **extra})
+
+
+def to_argv(*options) -> list[str]:
+    """Dataclass options as a command line (positional fields first) that `add_arguments` parses back to equal
+    values: unset values and defaults are left out, so the process parsing it gets them the same way."""
+    positional, flags = [], []
+    for obj in options:
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            flag = f.metadata.get("flag") or f"--{f.name.replace('_', '-')}"
+            if f.metadata.get("positional"):
+                positional.append(str(value))
+            # Compared with its type: 0 == False, and `--eval-limit 0` must reach the other process.
+            elif (
+                value is None
+                or value is False
+                or value == []
+                or (type(value) is type(f.default) and value == f.default)
+            ):
+                continue
+            elif value is True:
+                flags.append(flag)
+            elif isinstance(value, list):
+                flags += [x for v in value for x in (flag, str(v))]
+            else:
+                flags += [flag, str(value)]
+    return [*positional, *flags]
 
 
 def _base_type(annotation):

@@ -20,8 +20,10 @@ ATTN_IMPLEMENTATIONS = ("auto", "eager", "sdpa", "flash_attention_2", "flash_att
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
-# medbench/eval/permute.py reads these names; kept here so settings import nothing of eval.
+# The permute setting's schemes (medbench/eval/permute.py expands a run's tasks by them).
 PERMUTE_SCHEMES = ("none", "cyclic")
+# The one seed of the harness: lm-eval's seeds, seeded samples, bootstrap resampling, training.
+DEFAULT_SEED = 1234
 
 
 @dataclass
@@ -51,19 +53,19 @@ class EvalSettings:
         "tokens (the prompts are sorted by length; 0: batch_size rows always)",
     )
     device: str = arg("auto", help="`cuda` where visible, else `cpu`")
-    seed: int = arg(1234, help="lm-eval's seeds (sampling, few-shot order)")
-    fast_mc: bool = arg(True, help="one forward pass per question for one-token answers (medbench/eval/fastlm.py)")
+    seed: int = arg(DEFAULT_SEED, help="lm-eval's seeds (sampling, few-shot order)")
+    fast_mc: bool = arg(True, help="one forward pass per question for one-token answers (medbench/eval/lm.py)")
     fast_gen: bool = arg(
         True,
         help="greedy generation that stops each answer at its own stop string and refills the "
-        "batch, the repetition penalty on the device (medbench/eval/fastgen.py); the same "
+        "batch, the repetition penalty on the device (medbench/eval/generation/dynamic.py); the same "
         "tokens as batch-1 `generate`",
     )
     gen_engine: Literal["auto", "dynamic", "static"] = arg(
         "auto",
         help="fast_gen's engine: `static` (fixed batch rows, one static KV cache, the decode step compiled and "
-        "graphed by generate; medbench/eval/fastgen_static.py), `dynamic` (rows leave and join, eager; "
-        "medbench/eval/fastgen.py), `auto`: static for an unquantized transformers model on one GPU, else dynamic",
+        "graphed by generate; medbench/eval/generation/static.py), `dynamic` (rows leave and join, eager; "
+        "medbench/eval/generation/dynamic.py), `auto`: static for an unquantized transformers model on one GPU, else dynamic",
     )
     permute: str = arg(
         "none",
@@ -79,7 +81,7 @@ class EvalSettings:
         "auto",
         help="chat template: `auto` applies the model's own for registry chat models in `gen` "
         "(zeroshot gen, fewshot, cot) and keeps `mc` a plain completion; `on` also for "
-        "`mc`; `off` never (medbench/eval/chat.py)",
+        "`mc`; `off` never (medbench/prompts/chat.py)",
     )
     system_instruction: str | None = arg(None, help="a system turn for chat runs (prepended as plain text otherwise)")
     fewshot_as_multiturn: bool = arg(True, help="chat runs send each shot as its own user/assistant turn pair")

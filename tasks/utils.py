@@ -1,1 +1,1 @@
-from medbench.eval.task_utils import ExtractAnswerFilter, load_dataset  # noqa: F401
+from medbench.prompts.tasks import ExtractAnswerFilter, load_dataset  # noqa: F401

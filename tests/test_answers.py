@@ -1,6 +1,6 @@
 import pytest
 
-from medbench.eval.answers import extract_answer
+from medbench.prompts.answers import extract_answer
 
 
 @pytest.mark.parametrize(

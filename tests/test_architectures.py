@@ -15,10 +15,11 @@ import json
 import pytest
 import torch
 
-from medbench.eval.chat import families, family_tokenizer
-from medbench.eval.runner import RunRequest, run
+from medbench.eval.request import RunRequest
+from medbench.eval.runner import run
 from medbench.models.registry import load_registry, resolve
 from medbench.models.shapes import save_tiny, shape_dict, text_part
+from medbench.prompts.chat import families, family_tokenizer
 from medbench.settings import EvalSettings
 from trainers import sft, sft_data
 from trainers.arguments import parse_args

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medbench.eval.chat import ChatError, end_of_turn, families, family_tokenizer, plan_chat
 from medbench.models.registry import load_registry, resolve
+from medbench.prompts.chat import ChatError, end_of_turn, families, family_tokenizer, plan_chat
 from medbench.settings import EvalSettings
 
 FAMILIES = list(families())
@@ -55,7 +55,7 @@ def lm_for(tiny_gemma_dir):
     tok_batch_encode are what every request goes through."""
     from transformers import AutoModelForCausalLM
 
-    from medbench.eval.fastlm import MedbenchLM
+    from medbench.eval.lm import MedbenchLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_gemma_dir, dtype=torch.float32)
 

@@ -7,7 +7,7 @@ import pytest
 from medbench.cli import main
 from medbench.data import hub
 from medbench.data.loader import load_rows
-from medbench.eval import consistency, consistency_diff
+from medbench.eval import consistency
 
 
 def test_hub_schema_round_trips(tmp_path, monkeypatch):
@@ -29,8 +29,8 @@ def test_builtin_task_renders_our_prompt_from_the_local_rows(tmp_path):
     tasks = consistency.task_manager().load([cfg, consistency.ours_task("doctor")])["tasks"]
     upstream, ours = tasks["kormedmcqa_doctor"], tasks["medbench_kormedmcqa_doctor_fewshot"]
     assert consistency.verify_same_rows(ours, upstream) == 435
-    up_ctx, up_gen, up_doc = consistency_diff.render_first_request(upstream)
-    ours_ctx, _, _ = consistency_diff.render_first_request(ours)
+    up_ctx, up_gen, up_doc = consistency.render_first_request(upstream)
+    ours_ctx, _, _ = consistency.render_first_request(ours)
     assert up_doc["question"].startswith("2개월 남아가 BCG예방접종") and up_doc["answer"] == 3
     assert up_ctx.endswith("정답：") and ours_ctx.endswith("정답：")
     assert up_ctx.split("\n\n")[-1].startswith("2개월 남아가 BCG예방접종")

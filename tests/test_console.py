@@ -6,7 +6,7 @@ import subprocess
 import pytest
 
 from medbench import paths
-from medbench.eval import console
+from medbench.cli import console
 from medbench.records.reader import ReportError, load_runs
 from tests.test_report import write_run
 

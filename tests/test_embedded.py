@@ -6,7 +6,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from medbench.eval.runner import RunRequest, run
+from medbench.eval.request import RunRequest
+from medbench.eval.runner import run
 from medbench.models.embedded import SanityCheckError, perplexity, sanity_check
 
 

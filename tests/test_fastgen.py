@@ -1,4 +1,4 @@
-"""Fast greedy generation (medbench/eval/fastgen.py) against batch-1 `model.generate`, token for token, in fp32.
+"""Fast greedy generation (medbench/eval/generation/dynamic.py) against batch-1 `model.generate`, token for token, in fp32.
 
 The reference is what the study's loop and lm-eval at batch size 1 run: `generate` on one unpadded
 prompt, greedy, repetition_penalty 1.5, stopped by lm-eval's own stop-string criteria. The tiny
@@ -11,11 +11,11 @@ from lm_eval.models.utils_hf import stop_sequences_criteria
 from lm_eval.tasks import TaskManager
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from medbench.eval.fastgen import generate_greedy
-from medbench.eval.fastgen_lm import unsupported_processors
-from medbench.eval.fastgen_static import generate_greedy_static
-from medbench.eval.fastgen_stop import StopChecker
-from medbench.eval.fastlm import MedbenchLM
+from medbench.eval.generation.dynamic import generate_greedy
+from medbench.eval.generation.lm import unsupported_processors
+from medbench.eval.generation.static import generate_greedy_static
+from medbench.eval.generation.stop import StopChecker
+from medbench.eval.lm import MedbenchLM
 from medbench.paths import tasks_dir
 
 TEXTS = [
@@ -99,7 +99,7 @@ def test_same_tokens_as_batch1_generate(tiny, stops_that_fire, batch_size, check
 
 
 def test_caches_that_cannot_take_new_rows_prefill_survivors_again(tiny, stops_that_fire, monkeypatch):
-    from medbench.eval import fastgen
+    from medbench.eval.generation import dynamic as fastgen
 
     model, tok, prompts = tiny
     _, stops = stops_that_fire
@@ -204,8 +204,8 @@ def test_anything_but_greedy_goes_to_stock_lm_eval(tiny):
 
 def _chat_requests(lm, budget: int) -> list:
     """Zero-shot gen requests rendered through the tiny Gemma's chat template by lm-eval, stopping at the end of
-    turn, as a chat run builds them (medbench/eval/chat.py)."""
-    from medbench.eval.chat import end_of_turn
+    turn, as a chat run builds them (medbench/prompts/chat.py)."""
+    from medbench.prompts.chat import end_of_turn
 
     name = "medbench_medqa_usmle_gen"
     task = TaskManager(include_path=str(tasks_dir()), include_defaults=False).load([name])["tasks"][name]
@@ -224,9 +224,9 @@ def _chat_requests(lm, budget: int) -> list:
 def test_fast_answers_reach_the_response_cache_as_stock_ones(tiny, tiny_gemma_dir, tmp_path, monkeypatch):
     """Through CachedLM (the runner's path): the same keys and values as stock generate_until, written as each
     answer is computed, and a second pass answers from the cache without generating; chat-rendered prompts."""
-    from medbench.eval import fastgen_lm
-    from medbench.eval.chat import family_tokenizer
+    from medbench.eval.generation import lm as fastgen_lm
     from medbench.eval.response_cache import CachedLM, ResponseStore
+    from medbench.prompts.chat import family_tokenizer
 
     model, _, _ = tiny
     tok = family_tokenizer(tiny_gemma_dir, "gemma3")  # the tiny's own tokenizer with Gemma 3's chat template
@@ -306,7 +306,7 @@ def test_generate_until_static_engine_equals_stock(tiny):
 def test_gen_engine_auto_is_static_only_where_generate_compiles_it(tiny):
     """`auto` picks the static engine for a plain compileable transformers model on one GPU, and says why not
     anywhere else (on CPU a run stays on the dynamic engine, and the record names it)."""
-    from medbench.eval.fastgen_lm import resolve_engine, static_engine_refusal
+    from medbench.eval.generation.lm import resolve_engine, static_engine_refusal
 
     model, tok, _ = tiny
     assert static_engine_refusal(model, "cuda:0") is None  # Gemma 3 is marked compileable by transformers

@@ -6,8 +6,7 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from medbench.eval.fastlm import CanaryError, MedbenchLM
-from medbench.eval.letter_logits import exact_logits
+from medbench.eval.lm import CanaryError, MedbenchLM, exact_logits
 from medbench.paths import tasks_dir
 
 MC_TASKS = [

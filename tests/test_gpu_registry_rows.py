@@ -1,4 +1,4 @@
-"""scripts/gpu_registry_rows.py on its CPU path (--tiny): the rows the GPU run writes, for two architectures."""
+"""dev/gpu_registry_rows.py on its CPU path (--tiny): the rows the GPU run writes, for two architectures."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.model
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("gpu_registry_rows", REPO_ROOT / "scripts" / "gpu_registry_rows.py")
+    spec = importlib.util.spec_from_file_location("gpu_registry_rows", REPO_ROOT / "dev" / "gpu_registry_rows.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

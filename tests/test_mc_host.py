@@ -5,9 +5,9 @@ from lm_eval import utils as lm_utils
 from lm_eval.tasks import TaskManager
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from medbench.eval import templates
-from medbench.eval.fastlm import MedbenchLM, _pair_strings
+from medbench.eval.lm import MedbenchLM, _pair_strings
 from medbench.paths import tasks_dir
+from medbench.prompts import templates
 
 TASKS = ["medbench_kormedmcqa_nurse", "medbench_medqa_usmle", "medbench_kormedmcqa_doctor_cot"]
 

@@ -337,6 +337,7 @@ def test_the_report_is_the_one_writer_of_summary_csv(results):
 
 
 def test_training_tables_come_from_train_and_bench_records(tmp_path):
+    from medbench.bench.report import bench_sections
     from medbench.report.training import training_section
 
     (tmp_path / "train").mkdir()
@@ -379,11 +380,11 @@ def test_training_tables_come_from_train_and_bench_records(tmp_path):
         "notes": {"full-zero3@1": "disk full", "lora@2": "cut by a time limit"},
     }
     (tmp_path / "bench" / "train-m-H200.json").write_text(json.dumps(bench))
-    text = training_section(tmp_path)
+    text = training_section(tmp_path) + "\n" + bench_sections(tmp_path)
     rows = {line.split(" | ")[2]: line for line in text.splitlines() if line.startswith("| `")}
     # Steady-state figures win over whole-run ones; a missing eval loss is a dash, not 0.
     assert rows["lora"].split(" | ")[7:14] == ["zero2 x1", "100", "2.00", "1.50", "0.500", "–", "H100 80GB HBM3 |"]
     assert rows["full@2"].split(" | ")[3:9] == ["4000", "1374", "0.600", "1.25", "20.50", "2.00"]
     assert "failed (exit 1) disk full" in rows["full-zero3@1"]
     assert "not measured: cut by a time limit" in rows["lora@2"]
-    assert training_section(tmp_path / "nothing") == ""
+    assert training_section(tmp_path / "nothing") == "" and bench_sections(tmp_path / "nothing") == ""

@@ -11,7 +11,8 @@ import pytest
 
 from medbench import stats
 from medbench.eval import response_cache
-from medbench.eval.runner import RunError, RunRequest, run
+from medbench.eval.request import RunError, RunRequest
+from medbench.eval.runner import run
 from medbench.models.registry import RegistryError
 from medbench.records import io
 from medbench.records.io import RecordError

@@ -1,5 +1,5 @@
 """Several GPUs on CPU: data-parallel evaluation (gloo processes), the sharding decision, published shapes,
-and the plumbing of scripts/gpu_scale.py that runs without a GPU."""
+and the plumbing of dev/gpu_scale.py that runs without a GPU."""
 
 import gzip
 import json
@@ -12,18 +12,21 @@ from pathlib import Path
 import pytest
 import torch
 
+from medbench.bench import oversize
 from medbench.cli import build_parser
-from medbench.cli.eval import EvalTarget, LaunchOptions, RunOptions, to_argv
+from medbench.cli.eval import EvalTarget, LaunchOptions, RunOptions
 from medbench.eval import parallel, response_cache
-from medbench.eval.runner import RunRequest, run
+from medbench.eval.request import RunRequest
+from medbench.eval.runner import run
 from medbench.launch import MULTICAST_OFF, accelerate_command, child_environment, process_environment
-from medbench.models import oversize, placement
+from medbench.models import placement
 from medbench.models.placement import PlacementError, decide
-from medbench.options import from_args
+from medbench.options import from_args, to_argv
+from medbench.records.compare import compare_answers
 from medbench.settings import EvalSettings
 
 GIB = 2**30
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+SCRIPTS = Path(__file__).resolve().parents[1] / "dev"
 
 
 # --- launching ----------------------------------------------------------------------------------------
@@ -142,7 +145,7 @@ def test_two_processes_answer_every_question_as_one_does(tiny_gemma_dir, results
     cache = results_dir / "runs" / "two" / "cache"
     assert response_cache.rank_files(cache) == []  # merged into the one file after the run
 
-    same = parallel.compare_answers(results_dir / "runs" / "one", results_dir / "runs" / "two")
+    same = compare_answers(results_dir / "runs" / "one", results_dir / "runs" / "two")
     assert same["questions"] == 5 and same["same_answer"] == 5 and same["same_correct"] == 5, same
     assert same["order_identical"] and same["max_abs_score_difference"] == 0.0, same  # bit for bit (fastlm._batches)
     with gzip.open(results_dir / "runs" / "two" / "samples_medbench_medqa_usmle.jsonl.gz", "rt") as f:
@@ -194,9 +197,9 @@ def test_published_shapes_and_their_sizes():
     bigger = oversize.config("qwen3-8b", vocab_size=262144)
     assert round(sum(p.numel() for p in oversize.meta_model(bigger).parameters()) / 1e9, 2) == 9.09
     # Gemma 3 270M's published config (the GPU script's random 270M) builds the embedded model's architecture.
-    from medbench.models.shapes import _config_from_dict, _with_layer_types, published_config
+    from medbench.models.shapes import _with_layer_types, config_from_dict, published_config
 
-    gemma = oversize.meta_model(_with_layer_types(_config_from_dict(published_config("gemma3-270m.json"))))
+    gemma = oversize.meta_model(_with_layer_types(config_from_dict(published_config("gemma3-270m.json"))))
     assert sum(p.numel() for p in gemma.parameters()) == 268_098_176
 
 
@@ -318,7 +321,7 @@ def test_placement_at_load_asks_only_its_own_gpu_unless_it_may_shard(tiny_gemma_
     assert len(set(device_map.values())) >= 2, device_map
 
 
-# --- scripts/gpu_scale.py: what can be checked without a GPU -------------------------------------------
+# --- dev/gpu_scale.py: what can be checked without a GPU -------------------------------------------
 
 
 @pytest.fixture
@@ -479,7 +482,7 @@ def test_a_sharded_load_left_on_one_device_is_recorded_as_single():
 
 
 def test_scale_records_become_report_tables(tmp_path):
-    from medbench.report.scale import scale_section
+    from medbench.bench.scale import scale_section
 
     bench = tmp_path / "bench"
     bench.mkdir()
@@ -518,7 +521,7 @@ def test_scale_records_become_report_tables(tmp_path):
 
 
 def test_compare_answers_says_how_near_a_tie_each_flip_was(tmp_path, monkeypatch):
-    from medbench.records import questions
+    from medbench.records import compare
 
     rows = {
         "a": [
@@ -535,8 +538,8 @@ def test_compare_answers_says_how_near_a_tie_each_flip_was(tmp_path, monkeypatch
     for name in rows:
         (tmp_path / name).mkdir()
         (tmp_path / name / "samples_t.jsonl.gz").write_bytes(b"")
-    monkeypatch.setattr(questions, "question_rows", lambda run_dir, task: rows[Path(run_dir).name])
-    same = parallel.compare_answers(tmp_path / "a", tmp_path / "b")
+    monkeypatch.setattr(compare, "question_rows", lambda run_dir, task: rows[Path(run_dir).name])
+    same = compare_answers(tmp_path / "a", tmp_path / "b")
     assert same["questions"] == 3 and same["same_answer"] == 1 and len(same["differing"]) == 2
     assert same["differing_top2_gaps"] == [0.02, 0.5] and same["differing_top2_gap_max"] == 0.5
     assert same["max_abs_score_difference"] == pytest.approx(0.6)

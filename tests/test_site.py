@@ -3,7 +3,6 @@
 The browser is a test requirement like pytest: `bash scripts/install-browser.sh` (apt-get install
 chromium chromium-driver). Without it this test fails, it does not skip, so CI cannot pass without
 having looked at the page; MEDBENCH_SKIP_BROWSER=1 skips it on a machine that cannot have one.
-MEDBENCH_SCREENSHOT=1 also writes docs/explorer.png from the committed results (`just report` first).
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ import shutil
 import pytest
 
 from medbench.data.contamination import ALL_SOURCES, Contamination
-from medbench.paths import REPO_ROOT
 from medbench.records import io
 from medbench.report.build import build_report
 
@@ -326,23 +324,6 @@ def test_explorer_in_a_real_browser(tmp_path, browser):
 
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert errors == []
-
-
-def test_screenshot_of_the_committed_results(browser, tmp_path):
-    """The committed results' question browser, two runs side by side, as a screenshot: into tmp_path, or into
-    docs/explorer.png (the README's picture) with MEDBENCH_SCREENSHOT=1."""
-    site = REPO_ROOT / "results" / "site" / "index.html"
-    assert site.exists(), "run `just report` first"
-    browser.set_window_size(1400, 860)
-    _open(browser, site)
-    _open_questions(browser, "gemma3-270m-base-cot-gen-gpu")
-    _select(browser, "q-other", "gemma3-270m-base-zeroshot-mc-perm-gpu")
-    _wait(
-        browser, lambda d: "B: gemma3-270m-base-zeroshot-mc-perm-gpu" in d.find_element("id", "q-count").text, "run B"
-    )
-    browser.find_element("css selector", '#q-table tr[data-id="doctor-2022-1-4"]').click()
-    target = REPO_ROOT / "docs" / "explorer.png" if os.environ.get("MEDBENCH_SCREENSHOT") == "1" else tmp_path / "s.png"
-    assert browser.save_screenshot(str(target)) and target.stat().st_size > 10_000
 
 
 def test_site_files_are_deterministic_and_follow_the_runs(tmp_path):

@@ -188,7 +188,7 @@ def test_report_merges_before_it_reads(tmp_path, monkeypatch):
     _run(other, "remote")
     seen = {}
 
-    def fake_build(results, seed, resamples, readme, also=()):
+    def fake_build(results, seed, resamples, readme, also=(), measurements=""):
         seen["runs"] = [r.run_id for r in load_runs(results)]
         return {"written": [], "runs": [], "rows": [], "comparisons": [], "most_significant": None}
 

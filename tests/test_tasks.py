@@ -4,11 +4,11 @@ import pytest
 import yaml
 from lm_eval.tasks import TaskManager
 
+from medbench.cli.tasks_readme import readme_path, render_readme
 from medbench.data.loader import load_rows
-from medbench.eval.answers import extract_answer
-from medbench.eval.prompts import readme_path, render_readme
-from medbench.eval.runner import SHORT_TASKS, RunError, task_names
+from medbench.eval.request import SHORT_TASKS, RunError, task_names
 from medbench.paths import tasks_dir
+from medbench.prompts.answers import extract_answer
 
 
 @pytest.fixture(scope="module")

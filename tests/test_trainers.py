@@ -14,12 +14,12 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
-from medbench.cli.train import to_argv
 from medbench.data.loader import DataError, load_rows
 from medbench.errors import MedbenchError
 from medbench.models.loading import load
 from medbench.models.registry import resolve
 from medbench.models.variants import load_variants
+from medbench.options import to_argv
 from medbench.records.io import RecordError, claim_dir
 from medbench.settings import EvalSettings
 from trainers import launch, profile, sft, sft_data, timing
@@ -435,7 +435,7 @@ def test_step_timer_leaves_out_the_first_steps(monkeypatch):
     steady = timer.steady_state()
     assert (steady["skipped_first_steps"], steady["steps"]) == (3, 9)  # at most a quarter of the run
     assert (steady["tokens_per_second"], steady["median_step_seconds"], steady["mean_tokens_per_step"]) == (50, 2, 100)
-    monkeypatch.setenv("MEDBENCH_STEADY_SKIP", "2")  # a short benchmark run's choice (scripts/gpu_scale.py)
+    monkeypatch.setenv("MEDBENCH_STEADY_SKIP", "2")  # a short benchmark run's choice (dev/gpu_scale.py)
     assert (timer.steady_state()["skipped_first_steps"], timer.steady_state()["steps"]) == (2, 10)
     monkeypatch.setenv("MEDBENCH_STEADY_SKIP", "50")  # one timed step is always left
     assert (timer.steady_state()["skipped_first_steps"], timer.steady_state()["steps"]) == (11, 1)
@@ -522,7 +522,7 @@ def test_force_deletes_only_a_training_run(tmp_path):
 
 
 def test_bench_configurations_are_checked_before_anything_runs():
-    from trainers import bench
+    from medbench.bench import train as bench
 
     assert bench.parse_config("full") == ("full", 1) and bench.parse_config("lora@4") == ("lora", 4)
     for bad, message in (
@@ -539,7 +539,7 @@ def test_bench_configurations_are_checked_before_anything_runs():
 
 
 def test_bench_continues_only_a_record_of_the_same_run(tmp_path):
-    from trainers import bench
+    from medbench.bench import train as bench
 
     run = {"model": "/m", "weights": "random", "steps": 30, "gpu": "H100", "git_sha": "abc", "versions": {"trl": "1"}}
     path = tmp_path / "train.json"
@@ -551,7 +551,7 @@ def test_bench_continues_only_a_record_of_the_same_run(tmp_path):
 
 
 def test_bench_ratios_and_table():
-    from trainers import bench
+    from medbench.bench import train as bench
 
     def row(tps, gib):
         return {

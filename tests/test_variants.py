@@ -4,7 +4,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from medbench.eval.runner import RunRequest, run
+from medbench.eval.request import RunRequest
+from medbench.eval.runner import run
 from medbench.models.loading import from_pretrained_kwargs, load
 from medbench.models.registry import RegistryError, load_registry, resolve
 from medbench.models.variants import VariantError, load_variants, plan

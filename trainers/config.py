@@ -137,25 +137,25 @@ def _merged(name: str, methods_dir: Path, seen: tuple[str, ...]) -> tuple[dict, 
 def validate_method_file(path: Path, raw: dict) -> None:
     if not isinstance(raw, dict):
         raise TrainError(f"{path}: expected a mapping of method keys, got {type(raw).__name__}")
-    _known(path, "method", raw, METHOD_KEYS)
-    _validate_body(path, raw)
+    known_keys(path, "method", raw, METHOD_KEYS)
+    validate_body(path, raw)
     overrides = raw.get("overrides") or {}
     if not isinstance(overrides, dict):
         raise TrainError(f"{path}: overrides must map model aliases to changes")
     for alias, body in overrides.items():
         if not isinstance(body, dict):
             raise TrainError(f"{path}: overrides.{alias} must be a mapping")
-        _known(path, f"overrides.{alias}", body, OVERRIDE_KEYS)
-        _validate_body(path, body, where=f"overrides.{alias}.")
+        known_keys(path, f"overrides.{alias}", body, OVERRIDE_KEYS)
+        validate_body(path, body, where=f"overrides.{alias}.")
 
 
-def _validate_body(path: Path, raw: dict, where: str = "") -> None:
+def validate_body(path: Path, raw: dict, where: str = "") -> None:
     if "model_dtype" in raw and raw["model_dtype"] not in MODEL_DTYPES:
         raise TrainError(f"{path}: {where}model_dtype {raw['model_dtype']!r} is not one of {', '.join(MODEL_DTYPES)}")
     training = raw.get("training") or {}
     if not isinstance(training, dict):
         raise TrainError(f"{path}: {where}training must be a mapping of SFTConfig arguments")
-    _known(path, f"{where}training", training, sft_config_fields(), kind="SFTConfig argument")
+    known_keys(path, f"{where}training", training, sft_config_fields(), kind="SFTConfig argument")
     reserved = sorted(set(training) & RESERVED_TRAINING_KEYS)
     if reserved:
         raise TrainError(
@@ -166,7 +166,7 @@ def _validate_body(path: Path, raw: dict, where: str = "") -> None:
     if peft is not None:
         if not isinstance(peft, dict):
             raise TrainError(f"{path}: {where}peft must be a mapping of peft.LoraConfig arguments")
-        _known(path, f"{where}peft", peft, lora_config_fields(), kind="peft.LoraConfig argument")
+        known_keys(path, f"{where}peft", peft, lora_config_fields(), kind="peft.LoraConfig argument")
     variant = raw.get("quantization_from_variant")
     if variant is not None:
         variants = load_variants()
@@ -178,7 +178,7 @@ def _validate_body(path: Path, raw: dict, where: str = "") -> None:
             )
 
 
-def _known(path: Path, where: str, raw: dict, known, kind: str = "key") -> None:
+def known_keys(path: Path, where: str, raw: dict, known, kind: str = "key") -> None:
     unknown = sorted(set(raw) - set(known))
     if unknown:
         hint = f"; known: {', '.join(sorted(known))}" if len(known) < 20 else ""

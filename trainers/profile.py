@@ -24,9 +24,9 @@ from trainers.config import (
     TRAINERS_DIR,
     Method,
     TrainError,
-    _known,
-    _validate_body,
+    known_keys,
     sft_config_fields,
+    validate_body,
 )
 
 PROFILES_DIR = TRAINERS_DIR / "profiles"
@@ -78,8 +78,8 @@ def load_profile(name: str, profiles_dir: Path = PROFILES_DIR) -> Profile:
         known = [STUDY, *sorted(p.stem for p in profiles_dir.glob("*.yaml"))]
         raise TrainError(f"unknown profile {name!r}; choose from {', '.join(known)}")
     raw = yaml.safe_load(path.read_text()) or {}
-    _known(path, "profile", raw, PROFILE_KEYS)
-    _validate_body(path, {"training": raw.get("training") or {}})
+    known_keys(path, "profile", raw, PROFILE_KEYS)
+    validate_body(path, {"training": raw.get("training") or {}})
     for key in ("deepspeed_one_gpu", "deepspeed_several_gpus"):
         if raw.get(key, STUDY_DEEPSPEED) not in DEEPSPEED_CHOICES:
             raise TrainError(f"{path}: {key} must be one of {', '.join(DEEPSPEED_CHOICES)}")

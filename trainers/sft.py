@@ -37,6 +37,7 @@ from medbench.models.registry import resolve
 from medbench.models.shapes import RANDOM_MARKER
 from medbench.models.variants import checkpoint_path
 from medbench.records.io import claim_dir
+from medbench.settings import DEFAULT_SEED
 from trainers import record as rec
 from trainers import sft_data
 from trainers.arguments import TrainArguments, parse_args
@@ -209,7 +210,7 @@ def prepare_data(args: TrainArguments, plan: Plan) -> Data:
     """The eval tasks' prompts (rendered by lm-eval), tokenized lengths, too-long examples dropped."""
     from transformers import AutoTokenizer
 
-    seed = plan.training.get("seed", 1234)
+    seed = plan.training.get("seed", DEFAULT_SEED)
     train_ds, sources = sft_data.train_dataset(args.mix, args.cot, args.limit, seed)
     eval_ds, eval_sources = sft_data.eval_dataset(args.eval_limit, seed)
     base = base_weights(plan.spec)

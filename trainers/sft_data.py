@@ -22,6 +22,7 @@ from functools import cache
 import datasets
 
 from medbench.data.loader import KORMEDMCQA_EXAMS, DataError, Source, load_rows, source_path
+from medbench.settings import DEFAULT_SEED
 
 MIXES = ("english", "korean", "both")
 KOREAN_TASKS = {exam: f"medbench_kormedmcqa_{exam}" for exam in KORMEDMCQA_EXAMS}
@@ -45,8 +46,8 @@ def eval_tasks() -> dict:
     """Our zero-shot `mc` tasks, loaded by lm-eval from tasks/ (once per process)."""
     from lm_eval.tasks import TaskManager
 
-    from medbench.eval import templates
     from medbench.paths import tasks_dir
+    from medbench.prompts import templates
 
     # lm-eval compiles a task's Jinja template once per row; compiled once, the texts are the same (13 s of a
     # 270M fast-profile run's 208 s went to 4,698 compilations: results/bench/profile-train-*.txt).
@@ -117,7 +118,7 @@ def build_examples(parts: list[tuple[list[dict], str]], cot: bool, limit: int | 
 
 
 def train_dataset(
-    mix: str = "both", cot: bool = False, limit: int | None = None, seed: int = 1234
+    mix: str = "both", cot: bool = False, limit: int | None = None, seed: int = DEFAULT_SEED
 ) -> tuple[datasets.Dataset, list[dict]]:
     """The training examples of a mix, and the sources they came from (for the train record)."""
     if mix not in MIXES:
@@ -140,7 +141,7 @@ def _cot_rows(rows: list[dict], cot: bool) -> int:
     return sum(1 for r in rows if r.get("cot")) if cot else 0
 
 
-def eval_dataset(limit: int | None = None, seed: int = 1234) -> tuple[datasets.Dataset, list[dict]]:
+def eval_dataset(limit: int | None = None, seed: int = DEFAULT_SEED) -> tuple[datasets.Dataset, list[dict]]:
     """KorMedMCQA `valid` of the four exams, in the same format: the loss watched during training."""
     parts, sources = [], []
     for exam, task_name in KOREAN_TASKS.items():

@@ -9,7 +9,7 @@ import torch
 from transformers import TrainerCallback
 
 # Steps left out of the steady-state throughput (at most a quarter of the run). MEDBENCH_STEADY_SKIP=N sets it
-# for a short benchmark run (scripts/gpu_scale.py: 6 steps, 2 left out), keeping one timed step at least.
+# for a short benchmark run (dev/gpu_scale.py: 6 steps, 2 left out), keeping one timed step at least.
 STEADY_SKIP_STEPS = 5
 
 

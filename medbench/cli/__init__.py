@@ -21,6 +21,7 @@ COMMANDS = (
     "train",
     "report",
     "merge",
+    "compare",
     "consistency",
     "bench",
     "quantize-awq",

@@ -1,9 +1,9 @@
 """`medbench bench quant|train|eval`: benchmarks that print ratios measured side by side in one run.
 
-`quant` (medbench/models/bench_quant.py): one forward pass of a random-init model at a registry
-shape in bf16 and in the `bnb` variant's NF4. `train` (trainers/bench.py): `just train` per method,
+`quant` (medbench/bench/quant.py): one forward pass of a random-init model at a registry
+shape in bf16 and in the `bnb` variant's NF4. `train` (medbench/bench/train.py): `just train` per method,
 and with one setting changed at a time, beside a plain PyTorch training step. `eval`
-(medbench/eval/bench.py): our `mc` and `gen`/`cot` paths beside stock lm-eval and the simplest
+(medbench/bench/eval.py): our `mc` and `gen`/`cot` paths beside stock lm-eval and the simplest
 loops on the same model and questions, with answer agreement (runs on CPU too, with --limit).
 Records go to results/bench/ with the GPU (or CPU) named.
 """
@@ -38,7 +38,7 @@ class TrainBenchArguments:
     shape: str = arg("gemma3-1b", help="random-init model at this registry alias's shape")
     model: str | None = arg(None, help="a local model directory instead of --shape (e.g. from medbench.models.shapes)")
     configs: str | None = arg(
-        None, help="comma separated; NAME@G runs NAME on G GPUs (default: trainers/bench.py's DEFAULT_CONFIGS)"
+        None, help="comma separated; NAME@G runs NAME on G GPUs (default: medbench/bench/train.py's DEFAULT_CONFIGS)"
     )
     steps: int = arg(30, help="optimizer steps per configuration")
     fresh: bool = arg(
@@ -79,7 +79,7 @@ class EvalBenchArguments:
     )
     static_engine: bool = arg(
         False,
-        help="gen/cot: also fast_gen's static-cache engine (medbench/eval/fastgen_static.py) on the same questions: "
+        help="gen/cot: also fast_gen's static-cache engine (medbench/eval/generation/static.py) on the same questions: "
         "its first call (with compilation) and second call timed, its tokens compared with the default engine's",
     )
 
@@ -110,7 +110,7 @@ def run(args) -> int:
         return bench_train(from_args(TrainBenchArguments, args), out_dir)
     if args.bench == "eval":
         return bench_eval(from_args(EvalBenchArguments, args), out_dir)
-    from medbench.models.bench_quant import bench_quant
+    from medbench.bench.quant import bench_quant
     from medbench.records.io import write_json
 
     opts = from_args(QuantBenchArguments, args)
@@ -125,7 +125,7 @@ def run(args) -> int:
 def bench_train(opts: TrainBenchArguments, out_dir: Path) -> int:
     import torch
 
-    from trainers import bench
+    from medbench.bench import train as bench
 
     # A typo fails before any model is built.
     parsed = [bench.parse_config(c.strip()) for c in (opts.configs or bench.DEFAULT_CONFIGS).split(",") if c.strip()]
@@ -154,8 +154,8 @@ def bench_train(opts: TrainBenchArguments, out_dir: Path) -> int:
 
 
 def bench_eval(opts: EvalBenchArguments, out_dir: Path) -> int:
-    from medbench.eval import bench
-    from medbench.eval.bench_report import markdown_table
+    from medbench.bench import eval as bench
+    from medbench.bench.eval import markdown_table
     from medbench.records.io import write_json
 
     modes = tuple(m.strip() for m in opts.modes.split(",") if m.strip())

@@ -32,7 +32,7 @@ def make_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from medbench.eval.consistency import check
+    from medbench.eval.consistency import check_consistency
 
     opts = from_args(ConsistencyArguments, args)
     if opts.limit and opts.sample:
@@ -40,7 +40,7 @@ def run(args) -> int:
     overrides = parse_assignments(opts.set)
     if opts.batch_size is not None:
         overrides["batch_size"] = opts.batch_size
-    result = check(
+    result = check_consistency(
         opts.model,
         [e for e in opts.exams.split(",") if e],
         opts.limit,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shlex
 import subprocess
@@ -10,7 +9,7 @@ import sys
 from dataclasses import dataclass
 
 from medbench.errors import MedbenchError
-from medbench.options import add_arguments, arg, from_args
+from medbench.options import add_arguments, arg, from_args, to_argv
 from medbench.overrides import parse_assignments
 from medbench.settings import EvalSettings
 
@@ -71,25 +70,6 @@ def make_parser(sub) -> None:
     add_arguments(p, LaunchOptions)
 
 
-def to_argv(*options) -> list[str]:
-    """Parsed options as a command line again (positional fields first), for another process to parse."""
-    positional, flags = [], []
-    for obj in options:
-        for f in dataclasses.fields(obj):
-            value = getattr(obj, f.name)
-            if f.metadata.get("positional"):
-                positional.append(str(value))
-            elif value is None or value is False or value == [] or value == f.default:
-                continue  # unset, or the default: the process parsing it gets the same
-            elif value is True:
-                flags.append(f"--{f.name.replace('_', '-')}")
-            elif isinstance(value, list):
-                flags += [x for v in value for x in (f"--{f.name.replace('_', '-')}", str(v))]
-            else:
-                flags += [f"--{f.name.replace('_', '-')}", str(value)]
-    return [*positional, *flags]
-
-
 def record_location(record: dict) -> str:
     from medbench.paths import REPO_ROOT, runs_dir
 
@@ -101,7 +81,7 @@ def record_location(record: dict) -> str:
 
 
 def request(opts: RunOptions, model: str, variant: str, prompt: str):
-    from medbench.eval.runner import RunRequest
+    from medbench.eval.request import RunRequest
 
     overrides = parse_assignments(opts.set)
     if opts.batch_size is not None:
@@ -111,7 +91,7 @@ def request(opts: RunOptions, model: str, variant: str, prompt: str):
     if opts.quiet and opts.verbose:
         raise MedbenchError("--quiet and --verbose exclude each other")
     level = "quiet" if opts.quiet else "verbose" if opts.verbose else "normal"
-    from medbench.eval import console
+    from medbench.cli import console
 
     console.configure(level)
     return RunRequest(

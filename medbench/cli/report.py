@@ -7,10 +7,10 @@ from pathlib import Path
 
 from medbench.options import add_arguments, arg, from_args
 from medbench.paths import REPO_ROOT, published_results_dir, results_dir
+from medbench.settings import DEFAULT_SEED
 from medbench.stats import RESAMPLES
 
 HELP = "tables, paired comparisons, contamination check and the chart, from results/ only (seconds)"
-DEFAULT_SEED = 1234
 
 
 @dataclass
@@ -20,7 +20,7 @@ class ReportArguments:
         help="results folder the report reads and writes (default: results/, the "
         "committed records; your own runs in results/local/ are read too)",
     )
-    seed: int = arg(DEFAULT_SEED, help="bootstrap seed (default 1234)")
+    seed: int = arg(DEFAULT_SEED, help=f"bootstrap seed (default {DEFAULT_SEED})")
     resamples: int = arg(RESAMPLES, help=f"bootstrap resamples (default {RESAMPLES})")
     readme: str | None = arg(
         None,
@@ -40,6 +40,7 @@ def make_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from medbench.bench.report import bench_sections
     from medbench.report.build import ReportError, build_report, describe
 
     opts = from_args(ReportArguments, args)
@@ -52,7 +53,7 @@ def run(args) -> int:
         from medbench.records.merge import merge
 
         print(f"merge into {results}: {merge([Path(d) for d in opts.merge], results).summary()}")
-    out = build_report(results, opts.seed, opts.resamples, readme, also)
+    out = build_report(results, opts.seed, opts.resamples, readme, also, bench_sections(results))
     for path in out["written"]:
         print(f"wrote {_shown(path)}")
     best = out["most_significant"]

@@ -23,9 +23,9 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from medbench.cli.eval import LaunchOptions, RunOptions, to_argv
+from medbench.cli.eval import LaunchOptions, RunOptions
 from medbench.errors import MedbenchError
-from medbench.options import add_arguments, arg, from_args
+from medbench.options import add_arguments, arg, from_args, to_argv
 
 HELP = "the benchmark suite (model x variant x prompt), or one shard of it (--shard I/N)"
 DEFAULT_MODEL = "gemma3-270m"

@@ -20,7 +20,7 @@ def make_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from medbench.options import from_args
+    from medbench.options import from_args, to_argv
     from trainers import launch
     from trainers.arguments import TrainArguments
 
@@ -28,20 +28,3 @@ def run(args) -> int:
     cmd = launch.command(opts, to_argv(opts))
     print(f"medbench train: {shlex.join(cmd)}", file=sys.stderr, flush=True)
     return subprocess.call(cmd, env=launch.environment(opts, os.environ))
-
-
-def to_argv(opts) -> list[str]:
-    """The parsed arguments as a command line again, for each training process to parse."""
-    out = [opts.model, opts.method]
-    for name, value in vars(opts).items():
-        # `is`, not `in`: 0 == False, and `--eval-limit 0` (no evaluation) must reach the processes.
-        if name in ("model", "method") or value is None or value is False or value == []:
-            continue
-        flag = f"--{name.replace('_', '-')}"
-        if value is True:
-            out.append(flag)
-        elif isinstance(value, list):
-            out += [x for v in value for x in (flag, v)]
-        else:
-            out += [flag, str(value)]
-    return out

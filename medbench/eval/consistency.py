@@ -22,20 +22,18 @@ Command line: `medbench consistency` (medbench/cli/consistency.py).
 
 from __future__ import annotations
 
+import difflib
 import functools
+import json
 import tempfile
 import time
 from pathlib import Path
 
+from medbench import stats
 from medbench.data.hub import write_hub_jsonl
 from medbench.data.loader import KORMEDMCQA_EXAMS, LETTERS, load_rows
 from medbench.errors import MedbenchError
-from medbench.eval.consistency_diff import (
-    filter_differences,
-    kwargs_differences,
-    task_differences,
-)
-from medbench.eval.runner import seeded_sample
+from medbench.eval.request import seeded_sample
 from medbench.paths import results_dir as default_results_dir
 from medbench.paths import tasks_dir
 from medbench.records import io, provenance
@@ -141,7 +139,7 @@ def subset_name(exams: list[str], limit: int | None, sample: int | None) -> str:
     return f"{part}-" + (f"limit{limit}" if limit else f"sample{sample}" if sample else "all")
 
 
-def check(
+def check_consistency(
     model: str,
     exams: list[str] | None = None,
     limit: int | None = None,
@@ -151,9 +149,7 @@ def check(
 ) -> dict:
     from lm_eval import simple_evaluate
 
-    # Imported here, not at the top: consistency_compare imports this module's error and row check.
-    from medbench.eval.consistency_compare import _merge_differences, compare_samples
-    from medbench.eval.fastlm import MedbenchLM  # also registers medbench-hf with lm-eval
+    from medbench.eval.lm import MedbenchLM  # torch and lm-eval's HF model: loaded only when a check runs
     from medbench.models.loading import load
     from medbench.models.registry import resolve
 
@@ -254,7 +250,7 @@ def check(
             "identical_prompts": sum(e["identical_prompts"] for e in per_exam.values()),
             "prompt_text_identical": all(e["context_identical"] for e in per_exam.values()),
         },
-        "prompt_differences": _merge_differences({e: v["prompt_differences"] for e, v in per_exam.items()}),
+        "prompt_differences": merge_differences({e: v["prompt_differences"] for e, v in per_exam.items()}),
         "per_exam": per_exam,
         "versions": provenance.package_versions(),
         "git_sha": provenance.git_sha(),
@@ -264,3 +260,189 @@ def check(
     io.write_json(path, result)
     result["path"] = str(path)
     return result
+
+
+# --- what differs between the two tasks' first request -------------------------------------------------
+
+
+def render_first_request(task) -> tuple[str, dict, dict]:
+    """(context, generation kwargs, doc) of the task's first request, as lm-eval builds it."""
+    task.build_all_requests(limit=1, rank=0, world_size=1)
+    instance = task.instances[0]
+    return instance.args[0], dict(instance.args[1]), instance.doc
+
+
+def context_differences(ours: str, upstream: str) -> list[dict]:
+    """Every non-equal stretch of the two prompt texts (character offsets into ours)."""
+    matcher = difflib.SequenceMatcher(None, ours, upstream, autojunk=False)
+    return [
+        {
+            "aspect": "context",
+            "op": tag,
+            "offset": i1,
+            "before": ours[max(0, i1 - 40) : i1],
+            "ours": ours[i1:i2],
+            "upstream": upstream[j1:j2],
+        }
+        for tag, i1, i2, j1, j2 in matcher.get_opcodes()
+        if tag != "equal"
+    ]
+
+
+def kwargs_differences(ours: dict, upstream: dict, aspect: str) -> list[dict]:
+    return [
+        {"aspect": f"{aspect}.{key}", "ours": ours.get(key), "upstream": upstream.get(key)}
+        for key in sorted(set(ours) | set(upstream))
+        if ours.get(key) != upstream.get(key)
+    ]
+
+
+def _first_filter(task):
+    """The class of the task's first answer filter (from its filter_list) and that filter's name."""
+    entry = task.config.filter_list[0]
+    function = entry["filter"][0]["function"]
+    return function, entry["name"]
+
+
+def _filter_text(task, text: str, doc: dict) -> str:
+    cls, _ = _first_filter(task)
+    return cls().apply([[text]], [doc])[0][0]
+
+
+def filter_differences(ours, upstream, ours_doc: dict, up_doc: dict, texts: list[str]) -> list[dict]:
+    """The two filters' classes, and every text (probes and this run's generations) they read differently."""
+    ours_cls, ours_name = _first_filter(ours)
+    up_cls, up_name = _first_filter(upstream)
+    out = []
+    if ours_cls is not up_cls:
+        out.append(
+            {
+                "aspect": "filter",
+                "ours": f"{ours_cls.__module__}.{ours_cls.__qualname__} ({ours_name})",
+                "upstream": f"{up_cls.__module__}.{up_cls.__qualname__} ({up_name})",
+            }
+        )
+    seen = set()
+    for text in texts:
+        if text in seen:
+            continue
+        seen.add(text)
+        a, b = _filter_text(ours, text, ours_doc), _filter_text(upstream, text, up_doc)
+        if a != b:
+            out.append({"aspect": "filter.reads", "text": text, "ours": a, "upstream": b})
+    return out
+
+
+def _metric_options(task) -> dict:
+    """{"exact_match.ignore_case": True, …} of the task's metric_list."""
+    out = {}
+    for m in task.config.metric_list:
+        name = m["metric"] if isinstance(m["metric"], str) else getattr(m["metric"], "__name__", str(m["metric"]))
+        out.update({f"{name}.{k}": v for k, v in m.items() if k != "metric"})
+    return out
+
+
+def task_differences(ours, upstream, builtin_num_fewshot, probes: list[str]) -> dict:
+    """Render both tasks' first request and list every difference (the tasks' own settings, before
+    the run's gen_kwargs are applied)."""
+    ours_ctx, ours_gen, ours_doc = render_first_request(ours)
+    up_ctx, up_gen, up_doc = render_first_request(upstream)
+    diffs = context_differences(ours_ctx, up_ctx)
+    diffs += kwargs_differences(ours_gen, up_gen, "generation_kwargs")
+    if ours.config.num_fewshot != builtin_num_fewshot:
+        diffs.append(
+            {
+                "aspect": "num_fewshot",
+                "ours": ours.config.num_fewshot,
+                "upstream": builtin_num_fewshot,
+                "note": f"the built-in config sets no count; this check runs it with "
+                f"num_fewshot={upstream.config.num_fewshot}"
+                if builtin_num_fewshot is None
+                else "",
+            }
+        )
+    ours_target, up_target = str(ours.doc_to_target(ours_doc)), str(upstream.doc_to_target(up_doc))
+    if ours_target != up_target:
+        diffs.append({"aspect": "target", "ours": ours_target, "upstream": up_target})
+    diffs += kwargs_differences(_metric_options(ours), _metric_options(upstream), "metric")
+    diffs += filter_differences(ours, upstream, ours_doc, up_doc, probes)
+    return {
+        "first_request": {
+            "ours": {"context": ours_ctx, "generation_kwargs": ours_gen},
+            "upstream": {"context": up_ctx, "generation_kwargs": up_gen},
+        },
+        "context_identical": ours_ctx == up_ctx,
+        "differences": diffs,
+    }
+
+
+# --- question by question ------------------------------------------------------------------------------
+
+
+def _side(samples: list[dict]) -> dict:
+    n = len(samples)
+    correct = sum(int(s["exact_match"]) for s in samples)
+    low, high = stats.wilson_interval(correct, n)
+    return {
+        "n": n,
+        "correct": correct,
+        "accuracy": correct / n if n else None,
+        "ci95_low": low,
+        "ci95_high": high,
+        "invalid": sum(1 for s in samples if s["filtered_resps"][0] in ("", None)),
+    }
+
+
+def compare_samples(ours_samples: list[dict], up_samples: list[dict]) -> dict:
+    """Per question, matched on doc_id and checked on the question, options and answer."""
+    by_id = {s["doc_id"]: s for s in up_samples}
+    if sorted(by_id) != sorted(s["doc_id"] for s in ours_samples):
+        raise ConsistencyError("the two tasks answered different questions")
+    questions, agree, same_raw, same_prompt, causes = [], 0, 0, 0, {"filter": 0, "generation": 0}
+    for s in sorted(ours_samples, key=lambda s: s["doc_id"]):
+        u = by_id[s["doc_id"]]
+        if not _same_question(s["doc"], u["doc"]):
+            raise ConsistencyError(f"doc {s['doc_id']}: the two tasks read different questions")
+        ours_raw, up_raw = s["resps"][0][0], u["resps"][0][0]
+        ours_ans, up_ans = s["filtered_resps"][0], u["filtered_resps"][0]
+        agree += ours_ans == up_ans
+        same_raw += ours_raw == up_raw
+        same_prompt += s["arguments"][0][0] == u["arguments"][0][0]
+        if ours_ans != up_ans:
+            causes["filter" if ours_raw == up_raw else "generation"] += 1
+        questions.append(
+            {
+                "doc_id": s["doc_id"],
+                "id": s["doc"]["id"],
+                "target": s["doc"]["answer"],
+                "ours": {"generation": ours_raw, "answer": ours_ans, "correct": bool(s["exact_match"])},
+                "upstream": {"generation": up_raw, "answer": up_ans, "correct": bool(u["exact_match"])},
+            }
+        )
+    n = len(questions)
+    return {
+        "n": n,
+        "ours": _side(ours_samples),
+        "upstream": _side(up_samples),
+        "agree": agree,
+        "agree_rate": agree / n if n else None,
+        "same_raw_generation": same_raw,
+        "identical_prompts": same_prompt,
+        "disagreements_by_cause": causes,
+        "effective_generation_kwargs": {
+            "ours": ours_samples[0]["arguments"][0][1],
+            "upstream": up_samples[0]["arguments"][0][1],
+        }
+        if n
+        else None,
+        "questions": questions,
+    }
+
+
+def merge_differences(per_exam: dict[str, list[dict]]) -> list[dict]:
+    merged: dict[str, dict] = {}
+    for exam, diffs in per_exam.items():
+        for d in diffs:
+            key = json.dumps(d, sort_keys=True, ensure_ascii=False, default=str)
+            merged.setdefault(key, {**d, "exams": []})["exams"].append(exam)
+    return list(merged.values())

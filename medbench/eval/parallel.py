@@ -20,13 +20,14 @@ copies that into each other rank's file (`spread_caches`), and after the run it 
 (`gather_caches`): at rest the folder holds one file, and a run resumed on any number of GPUs, or on
 one, answers from the cache whatever was answered before.
 
-The canary (medbench/eval/fastlm.py) runs in every rank, on the questions that rank scores: a batched
+The canary (medbench/eval/lm.py) runs in every rank, on the questions that rank scores: a batched
 kernel that computes wrong numbers on one GPU, or at one padded width, shows only there. Rank 0
 records the canary over all ranks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -101,6 +102,26 @@ class Processes:
 
             if dist.is_initialized():
                 dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def processes():
+    """This process's place among the evaluation processes, the process group left on the way out."""
+    procs = setup()
+    try:
+        yield procs
+    finally:
+        procs.close()
+
+
+@contextlib.contextmanager
+def refusal_shared(procs: Processes):
+    """Rank 0, before it shares the checked request: an error here reaches the other ranks (waiting in `share`)."""
+    try:
+        yield
+    except BaseException as e:
+        procs.refuse(e)
+        raise
 
 
 def setup() -> Processes:
@@ -212,53 +233,3 @@ def parallel_record(processes: Processes, placement: dict | None, per_process: l
             round(torch.cuda.max_memory_allocated(i) / 2**30, 3) for i in range(torch.cuda.device_count())
         ]
     return out
-
-
-def compare_answers(run_a: Path, run_b: Path) -> dict:
-    """Question by question, two runs of the same tasks: the same answer (letter), the same score, the same
-    order of samples, and the largest difference between their multiple-choice log-likelihoods; for each
-    question whose answer differs, how near a tie it was in run_a (its top-two score gap)."""
-    from medbench.records.questions import question_rows
-
-    run_a, run_b = Path(run_a), Path(run_b)
-    tasks = sorted(p.name.removeprefix("samples_").removesuffix(".jsonl.gz") for p in run_a.glob("samples_*.jsonl.gz"))
-    out = {
-        "questions": 0,
-        "same_answer": 0,
-        "same_correct": 0,
-        "order_identical": True,
-        "max_abs_score_difference": 0.0,
-        "differing": [],
-        "differing_top2_gaps": [],  # per differing question: its top-two score gap in run_a
-        "tasks": tasks,
-    }
-    for task in tasks:
-        rows_a, rows_b = question_rows(run_a, task), question_rows(run_b, task)
-        out["order_identical"] &= [r["id"] for r in rows_a] == [r["id"] for r in rows_b]
-        by_id = {r["id"]: r for r in rows_b}
-        for a in rows_a:
-            b = by_id.get(a["id"])
-            out["questions"] += 1
-            if b is None:
-                out["differing"].append(f"{task}:{a['id']} (missing)")
-                continue
-            out["same_answer"] += a["predicted"] == b["predicted"]
-            out["same_correct"] += a["correct"] == b["correct"]
-            scores_a, scores_b = a.get("scores") or {}, b.get("scores") or {}
-            worst = max((abs(s - scores_b.get(k, float("inf"))) for k, s in scores_a.items()), default=0.0)
-            out["max_abs_score_difference"] = max(out["max_abs_score_difference"], worst)
-            if a["predicted"] != b["predicted"]:
-                out["differing"].append(f"{task}:{a['id']}")
-                gap = _top2_gap(scores_a)
-                if gap is not None:
-                    out["differing_top2_gaps"].append(round(gap, 6))
-    out["differing"] = out["differing"][:20]
-    out["differing_top2_gap_max"] = max(out["differing_top2_gaps"], default=None)
-    out["differing_top2_gaps"] = sorted(out["differing_top2_gaps"])[:50]
-    return out
-
-
-def _top2_gap(scores: dict) -> float | None:
-    """The first run's margin between its best and second-best answer (how near a tie a flip was)."""
-    top = sorted(scores.values(), reverse=True)
-    return top[0] - top[1] if len(top) > 1 else None

@@ -13,34 +13,14 @@ paired statistics line up per question.
 
 from __future__ import annotations
 
-from medbench.data.loader import LETTERS, OPTION_COUNT
-from medbench.settings import PERMUTE_SCHEMES as SCHEMES  # noqa: F401  (the one list)
-
-ROTATED_SPLIT = "test"
-
-
-def rotate_row(row: dict, k: int) -> dict:
-    """The row with options shifted left by k: the option at index j moves to (j - k) mod n."""
-    n = len(row["options"])
-    k %= n
-    options = row["options"][k:] + row["options"][:k]
-    index = (row["answer_index"] - k) % n
-    return {**row, "options": options, "answer_index": index, "answer": LETTERS[index], "rotation": k}
-
-
-def rotated_task_name(name: str, k: int) -> str:
-    return f"{name}_rot{k}"
-
-
-def rotations(dataset: str) -> int:
-    return OPTION_COUNT[dataset]
+from medbench.prompts.rotation import rotated_task_name, rotations
 
 
 def expand(names: list[str], task_manager, scheme: str) -> tuple[list, dict[str, list[str]]]:
     """lm-eval task specs for the run, and {task: [its rotated task names]}.
 
     A rotated task is the task's own resolved YAML with `rotation` added to its dataset kwargs (read
-    by medbench.eval.task_utils.load_dataset) and a name of its own, so lm-eval scores, caches and
+    by medbench.prompts.tasks.load_dataset) and a name of its own, so lm-eval scores, caches and
     logs it like any task.
     """
     if scheme == "none":

@@ -15,13 +15,13 @@ from medbench import paths
 from medbench.data.checksums import verify_splits
 from medbench.data.loader import KORMEDMCQA_EXAMS, load_rows
 from medbench.errors import MedbenchError
-from medbench.eval import chat as chat_templates
 from medbench.eval import response_cache
 from medbench.eval.identity import identity_changes, run_identity
 from medbench.models.fingerprint import fingerprint
 from medbench.models.loading import check_machine, pick_device, weight_sources
 from medbench.models.registry import resolve
 from medbench.models.variants import plan
+from medbench.prompts import chat as chat_templates
 from medbench.records import io, provenance
 from medbench.records.io import RecordError, check_run_id
 from medbench.settings import EvalSettings
@@ -148,12 +148,12 @@ class Prepared:
     names: list[str]
     spec: object
     config: dict
-    chat: object  # medbench.eval.chat's plan: whether and how the chat template applies
+    chat: object  # medbench.prompts.chat's plan: whether and how the chat template applies
 
 
 def prepare(req: RunRequest, results_dir: Path | None = None) -> Prepared:
     """Every refusal, before the run claims its folder or loads a model."""
-    from medbench.eval.task_utils import EVAL_SPLITS
+    from medbench.prompts.tasks import EVAL_SPLITS
 
     results_dir = results_dir or paths.results_dir()
     req.check()

@@ -193,6 +193,12 @@ class ResponseStore:
     def close(self) -> None:
         self.con.close()
 
+    def __enter__(self) -> ResponseStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 def count_rows(path: Path) -> int:
     """Responses in a cache file, read by another process while a run writes it (0 if none yet)."""

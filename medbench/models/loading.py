@@ -105,7 +105,7 @@ def pick_attention(setting: str, device: str, dtype: torch.dtype | None = None) 
 def avoid_faulty_sdpa_kernel() -> None:
     """Take PyTorch's memory-efficient SDPA kernel out of evaluation (it is chosen only among the others).
 
-    Measured on an H200 (torch 2.11; scripts/sdpa_width_check.py, results/bench/sdpa-width-check-NVIDIA-H200.json):
+    Measured on an H200 (torch 2.11; dev/sdpa_width_check.py, results/bench/sdpa-width-check-NVIDIA-H200.json):
     with left padding and an explicit mask it returns wrong scores whenever the key length is 1 mod 32
     (65, 97, ..., 417), by up to 8.7 in fp32 and 8.6 in bf16, as pytorch/pytorch#191937 reports; the math
     and cuDNN kernels and eager attention are right at every width. It was the kernel behind the fp32 fault

@@ -51,7 +51,7 @@ def published_config(name: str) -> dict:
     return json.loads(path.read_text())
 
 
-def _config_from_dict(raw: dict):
+def config_from_dict(raw: dict):
     """Through a config.json on disk, as a checkpoint's config loads (auto_map and all, no remote code)."""
     from transformers import AutoConfig
 
@@ -90,7 +90,7 @@ def _update(raw: dict, overrides: dict) -> None:
 def config_at_shape(alias: str):
     """(transformers config at alias's published shape, the spec whose tokenizer the random model borrows)."""
     raw, tokenizer_spec = shape_dict(alias)
-    return _with_layer_types(_config_from_dict(raw)), tokenizer_spec
+    return _with_layer_types(config_from_dict(raw)), tokenizer_spec
 
 
 def _with_layer_types(config):
@@ -138,7 +138,7 @@ def save_tiny(alias: str, out: Path, tokenizer=None, seed: int = 0, dtype: torch
     from medbench.models.loading import base_weights
 
     tokenizer = tokenizer or AutoTokenizer.from_pretrained(base_weights(resolve(TOKENIZER_ALIAS)))
-    config = _config_from_dict(tiny_dict(alias, len(tokenizer)))
+    config = config_from_dict(tiny_dict(alias, len(tokenizer)))
     torch.manual_seed(seed)
     out.mkdir(parents=True, exist_ok=True)
     AutoModelForCausalLM.from_config(config, dtype=dtype).save_pretrained(out)
@@ -203,7 +203,7 @@ def save_published_random(
             f"({text_part(raw)['vocab_size']}): take the model's own tokenizer"
         )
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(_with_layer_types(_config_from_dict(raw)), dtype=dtype)
+    model = AutoModelForCausalLM.from_config(_with_layer_types(config_from_dict(raw)), dtype=dtype)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

@@ -45,7 +45,7 @@ class Memory(TypedDict):
 
 
 class ChatRecord(TypedDict):
-    """How a run used the model's chat template (medbench/eval/chat.py)."""
+    """How a run used the model's chat template (medbench/prompts/chat.py)."""
 
     apply: bool
     reason: str

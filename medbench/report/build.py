@@ -28,10 +28,10 @@ from medbench.report.site import write_site
 from medbench.report.summary import summary_rows, write_summary_csv
 from medbench.report.summary_md import main_table, render_summary_md
 from medbench.report.training import training_section
+from medbench.settings import DEFAULT_SEED
 
 __all__ = ["ReportError", "build_report", "replace_readme_block", "summary_rows"]
 
-DEFAULT_SEED = 1234
 README_START = "<!-- results:start -->"
 README_END = "<!-- results:end -->"
 CHART_NAME = "accuracy_vs_params"
@@ -43,9 +43,11 @@ def build_report(
     resamples: int = stats.RESAMPLES,
     readme: Path | None = None,
     also: tuple[Path, ...] = (),
+    measurements: str = "",
 ) -> dict:
     """Write every output into results_dir from its runs and those of the `also` folders; returns what
-    was written and the most significant comparison."""
+    was written and the most significant comparison. `measurements`: the bench tables (medbench/bench/report.py),
+    shown after the training section."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise ReportError(f"{results_dir}: no such results folder")
@@ -64,7 +66,7 @@ def build_report(
     ]
     written += render_chart(rows, load_paper(), results_dir / CHART_NAME)
     summary_md = results_dir / "summary.md"
-    training = training_section(results_dir)
+    training = "\n".join(part for part in (training_section(results_dir), measurements) if part)
     bias = position_bias_rows(runs)
     summary_md.write_text(
         render_summary_md(runs, rows, pairs, overlap, seed, resamples, training, bias), encoding="utf-8"

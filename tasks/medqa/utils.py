@@ -2,7 +2,7 @@ from pathlib import Path
 
 import yaml
 
-from medbench.eval.task_utils import ExtractAnswerFilter, load_dataset  # noqa: F401
+from medbench.prompts.tasks import ExtractAnswerFilter, load_dataset  # noqa: F401
 
 RATIONALES_PATH = Path(__file__).with_name("cot_rationales.yaml")
 
