@@ -36,6 +36,10 @@ test *args:
 test-fast *args:
     {{python}} -m pytest -m "not model and not slow" -q "$@"
 
+# The rest of the suite: tests that load a model or start processes (CI runs it beside test-fast)
+test-models *args:
+    {{python}} -m pytest -m "model or slow" "$@"
+
 # Lint and check formatting of every Python file
 lint:
     {{python}} -m ruff check medbench trainers tests scripts tasks

@@ -46,7 +46,11 @@ class EvalSettings:
         "or name one",
     )
     dtype: str = arg("auto", help="bf16 on GPU, fp32 on CPU (the GGUF computes in fp32 in any case)")
-    batch_size: int = arg(8, help="questions per forward pass")
+    batch_size: int | Literal["auto"] = arg(
+        "auto",
+        help="`mc`: questions per forward pass (at least; see batch_tokens); `gen`: the decode step's slots. `auto`: "
+        "8 for `mc`; for `gen` as many slots as half the GPU memory free after the load holds (at most 256), 8 on a CPU",
+    )
     batch_tokens: int = arg(
         16384,
         help="`mc`: a batch of short prompts takes more rows than batch_size, up to this many padded "
@@ -57,15 +61,19 @@ class EvalSettings:
     fast_mc: bool = arg(True, help="one forward pass per question for one-token answers (medbench/eval/lm.py)")
     fast_gen: bool = arg(
         True,
-        help="greedy generation that stops each answer at its own stop string and refills the "
-        "batch, the repetition penalty on the device (medbench/eval/generation/dynamic.py); the same "
-        "tokens as batch-1 `generate`",
+        help="greedy generation through medbench's engine (medbench/eval/generation/): continuous batching over "
+        "KV-cache slots, each answer stopped at its own stop string, the repetition penalty on the device; the same "
+        "tokens as batch-1 `generate`. false: stock lm-eval",
     )
-    gen_engine: Literal["auto", "dynamic", "static"] = arg(
+    gen_engine: Literal["auto", "graphs", "eager"] = arg(
         "auto",
-        help="fast_gen's engine: `static` (fixed batch rows, one static KV cache, the decode step compiled and "
-        "graphed by generate; medbench/eval/generation/static.py), `dynamic` (rows leave and join, eager; "
-        "medbench/eval/generation/dynamic.py), `auto`: static for an unquantized transformers model on one GPU, else dynamic",
+        help="the engine's decode step: `graphs` captures it once as a CUDA graph and replays it, `eager` launches "
+        "it from Python; `auto`: graphs on one GPU (eager where capture fails, and the record says why)",
+    )
+    prefix_sharing: bool = arg(
+        True,
+        help="`gen`: a task's prompts' common prefix (the few-shot exemplars) prefilled once and its keys and values "
+        "reused by every question; the same tokens as without",
     )
     permute: str = arg(
         "none",
@@ -106,7 +114,7 @@ class EvalSettings:
     def __post_init__(self):
         """Every value in its domain, before anything loads (the machine is checked by models.loading)."""
         for name, low in (
-            ("batch_size", 1),
+            ("batch_size", 1) if self.batch_size != "auto" else ("batch_tokens", 0),
             ("batch_tokens", 0),
             ("prompt_max_tokens", 1),
             ("max_gen_toks", 1),

@@ -6,8 +6,9 @@ Same model (one load), same questions, same machine, same batch size:
           stock_hf   lm-eval's own HFLM.loglikelihood on the same model object
           plain      a one-forward letter scorer in a few lines: length-sorted left-padded batches,
                      logits_to_keep=1, the answer letters' logits gathered on the device
-    gen   medbench   MedbenchLM.generate_until with fast_gen (medbench/eval/generation/dynamic.py)
-    cot   stock_hf   lm-eval's HFLM.generate_until (HF generate on padded batches)
+    gen   medbench   MedbenchLM.generate_until through the engine (medbench/eval/generation/): a first call, with
+    cot              its graph capture, then a warm one; with --ablations also without graphs and without prefix sharing
+          stock_hf   lm-eval's HFLM.generate_until (HF generate on padded batches)
           study      the study's loop: one question at a time, HF generate, greedy, repetition_penalty
                      1.5, stopped by lm-eval's own stop-string criteria
 
@@ -32,11 +33,11 @@ from __future__ import annotations
 import copy
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 
-from medbench.eval.generation.lm import resolve_engine
 from medbench.records import provenance
 
 MODES = ("mc", "gen", "cot")
@@ -52,13 +53,12 @@ class EvalBenchOptions:
     baseline_limit: int | None = None  # questions per task for stock lm-eval (default: limit)
     study_limit: int | None = 20  # questions per task for the batch-1 study loop (0: skip)
     flip_sample: int = 50  # mc: seeded questions per task also scored at batch size 1 (0: skip)
-    batch_size: int = 64  # mc and the batched generators
+    batch_size: int = 64  # mc and stock lm-eval's generation
+    slots: int | str = "auto"  # gen/cot: the engine's slots (the batch_size setting of a run)
     device: str = "auto"
     attn_implementation: str = "auto"
     dtype: str = "auto"  # as the dtype setting
-    check_every: int = 8  # fastgen: tokens between stop checks
-    refill_below: float = 0.5  # fastgen: refill the batch when fewer than this fraction is left
-    static_engine: bool = False  # gen/cot: also the static-cache engine, beside the default one
+    ablations: bool = False  # gen/cot: also without CUDA graphs and without prefix sharing, on the same questions
 
 
 def _sync():
@@ -163,6 +163,7 @@ def bench_eval(opts: EvalBenchOptions, save=lambda result: None) -> dict:
     settings = EvalSettings(
         device=opts.device, batch_size=opts.batch_size, attn_implementation=opts.attn_implementation, dtype=opts.dtype
     )
+    gen_settings = replace(settings, batch_size=opts.slots)  # the engine's slots; mc and stock keep batch_size
     # Every refusal of `just eval` for each mode's run, before the load.
     prepared = {mode: _prepare(opts, mode, settings) for mode in opts.modes}
     spec = next(iter(prepared.values())).spec
@@ -199,11 +200,7 @@ def bench_eval(opts: EvalBenchOptions, save=lambda result: None) -> dict:
         "limit": opts.limit,
         "baseline_limit": opts.baseline_limit,
         "study_limit": opts.study_limit,
-        "fast_gen": {
-            "check_every": opts.check_every,
-            "refill_below": opts.refill_below,
-            "static_engine": opts.static_engine,
-        },
+        "slots": opts.slots,
         "settings": settings.as_dict(),
         "load_seconds": {
             "medbench": round(loaded.load_seconds, 2),
@@ -220,7 +217,7 @@ def bench_eval(opts: EvalBenchOptions, save=lambda result: None) -> dict:
             result["modes"]["mc"] = bench_mc(loaded, prepared[mode], opts, settings)
         else:
             result["modes"][mode] = {}
-            bench_gen(loaded, prepared[mode], opts, settings, result["modes"][mode], lambda: save(result))
+            bench_gen(loaded, prepared[mode], opts, gen_settings, result["modes"][mode], lambda: save(result))
         result["peak_rss_gib"] = provenance.peak_memory()["peak_rss_gib"]
         save(result)
     return result
@@ -437,7 +434,7 @@ def study_loop(model, tokenizer, prompts: list[list[int]], max_new: int, stops: 
 @torch.inference_mode()
 def top2_gap(model, prompt: list[int], prefix: list[int], penalty: float) -> float:
     """Gap between the two best penalized logits after prompt + prefix, batch 1 (how near a tie a difference was)."""
-    from medbench.eval.generation.rows import penalize
+    from medbench.eval.generation.runner import penalize
 
     device = next(model.parameters()).device
     seq = prompt + prefix
@@ -450,25 +447,30 @@ def top2_gap(model, prompt: list[int], prefix: list[int], penalty: float) -> flo
 
 def bench_gen(loaded, prepared, opts: EvalBenchOptions, settings, out: dict | None = None, save=lambda: None) -> dict:
     """`prepared`'s gen or cot run (medbench/eval/request.py), its prompts as a run renders them (chat template
-    and stop included). Fills `out` as it goes and calls `save()` after each measurement: a run cut short keeps
-    what it measured."""
+    and stop included): the engine's first call (graph capture and kernel selection included) and a second, warm
+    call on every question; with `ablations`, the same questions without CUDA graphs and without prefix sharing;
+    then stock lm-eval and the study's batch-1 loop on the first questions. Fills `out` as it goes and calls
+    `save()` after each measurement: a run cut short keeps what it measured."""
     from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
 
     from medbench.eval.generation.stop import StopChecker, eos_token_ids
     from medbench.prompts import chat as chat_templates
 
     model, tokenizer = loaded.model, loaded.tokenizer
-    ours = _fast_lm(loaded, prepared, opts, settings)
+    ours = _medbench_lm(loaded, prepared, settings)
     if prepared.chat.apply:
         chat_templates.require_template(tokenizer, opts.model)
     gen_kwargs = chat_templates.generation_kwargs(prepared.chat, tokenizer, prepared.mode, settings)
     instances = _instances(prepared, ours, opts.limit, gen_kwargs, settings.seed)
-    ours.generate_until(_short(instances), disable_tqdm=True)
+    with _Meter() as first:
+        ours.generate_until(instances, disable_tqdm=True)
+    first_stats = ours.fast_gen_stats[-1] if ours.fast_gen_stats else None
     with _Meter() as m:
         texts = ours.generate_until(instances, disable_tqdm=True)
-    ids = ours.last_generated_ids
-    methods = {"medbench": _gen_row(len(instances), m, sum(len(t) for t in ids.values()))}
-    methods["medbench"]["fast_gen"] = ours.fast_gen_stats
+    ids = dict(ours.last_generated_ids)
+    row = _gen_row(len(instances), m, sum(len(t) for t in ids.values()))
+    row.update(first_call_seconds=round(first.seconds, 3), engine=ours.fast_gen_stats[-1], first_call=first_stats)
+    methods = {"medbench": row}
     out = {} if out is None else out
     out.update(
         {
@@ -478,17 +480,29 @@ def bench_gen(loaded, prepared, opts: EvalBenchOptions, settings, out: dict | No
             "fallbacks": ours.fast_gen_fallbacks,
             "generation_kwargs": gen_kwargs,
             "chat": chat_templates.describe(prepared.chat, tokenizer),
-            # The engine a run here uses (`medbench` rows: the dynamic engine; --static-engine adds the other).
-            "run_engine": _run_engine(ours, settings),
+            "engine": dict(ours.gen_engine_used),
         }
     )
     save()
-    if opts.static_engine:
-        try:
-            _static_engine(loaded, prepared, instances, ids, opts, settings, out)
-        except Exception as e:  # an engine on trial: its failure is a finding, the methods measured above are kept
-            out["static_engine_error"] = f"{type(e).__name__}: {e}"[:2000]
-        save()
+    if opts.ablations:
+        for name, change in (
+            ("medbench_eager", {"gen_engine": "eager"}),
+            ("medbench_no_prefix", {"prefix_sharing": False}),
+        ):
+            variant = _medbench_lm(loaded, prepared, replace(settings, **change))
+            variant.generate_until(_short(instances), disable_tqdm=True)
+            with _Meter() as mv:
+                variant.generate_until(instances, disable_tqdm=True)
+            other = variant.last_generated_ids
+            methods[name] = _gen_row(len(instances), mv, sum(len(t) for t in other.values()))
+            methods[name].update(
+                engine=variant.fast_gen_stats[-1], speedup_of_medbench=round(mv.seconds / m.seconds, 2)
+            )
+            methods[name]["same_tokens_as_medbench"] = {
+                "questions": len(ids),
+                "different": sum(ids[i] != other[i] for i in ids),
+            }
+            save()
 
     baseline_n = opts.limit if opts.baseline_limit is None else opts.baseline_limit
     if baseline_n != 0:
@@ -499,17 +513,17 @@ def bench_gen(loaded, prepared, opts: EvalBenchOptions, settings, out: dict | No
         stock = _stock_generator(model, tokenizer, opts.batch_size, settings.prompt_max_tokens + budget)
         stock.generate_until(_short(subset), disable_tqdm=True)
         stock.generated_all = 0
-        with _Meter() as m:
+        with _Meter() as ms:
             stock_texts = stock.generate_until(subset, disable_tqdm=True)
         kept = sum(len(ids[index[id(inst)]]) for inst in subset)  # the same answers' tokens, where they agree
-        methods["stock_hf"] = _gen_row(len(subset), m, kept)
+        methods["stock_hf"] = _gen_row(len(subset), ms, kept)
         methods["stock_hf"]["generated_tokens_all"] = stock.generated_all
         differ = [k for k, inst in enumerate(subset) if stock_texts[k] != texts[index[id(inst)]]]
         out["same_text_as_stock_hf"] = {"questions": len(subset), "different": len(differ)}
         save()
-        ours_subset_seconds = _ours_on(loaded, prepared, subset, opts, settings)
-        methods["medbench_on_stock_questions"] = _gen_row(len(subset), ours_subset_seconds, kept)
-        out["speedup_over_stock_hf"] = round(m.seconds / ours_subset_seconds.seconds, 2)
+        ours_subset = _ours_on(loaded, prepared, subset, settings)
+        methods["medbench_on_stock_questions"] = _gen_row(len(subset), ours_subset, kept)
+        out["speedup_over_stock_hf"] = round(ms.seconds / ours_subset.seconds, 2)
         save()
 
     if opts.study_limit:
@@ -521,13 +535,13 @@ def bench_gen(loaded, prepared, opts: EvalBenchOptions, settings, out: dict | No
         max_new = kwargs.pop("max_gen_toks")
         prompts = ours._fast_gen_encode([inst.args[0] for inst in subset], max_new)
         study_loop(model, tokenizer, prompts[:1], 4, until, settings.repetition_penalty)  # warm-up
-        with _Meter() as m:
+        with _Meter() as mb:
             reference = study_loop(model, tokenizer, prompts, max_new, until, settings.repetition_penalty)
-        # generate keeps a token that completes a stop string; so does fastgen: cut both the same way
+        # generate keeps a token that completes a stop string; so does the engine: cut both the same way
         checker = StopChecker(tokenizer, until, eos_token_ids(model, tokenizer))
         cuts = [checker.stop_index(r, 0) for r in reference]
         reference = [r if cut is None else r[: cut + 1] for r, cut in zip(reference, cuts)]
-        methods["study"] = _gen_row(len(subset), m, sum(len(r) for r in reference))
+        methods["study"] = _gen_row(len(subset), mb, sum(len(r) for r in reference))
         differ, gaps = 0, []
         for k, inst in enumerate(subset):
             mine = ids[index[id(inst)]]
@@ -545,55 +559,146 @@ def bench_gen(loaded, prepared, opts: EvalBenchOptions, settings, out: dict | No
                 )
         out["same_tokens_as_study"] = {"questions": len(subset), "different": differ, "differences": gaps}
         save()
-        ours_subset = _ours_on(loaded, prepared, subset, opts, settings)
+        ours_subset = _ours_on(loaded, prepared, subset, settings)
         methods["medbench_on_study_questions"] = _gen_row(
             len(subset), ours_subset, sum(len(ids[index[id(i)]]) for i in subset)
         )
-        out["speedup_over_study"] = round(m.seconds / ours_subset.seconds, 2)
+        out["speedup_over_study"] = round(mb.seconds / ours_subset.seconds, 2)
     return out
 
 
-def _static_engine(loaded, prepared, instances: list, ids: dict, opts: EvalBenchOptions, settings, out: dict) -> None:
-    """The static-cache engine on the same questions: a first call (which compiles the decode step on CUDA) and a
-    second, timed call; its tokens against the default engine's, and its speed over it."""
-    lm = _fast_lm(loaded, prepared, opts, settings)
-    lm.fast_gen_engine = "static"
-    with _Meter() as first:
-        lm.generate_until(instances, disable_tqdm=True)
-    lm.fast_gen_stats = []
-    with _Meter() as m:
-        lm.generate_until(instances, disable_tqdm=True)
-    static_ids = lm.last_generated_ids
-    row = _gen_row(len(instances), m, sum(len(t) for t in static_ids.values()))
-    row["first_call_seconds"] = round(first.seconds, 3)
-    row["fast_gen"] = lm.fast_gen_stats
-    out["methods"]["medbench_static"] = row
-    differ = [i for i in ids if ids[i] != static_ids[i]]
-    out["static_same_tokens_as_dynamic"] = {"questions": len(ids), "different": len(differ)}
-    out["static_speedup_over_dynamic"] = round(out["methods"]["medbench"]["seconds"] / m.seconds, 2)
-
-
-def _run_engine(lm, settings) -> dict:
-    """The fast_gen engine a run with these settings uses on this model and device, and why."""
-    engine, why = resolve_engine(settings.gen_engine, lm.model, lm.device)
-    return {"engine": engine, "why": why}
-
-
-def _fast_lm(loaded, prepared, opts: EvalBenchOptions, settings):
-    """MedbenchLM as a run builds it, with fast_gen and the bench's two fast_gen knobs."""
+def _ours_on(loaded, prepared, subset: list, settings) -> _Meter:
     lm = _medbench_lm(loaded, prepared, settings)
-    lm.fast_gen = True
-    lm.fast_gen_engine = "dynamic"  # the `medbench` rows; --static-engine adds the static one beside them
-    lm.fast_gen_check_every, lm.fast_gen_refill_below = opts.check_every, opts.refill_below
-    return lm
-
-
-def _ours_on(loaded, prepared, subset: list, opts: EvalBenchOptions, settings) -> _Meter:
-    lm = _fast_lm(loaded, prepared, opts, settings)
     lm.generate_until(_short(subset), disable_tqdm=True)
     with _Meter() as m:
         lm.generate_until(subset, disable_tqdm=True)
     return m
+
+
+# --- the user's path, end to end -----------------------------------------------------------------------------
+
+
+def end_to_end(
+    model: str, variant: str, modes: tuple[str, ...], limit: int | None, stock_limit: int | None, batch_size: int
+) -> list[dict]:
+    """`medbench eval` as a user types it (its defaults), one process per mode: import, load, request building, graph
+    capture and every answer inside the wall time; beside it lm-eval's own command line with its `hf` model on the
+    same weights and tasks (the study's repetition penalty; `stock_limit` questions per task, 0: skipped)."""
+    import os
+    import shlex
+    import subprocess
+    import sys
+    import tempfile
+
+    from medbench import paths
+    from medbench.eval.request import task_names
+    from medbench.records.io import read_json
+
+    rows = []
+    for mode in modes:
+        prompt, task_mode = PROMPT_OF_MODE[mode]
+        with tempfile.TemporaryDirectory(prefix="medbench-e2e-") as tmp:
+            cmd = [sys.executable, "-m", "medbench.cli", "eval", model, variant, prompt, "--mode", task_mode]
+            cmd += ["--run-id", f"e2e-{mode}", "--quiet", *(["--limit", str(limit)] if limit else [])]
+            start = time.perf_counter()
+            done = subprocess.run(cmd, env={**os.environ, "MEDBENCH_RESULTS": tmp}, capture_output=True, text=True)
+            wall = time.perf_counter() - start
+            row = {"mode": mode, "method": "medbench", "command": shlex.join(["medbench", *cmd[3:]])}
+            row.update(returncode=done.returncode, wall_seconds=round(wall, 2))
+            record_path = Path(tmp) / "runs" / f"e2e-{mode}" / "record.json"
+            if done.returncode or not record_path.exists():
+                row["error"] = done.stderr[-2000:]
+            else:
+                record = read_json(record_path)
+                timing = record["timing"]
+                n = sum(t["n"] for t in record["tasks"])
+                row.update(
+                    questions=n,
+                    load_seconds=timing["load_seconds"],
+                    eval_seconds=timing["eval_seconds"],
+                    questions_per_second=round(n / wall, 2),
+                    generated_tokens=timing.get("generated_tokens"),
+                    generated_tokens_per_second=round(timing["generated_tokens"] / wall, 1)
+                    if timing.get("generated_tokens")
+                    else None,
+                    engine=timing.get("gen_engine"),
+                    model_source=record.get("model_source"),
+                    dtype=record.get("dtype"),
+                )
+            rows.append(row)
+        if stock_limit == 0 or "error" in row:
+            continue
+        with tempfile.TemporaryDirectory(prefix="medbench-e2e-stock-") as tmp:
+            tasks = ",".join(task_names(prompt, task_mode, []))
+            args = f"pretrained={row['model_source']},dtype={row['dtype']}"
+            cmd = [sys.executable, "-m", "lm_eval", "run", "--model", "hf", "--model_args", args, "--tasks", tasks]
+            cmd += ["--include_path", str(paths.tasks_dir()), "--batch_size", str(batch_size), "--output_path", tmp]
+            cmd += ["--gen_kwargs", "repetition_penalty=1.5"] if task_mode == "gen" else []
+            cmd += ["--limit", str(stock_limit)] if stock_limit else []
+            start = time.perf_counter()
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            wall = time.perf_counter() - start
+            stock = {"mode": mode, "method": "stock_lm_eval_hf", "command": shlex.join(["lm-eval", *cmd[3:]])}
+            stock.update(returncode=done.returncode, wall_seconds=round(wall, 2), limit=stock_limit)
+            if done.returncode:
+                stock["error"] = done.stderr[-2000:]
+            rows.append(stock)
+    return rows
+
+
+# --- fixed-length decode at a published shape ----------------------------------------------------------------
+
+
+@torch.inference_mode()
+def fixed_length_decode(shape: str, batches: list[int], prompt_tokens: int, new_tokens: int, rounds: int = 2) -> dict:
+    """Output tokens/s of the engine on a random-init model at a registry shape, every sequence generating exactly
+    `new_tokens` (no stop, EOS ignored: vLLM's throughput benchmark does the same), `rounds` x batch sequences of
+    `prompt_tokens` random prompt tokens per batch size, on one GPU in bf16. Speed does not depend on the weights'
+    values; the answers are noise."""
+    from transformers import AutoModelForCausalLM
+
+    from medbench.eval.generation.engine import generate
+    from medbench.eval.generation.sequence import GenerationRequest
+    from medbench.models.shapes import config_at_shape
+
+    config, _ = config_at_shape(shape)
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    with torch.device("cuda"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).eval()
+    build = time.perf_counter() - start
+    vocab = config.get_text_config().vocab_size if hasattr(config, "get_text_config") else config.vocab_size
+    generator = torch.Generator().manual_seed(0)
+    rows = []
+    for batch in batches:
+        prompts = torch.randint(10, vocab - 1, (rounds * batch, prompt_tokens), generator=generator).tolist()
+        requests = [GenerationRequest(p, new_tokens) for p in prompts]
+        torch.cuda.reset_peak_memory_stats()
+        with _Meter() as m:
+            tokens, stats = generate(model, _NoStops(), requests, slots=batch, ignore_eos=True)
+        assert all(len(t) == new_tokens for t in tokens)
+        rows.append(
+            {
+                "batch": batch,
+                "sequences": len(requests),
+                "seconds": round(m.seconds, 3),
+                "output_tokens": stats.generated_tokens,
+                "output_tokens_per_second": round(stats.generated_tokens / m.seconds, 1),
+                "decode_step_seconds": stats.as_dict()["decode_step_seconds"],
+                "peak_gpu_gib": m.peak_gib,
+                "engine": stats.as_dict(),
+            }
+        )
+    params = sum(p.numel() for p in model.parameters())
+    return {"shape": shape, "weights": "random", "params": params, "build_seconds": round(build, 2), "rows": rows}
+
+
+class _NoStops:
+    """A tokenizer stand-in for `generate` when nothing stops a sequence but its budget (no stop strings, no EOS)."""
+
+    pad_token_id = 0
+    eos_token_id = None
 
 
 def _gen_row(questions: int, meter: _Meter, tokens: int) -> dict:
@@ -637,13 +742,11 @@ def markdown_table(result: dict) -> str:
                 speed = {
                     "medbench_on_stock_questions": f"{r.get('speedup_over_stock_hf', 0):.2f}x stock_hf",
                     "medbench_on_study_questions": f"{r.get('speedup_over_study', 0):.2f}x study",
-                    "medbench_static": f"{r.get('static_speedup_over_dynamic', 0):.2f}x medbench",
-                }.get(name, "")
+                }.get(name, f"medbench {m['speedup_of_medbench']:.2f}x this" if "speedup_of_medbench" in m else "")
                 agree = {
                     "stock_hf": r.get("same_text_as_stock_hf"),
                     "study": r.get("same_tokens_as_study"),
-                    "medbench_static": r.get("static_same_tokens_as_dynamic"),
-                }.get(name)
+                }.get(name, m.get("same_tokens_as_medbench"))
                 what = "texts" if name == "stock_hf" else "token ids"
             same = "–" if agree is None else f"{agree['questions'] - agree['different']}/{agree['questions']} {what}"
             body.append(
@@ -661,6 +764,22 @@ def markdown_table(result: dict) -> str:
                 ]
             )
     lines = [table(header, body)]
+    if result.get("end_to_end"):
+        e2e = [
+            [
+                r["mode"],
+                r["method"],
+                r.get("questions", r.get("limit") and f"limit {r['limit']}/task") or "all",
+                num(r["wall_seconds"], ".1f"),
+                num(r.get("questions_per_second"), ".2f"),
+                num(r.get("generated_tokens_per_second"), ".0f"),
+                "failed" if r.get("returncode") else "",
+                f"`{r['command']}`",
+            ]
+            for r in result["end_to_end"]
+        ]
+        head = ["mode", "end to end", "questions", "wall s", "questions/s", "generated tok/s", "", "command"]
+        lines += ["", table(head, e2e)]
     load = result["load_seconds"]
     flips = result["modes"].get("mc", {}).get("batch1_flips")
     if flips:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 from medbench.errors import MedbenchError
@@ -65,23 +65,34 @@ class EvalBenchArguments:
         help="mc: a seeded sample of questions per task also scored at batch size 1, to "
         "count the answers batching flips (0 skips it)",
     )
-    batch_size: int = arg(64, help="questions per batch for every batched method")
+    batch_size: int = arg(64, help="questions per batch for mc and stock lm-eval's generation")
+    slots: str = arg("auto", help="gen/cot: the engine's slots, a number or auto (the batch_size setting of a run)")
     device: str = arg("auto", help="cuda where visible, else cpu")
     attn_implementation: str = arg(
         "auto",
         help="as the attn_implementation setting: flash_attention_2 where installed on a GPU, else sdpa; or name one",
     )
-    check_every: int = arg(8, help="fast_gen: generated tokens between two stop checks on the host")
-    refill_below: float = arg(0.5, help="fast_gen: refill the batch once fewer than this fraction of it is left")
     dtype: str = arg(
         "auto",
         help="as the dtype setting: bf16 on GPU, fp32 on CPU; float32 on a GPU shows which differences are bf16's",
     )
-    static_engine: bool = arg(
-        False,
-        help="gen/cot: also fast_gen's static-cache engine (medbench/eval/generation/static.py) on the same questions: "
-        "its first call (with compilation) and second call timed, its tokens compared with the default engine's",
+    ablations: bool = arg(
+        False, help="gen/cot: also the engine without CUDA graphs and without prefix sharing, on the same questions"
     )
+    end_to_end: bool = arg(
+        False,
+        help="also time `medbench eval` itself per mode, as a user types it (load and graph capture included), and "
+        "lm-eval's own CLI with its hf model beside it",
+    )
+    stock_limit: int | None = arg(
+        None, help="--end-to-end: questions per task for lm-eval's CLI (default: --limit; 0 skips it)"
+    )
+    decode_shape: str | None = arg(
+        None, help="instead: fixed-length decode throughput at this registry shape, random weights (e.g. qwen3-8b)"
+    )
+    decode_batches: str = arg("64,128,256", help="--decode-shape: comma-separated batch sizes")
+    decode_prompt: int = arg(256, help="--decode-shape: prompt tokens per sequence")
+    decode_new: int = arg(256, help="--decode-shape: new tokens per sequence (EOS ignored)")
 
 
 def make_parser(sub) -> None:
@@ -156,15 +167,34 @@ def bench_train(opts: TrainBenchArguments, out_dir: Path) -> int:
 def bench_eval(opts: EvalBenchArguments, out_dir: Path) -> int:
     from medbench.bench import eval as bench
     from medbench.bench.eval import markdown_table
+    from medbench.records import provenance
     from medbench.records.io import write_json
 
+    slots = int(opts.slots) if opts.slots.isdigit() else opts.slots
+    if slots != "auto" and slots < 1:
+        raise MedbenchError(f"--slots {opts.slots}: a whole number >= 1, or auto")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if opts.decode_shape:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise MedbenchError("--decode-shape builds a random model on the GPU: it needs CUDA")
+        batches = [int(b) for b in opts.decode_batches.split(",") if b.strip()]
+        result = bench.fixed_length_decode(opts.decode_shape, batches, opts.decode_prompt, opts.decode_new)
+        result.update(bench="decode", hardware=provenance.hardware(), versions=provenance.package_versions())
+        gpu = result["hardware"]["gpu"].replace(" ", "-")
+        path = out_dir / f"decode-{opts.decode_shape}-p{opts.decode_prompt}-n{opts.decode_new}-{gpu}.json"
+        write_json(path, result)
+        for row in result["rows"]:
+            print(f"batch {row['batch']}: {row['output_tokens_per_second']} output tokens/s")
+        print(f"wrote {path}")
+        return 0
     modes = tuple(m.strip() for m in opts.modes.split(",") if m.strip())
     unknown = sorted(set(modes) - set(bench.MODES))
     if unknown or not modes:
         raise MedbenchError(
             f"--modes: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(bench.MODES)}"
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
     chosen = "".join(f"-{value}" for value in (opts.attn_implementation, opts.dtype) if value != "auto")
     name = (
         f"eval-{opts.model.replace('/', '--')}-{'+'.join(modes)}{f'-limit{opts.limit}' if opts.limit else ''}"
@@ -176,13 +206,18 @@ def bench_eval(opts: EvalBenchArguments, out_dir: Path) -> int:
         return out_dir / f"{name}-{device}.json"
 
     # Written after every measurement: a run cut short (a device call's time limit) keeps what it measured.
+    kept = ("model", "variant", "limit", "baseline_limit", "study_limit", "flip_sample", "batch_size", "device")
+    kept += ("attn_implementation", "dtype", "ablations")
     result = bench.bench_eval(
-        bench.EvalBenchOptions(
-            **{f.name: getattr(opts, f.name) for f in fields(bench.EvalBenchOptions) if f.name != "modes"},
-            modes=modes,
-        ),
+        bench.EvalBenchOptions(**{k: getattr(opts, k) for k in kept}, modes=modes, slots=slots),
         save=lambda result: write_json(path(result), result),
     )
+    if opts.end_to_end:
+        stock_limit = opts.limit if opts.stock_limit is None else opts.stock_limit
+        result["end_to_end"] = bench.end_to_end(
+            opts.model, opts.variant, modes, opts.limit, stock_limit, opts.batch_size
+        )
+        write_json(path(result), result)
     print(markdown_table(result))
     print(f"wrote {path(result)}")
     return 0

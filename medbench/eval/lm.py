@@ -4,7 +4,7 @@ Stock `HFLM` computes logits over the whole vocabulary (262k for Gemma 3) at eve
 When every continuation of a context is a single token (answer letters " A" … " E"), one forward
 pass with `logits_to_keep=1` gives all of that context's choices; measured on 2 CPU cores this
 is ~3.6× faster. Everything else (batching order, multi-token continuations, metrics) stays
-lm-eval's; greedy generation goes through medbench/eval/generation/dynamic.py (the `fast_gen` setting, mixed
+lm-eval's; greedy generation goes through medbench/eval/generation/ (the `fast_gen` setting, mixed
 in below), whose answers reach the response cache as stock `generate_until`'s do.
 
 Prompts longer than `prompt_max_tokens` (the study's 3,500) are truncated from the left, so the
@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from medbench.errors import MedbenchError
 from medbench.eval.generation.lm import (
-    FastGenerationMixin,  # generation: medbench/eval/generation/dynamic.py (the fast_gen setting)
+    FastGenerationMixin,  # generation: medbench/eval/generation/ (the fast_gen setting)
 )
 from medbench.prompts import templates
 
@@ -35,6 +35,7 @@ templates.install()
 # H200 (results/bench/sdpa-width-check-NVIDIA-H200.json and canaries): bf16 rounding moved a letter's
 # log-probability by up to 0.35 (the AWQ 270M's canary: 0.27), while the faulty kernel moved it by 8.6
 # to 12.4; 1.0 lies between the two.
+MC_ROWS = 8  # `batch_size=auto` for mc: rows per forward pass at least (batch_tokens may give more)
 CANARY_TOLERANCE = {"float32": 1e-3, "bfloat16": 1.0, "float16": 0.5}
 
 
@@ -84,12 +85,15 @@ class MedbenchLM(FastGenerationMixin, HFLM):
         return cls(
             pretrained=loaded.model,
             tokenizer=loaded.tokenizer,
-            batch_size=settings.batch_size,
+            # lm-eval's own `auto` probes memory by trial; ours: 8 rows (and batch_tokens) for mc, slots for gen.
+            batch_size=settings.batch_size if isinstance(settings.batch_size, int) else MC_ROWS,
+            gen_slots=settings.batch_size,
             device=loaded.device,
             prompt_max_tokens=settings.prompt_max_tokens,
             fast_mc=settings.fast_mc,
             fast_gen=settings.fast_gen,
             gen_engine=settings.gen_engine,
+            prefix_sharing=settings.prefix_sharing,
             batch_tokens=settings.batch_tokens,
             canary_size=settings.canary,
             fixed_shapes=settings.fixed_shapes,

@@ -1,16 +1,28 @@
-"""lm-eval's `generate_until` through fast greedy generation (medbench/eval/generation/dynamic.py): MedbenchLM's mixin."""
+"""lm-eval's `generate_until` through the engine (medbench/eval/generation/engine.py): MedbenchLM's mixin.
+
+Every request a run makes goes into one engine call, whatever task it belongs to: the decode step stays full across
+task boundaries, and each answer still lands in its own task's results (lm-eval keeps the request order). Requests
+that ask for anything but greedy decoding with a repetition penalty go to stock lm-eval, and so does everything when
+`fast_gen` is off. Prompts are encoded and truncated, and answers decoded and cut at their stop strings, exactly as
+stock `generate_until` does; each answer reaches the cache hook (the run's response cache,
+medbench/eval/response_cache.py) as soon as its sequence finishes, so an interrupted run keeps it.
+"""
 
 from __future__ import annotations
 
 import sys
 import time
 
-from medbench.eval.generation.dynamic import generate_greedy
-from medbench.eval.generation.static import generate_greedy_static
+import torch
 
-ENGINES = ("dynamic", "static")
+from medbench.eval.generation.engine import generate, graphs_refusal
+from medbench.eval.generation.sequence import GenerationRequest
 
+ENGINES = ("auto", "graphs", "eager")
 SUPPORTED_GEN_KWARGS = {"do_sample", "repetition_penalty", "temperature"}
+MAX_AUTO_SLOTS = 256  # the most slots `batch_size=auto` takes; an explicit batch size may take more
+CPU_SLOTS = 8  # `batch_size=auto` on a CPU, where a wider step costs its width in time
+MEMORY_SHARE = 0.5  # of the GPU memory free after the load, what `batch_size=auto` gives the slots
 
 
 def unsupported_processors(model, repetition_penalty: float) -> list[str]:
@@ -32,64 +44,69 @@ def unsupported_processors(model, repetition_penalty: float) -> list[str]:
     return [type(p).__name__ for p in processors if type(p).__name__ != "RepetitionPenaltyLogitsProcessor"]
 
 
-def static_engine_refusal(model, device) -> str | None:
-    """Why `gen_engine=auto` keeps the dynamic engine for this model, or None. The static engine's gain is its
-    compiled, graphed decode step, which transformers' generate grants only a compileable model on a GPU."""
-    if not str(device).startswith("cuda"):
-        return "not on CUDA (generate compiles the decode step on a GPU only)"
-    if hasattr(model, "get_base_model"):
-        return "a PEFT adapter on the model"
-    if getattr(model, "hf_quantizer", None) is not None or getattr(model, "is_loaded_in_4bit", False):
-        return "a quantized model"
-    if not getattr(model, "_can_compile_fullgraph", False):
-        return f"{type(model).__name__} is not marked compileable by transformers"
-    if len(set((getattr(model, "hf_device_map", None) or {}).values())) > 1:
-        return "a model sharded across devices"
-    return None
-
-
-def resolve_engine(setting: str, model, device) -> tuple[str, str]:
-    """(engine, why) for the gen_engine setting on this model and device."""
-    if setting in ENGINES:
-        return setting, "the gen_engine setting"
-    if setting != "auto":
-        raise ValueError(f"gen_engine {setting!r}: choose from auto, {', '.join(ENGINES)}")
-    refusal = static_engine_refusal(model, device)
-    return ("dynamic", f"auto: {refusal}") if refusal else ("static", "auto: compileable, one GPU")
-
-
 def _base_generation_config(model) -> dict:
     config = getattr(model, "generation_config", None)
     return config.to_diff_dict() if config is not None else {}
 
 
-class FastGenerationMixin:
-    """`generate_until` through `generate_greedy` for lm-eval's HF model (MedbenchLM mixes it in before HFLM).
+def resolve_engine(setting: str, model, device) -> tuple[str, str]:
+    """(engine, why) for the gen_engine setting on this model and device: `graphs` replays the decode step as a
+    CUDA graph, `eager` launches it from Python each step."""
+    if setting not in ENGINES:
+        raise ValueError(f"gen_engine {setting!r}: choose from {', '.join(ENGINES)}")
+    if setting != "auto":
+        return setting, "the gen_engine setting"
+    refusal = graphs_refusal(model, torch.device(str(device)))
+    return ("eager", f"auto: {refusal}") if refusal else ("graphs", "auto: one CUDA device")
 
-    Requests are grouped by task, as MedbenchLM batches its scoring (a task's numbers do not depend
-    on what ran beside it), and within a task by their generation arguments, as stock lm-eval groups
-    them; a group that asks for anything but greedy decoding with a repetition penalty goes to stock
-    lm-eval, and so does everything when `fast_gen` is off. Prompts are encoded, truncated and the
-    answers decoded and cut at the stop strings exactly as stock `generate_until` does, and each
-    answer is reported to the cache hook as stock reports it (the response cache stores it as it is
-    computed: medbench/eval/response_cache.py).
-    """
+
+def kv_bytes_per_token(model) -> int:
+    """Bytes of keys and values one token takes in every layer, from the model's config and dtype."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    dtype = next(model.parameters()).dtype
+    size = dtype.itemsize if dtype.is_floating_point else 2
+    return 2 * config.num_hidden_layers * heads * head_dim * size
+
+
+def auto_slots(model, device, requests: list[GenerationRequest]) -> int:
+    """`batch_size=auto` for generation: on a GPU, as many slots as half the free memory holds (each a KV cache of
+    the run's longest prompt plus budget, and a row of logits), at most MAX_AUTO_SLOTS; on a CPU, CPU_SLOTS."""
+    if torch.device(str(device)).type != "cuda":
+        return CPU_SLOTS
+    free, _ = torch.cuda.mem_get_info(torch.device(str(device)))
+    cache_len = max(len(r.prompt) + r.budget for r in requests)
+    vocab = model.get_output_embeddings().weight.shape[0]
+    per_slot = cache_len * kv_bytes_per_token(model) + 16 * vocab  # fp32 logits, their penalized copy, seen ids
+    return max(1, min(MAX_AUTO_SLOTS, int(MEMORY_SHARE * free // per_slot)))
+
+
+class FastGenerationMixin:
+    """`generate_until` through the engine for lm-eval's HF model (MedbenchLM mixes it in before HFLM)."""
 
     fast_gen_check_every = 8
-    fast_gen_refill_below = 0.5
+    fast_gen_refill_fraction = 0.125
     fast_gen_prefill_tokens = 32768
 
-    def __init__(self, *args, fast_gen: bool = True, gen_engine: str = "auto", **kwargs):
+    def __init__(
+        self,
+        *args,
+        fast_gen: bool = True,
+        gen_engine: str = "auto",
+        prefix_sharing: bool = True,
+        gen_slots: int | str | None = None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.fast_gen = fast_gen
-        # "dynamic" (fastgen.py: rows leave and join, eager forward), "static" (fastgen_static.py: fixed-shape,
-        # compiled decode steps) or "auto" (static where generate compiles it: static_engine_refusal). On an H200
-        # the static engine ran 5-task cot 13.65x faster than the dynamic one (1.9x with its compilation), with
-        # the same tokens in fp32 (results/bench/eval-gemma3-270m-cot-*.json).
+        # The decode step's slots: the batch size, or `auto` (auto_slots); None: lm-eval's batch size.
+        self.gen_slots = gen_slots
         self.fast_gen_engine = gen_engine
+        self.prefix_sharing = prefix_sharing
         self.gen_engine_used: dict[str, str] = {}  # engine -> why it was chosen, for the record
-        self.fast_gen_stats: list[dict] = []  # one entry per group generated here
-        self.fast_gen_fallbacks: list[str] = []  # why a group went to stock lm-eval
+        self.fast_gen_stats: list[dict] = []  # one entry per engine call
+        self.fast_gen_fallbacks: list[str] = []  # why requests went to stock lm-eval
         self.last_generated_ids: dict[int, list[int]] = {}  # request index -> kept token ids (the bench compares)
 
     def generate_until(self, requests, disable_tqdm: bool = False):
@@ -99,78 +116,90 @@ class FastGenerationMixin:
         if not self.fast_gen or self.backend != "causal" or self.think_end_token is not None:
             return super().generate_until(requests, disable_tqdm)
         self.last_generated_ids = {}
-        groups: dict[tuple[str, str], list[int]] = {}
-        for i, req in enumerate(requests):
-            key = (str(getattr(req, "task_name", "")), repr(sorted(req.args[1].items())))
-            groups.setdefault(key, []).append(i)
         results: list = [None] * len(requests)
-        eos = self.tok_decode(self.eot_token_id, skip_special_tokens=False)
         quiet = disable_tqdm or not getattr(self, "progress", True) or self.rank != 0
-        pbar = tqdm(total=len(requests), disable=quiet, desc="Generating (fast_gen)")
-        for _, indices in sorted(groups.items()):
-            gen_kwargs = requests[indices[0]].args[1]
-            kwargs = normalize_gen_kwargs(gen_kwargs, self.max_gen_toks)
+        pbar = tqdm(total=len(requests), disable=quiet, desc="Generating")
+        eos = self.tok_decode(self.eot_token_id, skip_special_tokens=False)
+        by_penalty: dict[float, list[tuple[int, int, list[str]]]] = {}  # penalty -> (request, budget, stops)
+        for i, req in enumerate(requests):
+            kwargs = normalize_gen_kwargs(req.args[1], self.max_gen_toks)
             until = handle_stop_sequences(kwargs.pop("until", None), eos=eos)
-            max_gen_toks = kwargs.pop("max_gen_toks")
+            budget = kwargs.pop("max_gen_toks")
             penalty = float(kwargs.get("repetition_penalty", 1.0))
             reason = self._fast_gen_refusal(kwargs, penalty)
             if reason:
                 self.fast_gen_fallbacks.append(reason)
-                print(f"medbench: fast_gen: {reason}: {len(indices)} requests go to stock lm-eval", file=sys.stderr)
-                for i, text in zip(indices, super().generate_until([requests[i] for i in indices], disable_tqdm)):
-                    results[i] = text
-                    pbar.update(1)
+                print(f"medbench: fast_gen: {reason}: request {i} goes to stock lm-eval", file=sys.stderr)
+                (results[i],) = super().generate_until([req], disable_tqdm=True)
+                pbar.update(1)
                 continue
-            contexts = [requests[i].args[0] for i in indices]
-            prompts = self._fast_gen_encode(contexts, max_gen_toks)
-            start = time.perf_counter()
-            engine = self._engine()
-            tokens, stats = self._fast_gen_run(prompts, max_gen_toks, until, penalty, pbar.update, engine)
-            if hasattr(self, "generate_seconds"):  # MedbenchLM's counters for the record
-                self.generate_seconds += time.perf_counter() - start
-                self.generated_tokens += stats.generated_tokens
-            entry = {"requests": len(indices), "max_gen_toks": max_gen_toks, "engine": engine, **stats.as_dict()}
-            self.fast_gen_stats.append(entry)
-            for i, context, toks in zip(indices, contexts, tokens):
-                self.last_generated_ids[i] = toks
-                text = postprocess_generated_text(self.tok_decode(toks), until, None)
+            by_penalty.setdefault(penalty, []).append((i, budget, until))
+        for penalty, entries in by_penalty.items():
+            prompts: dict[int, list[int]] = {}
+            for budget in {b for _, b, _ in entries}:
+                members = [i for i, b, _ in entries if b == budget]
+                prompts.update(zip(members, self._fast_gen_encode([requests[i].args[0] for i in members], budget)))
+            batch = [
+                GenerationRequest(prompts[i], b, tuple(until), str(getattr(requests[i], "task_name", "")))
+                for i, b, until in entries
+            ]
+
+            def on_finish(k: int, tokens: list[int], entries=entries) -> None:
+                i, _, until = entries[k]
+                text = postprocess_generated_text(self.tok_decode(tokens), until, None)
                 results[i] = text
-                self.cache_hook.add_partial("generate_until", (context, requests[i].args[1]), text)
+                self.last_generated_ids[i] = tokens
+                self.cache_hook.add_partial("generate_until", (requests[i].args[0], requests[i].args[1]), text)
+                pbar.update(1)
+
+            self._fast_gen_run(batch, penalty, on_finish)
         pbar.close()
         return results
 
-    def _engine(self) -> str:
-        """The engine for this model (the gen_engine setting, `auto` resolved), noted with its reason."""
+    def _fast_gen_run(self, batch: list[GenerationRequest], penalty: float, on_finish) -> None:
         engine, why = resolve_engine(self.fast_gen_engine, self.model, self.device)
         self.gen_engine_used.setdefault(engine, why)
-        return engine
+        slots = self.gen_slots if self.gen_slots is not None else self.batch_size
+        if not isinstance(slots, int):
+            slots = auto_slots(self.model, self.device, batch)
+        attention = self.model.config._attn_implementation
+        if attention not in ("sdpa", "eager"):
+            # The engine's per-slot masks are for sdpa and eager; generation switches to sdpa and back.
+            self.model.set_attn_implementation("sdpa")
+        start = time.perf_counter()
+        try:
+            stats = self._generate(batch, penalty, slots, engine, on_finish)
+        finally:
+            if attention not in ("sdpa", "eager"):
+                self.model.set_attn_implementation(attention)
+        if hasattr(self, "generate_seconds"):  # MedbenchLM's counters for the record
+            self.generate_seconds += time.perf_counter() - start
+            self.generated_tokens += stats.generated_tokens
+        entry = {"requests": len(batch), "engine": engine, "attention": self.model.config._attn_implementation}
+        if attention not in ("sdpa", "eager"):
+            entry["attention"] = f"sdpa (the model's {attention} switched for generation)"
+        self.fast_gen_stats.append({**entry, **stats.as_dict()})
 
-    def _fast_gen_run(
-        self, prompts: list[list[int]], max_gen_toks: int, until: list[str], penalty: float, progress, engine: str
-    ):
-        common = {
-            "repetition_penalty": penalty,
-            "batch_size": self.batch_size if isinstance(self.batch_size, int) else 8,
-            "check_every": self.fast_gen_check_every,
-            "pad_token_id": self.tokenizer.pad_token_id,
-            "autocast_dtype": self.mixed_precision_dtype,
-            "progress": progress,
-        }
-        if engine == "static":
-            return generate_greedy_static(self.model, self.tokenizer, prompts, max_gen_toks, until, **common)
-        return generate_greedy(
+    def _generate(self, batch: list[GenerationRequest], penalty: float, slots: int, engine: str, on_finish):
+        _, stats = generate(
             self.model,
             self.tokenizer,
-            prompts,
-            max_gen_toks,
-            until,
-            refill_below=self.fast_gen_refill_below,
+            batch,
+            repetition_penalty=penalty,
+            slots=slots,
+            check_every=self.fast_gen_check_every,
+            refill_fraction=self.fast_gen_refill_fraction,
             prefill_tokens=self.fast_gen_prefill_tokens,
-            **common,
+            prefix_min=64 if self.prefix_sharing else 10**9,
+            graphs="auto" if engine == "graphs" else "off",
+            pad_token_id=self.tokenizer.pad_token_id,
+            autocast_dtype=self.mixed_precision_dtype,
+            on_finish=on_finish,
         )
+        return stats
 
     def _fast_gen_refusal(self, kwargs: dict, penalty: float) -> str | None:
-        """Why stock lm-eval must answer these arguments, or None when generate_greedy reproduces them."""
+        """Why stock lm-eval must answer these arguments, or None when the engine reproduces them."""
         extra = sorted(set(kwargs) - SUPPORTED_GEN_KWARGS)
         if extra:
             return f"generation arguments {', '.join(extra)}"

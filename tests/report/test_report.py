@@ -16,6 +16,7 @@ from medbench.report import summary
 from medbench.report.build import ReportError, build_report, replace_readme_block, summary_rows
 from medbench.report.compare import compare_tasks, comparisons, most_significant
 from medbench.report.reference import load_paper, weighted_average
+from tests.run_folders import write_run
 
 EXAMS = ("doctor", "nurse", "pharm", "dentist")
 README = "# medbench\n\nintro\n\n<!-- results:start -->\n(no results yet)\n<!-- results:end -->\n\n## After\ntail\n"
@@ -27,103 +28,6 @@ OUTPUTS = (
     "accuracy_vs_params.png",
     "accuracy_vs_params.svg",
 )
-
-
-def write_run(
-    results,
-    run_id,
-    scores,
-    *,
-    model="gemma3-270m",
-    variant="base",
-    prompt="zeroshot",
-    mode="mc",
-    params_b=0.27,
-    drop=(),
-):
-    """A run folder as medbench.eval.runner writes it. scores: {exam: [(doc id, 0/1), ...]}; exam 'usmle' is MedQA."""
-    run_dir = results / "runs" / run_id
-    run_dir.mkdir(parents=True)
-    metric = "acc" if mode == "mc" else "exact_match"
-    suffix = {"mc": "", "gen": "_gen"}[mode] if prompt == "zeroshot" else f"_{prompt}"
-    tasks = []
-    for exam, answers in scores.items():
-        dataset = "medqa" if exam == "usmle" else "kormedmcqa"
-        name = f"medbench_{dataset}_{exam}{suffix}"
-        samples = [
-            {
-                "doc_id": i,
-                "doc": {"id": doc_id, "dataset": dataset, "exam": exam, "answer": "A", "question": "q", "options": []},
-                "target": 0,
-                "arguments": [["prompt", {}]],
-                "resps": [["A"]],
-                "filtered_resps": ["A" if score else "B"],
-                "filter": "none",
-                "metrics": [metric],
-                metric: float(score),
-            }
-            for i, (doc_id, score) in enumerate(answers)
-        ]
-        io.write_samples(io.samples_path(run_dir, name), samples)
-        n, correct = len(answers), sum(s for _, s in answers)
-        tasks.append(
-            {
-                "task": name,
-                "dataset": dataset,
-                "exam": exam,
-                "metric": metric,
-                "n": n,
-                "correct": correct,
-                "accuracy": correct / n,
-                "stderr": 0.05,
-                "ci95_low": 0.0,
-                "ci95_high": 1.0,
-                "ci_method": "wilson",
-                "invalid": 0,
-                "invalid_rate": 0.0,
-                "truncated_prompts": 0,
-            }
-        )
-    record = {
-        "run_id": run_id,
-        "created": "2025-01-01T00:00:00",
-        "model": model,
-        "model_source": "test",
-        "params_b": params_b,
-        "weights": "real",
-        "variant": variant,
-        "prompt": prompt,
-        "mode": mode,
-        "limit": None,
-        "sample": None,
-        "settings": {},
-        "generation_kwargs": None,
-        "adapter": None,
-        "quantization": None,
-        "device": "cpu",
-        "dtype": "float32",
-        "attn_implementation": "sdpa",
-        "sanity_perplexity": None,
-        "tasks": tasks,
-        "kormedmcqa_average": None,
-        "timing": {
-            "load_seconds": 1.0,
-            "eval_seconds": 2.0,
-            "questions_per_second": 3.5,
-            "responses_per_second": 9.0,
-            "generated_tokens": 0,
-            "generated_tokens_per_second": None,
-        },
-        "memory": {"peak_gib": 1.25},
-        "responses": {"computed": 0, "from_cache": 0},
-        "versions": {},
-        "git_sha": "abc",
-        "hardware": {"gpu": None},
-    }
-    for key in drop:
-        del record[key]
-    (run_dir / "record.json").write_text(json.dumps(record, indent=2))
-    return run_dir
 
 
 def exam_scores(rng, n_per_exam, p):

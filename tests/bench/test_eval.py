@@ -10,7 +10,7 @@ from medbench.cli.bench import EvalBenchArguments, bench_eval
 def test_bench_eval_compares_every_method_on_the_same_questions(tiny_gemma_dir, results_dir, capsys):
     torch.set_num_threads(1)  # tiny matrices: a second thread on a shared 2-core machine only waits
     opts = EvalBenchArguments(
-        model=str(tiny_gemma_dir), modes="mc,gen", limit=1, study_limit=1, batch_size=4, static_engine=True
+        model=str(tiny_gemma_dir), modes="mc,gen", limit=1, study_limit=1, batch_size=4, slots="3", ablations=True
     )
     assert bench_eval(opts, results_dir / "bench") == 0
     (path,) = (results_dir / "bench").glob("eval-*-mc+gen-limit1-b4-cpu-*.json")
@@ -26,16 +26,15 @@ def test_bench_eval_compares_every_method_on_the_same_questions(tiny_gemma_dir, 
     assert gen["same_text_as_stock_hf"] == {"questions": 5, "different": 0}
     assert gen["same_tokens_as_study"]["different"] == 0 and gen["same_tokens_as_study"]["questions"] == 5
     assert gen["methods"]["medbench"]["generated_tokens"] > 0 and gen["speedup_over_study"] > 0
-    # The static-cache engine: timed on its second call, the same tokens as the default engine (fp32).
-    assert gen["static_same_tokens_as_dynamic"] == {"questions": 5, "different": 0}
-    static = gen["methods"]["medbench_static"]
-    assert static["generated_tokens"] == gen["methods"]["medbench"]["generated_tokens"]
-    assert static["first_call_seconds"] > 0 and static["fast_gen"][0]["rounds"] >= 1
-    assert {e["engine"] for e in gen["methods"]["medbench"]["fast_gen"]} == {"dynamic"}
-    assert {e["engine"] for e in static["fast_gen"]} == {"static"}
-    assert gen["run_engine"]["engine"] == "dynamic" and "not on CUDA" in gen["run_engine"]["why"]  # auto, on CPU
+    # The engine: a first and a warm call; the ablations (eager, no prefix sharing) give the same tokens (fp32).
+    ours = gen["methods"]["medbench"]
+    assert ours["first_call_seconds"] > 0 and ours["engine"]["slots"] == 3 and ours["engine"]["admissions"] >= 2
+    for name in ("medbench_eager", "medbench_no_prefix"):
+        assert gen["methods"][name]["same_tokens_as_medbench"] == {"questions": 5, "different": 0}
+        assert gen["methods"][name]["generated_tokens"] == ours["generated_tokens"]
+    assert gen["engine"] == {"eager": "auto: not on CUDA"}
     assert record["device"].startswith("cpu") and record["load_seconds"]["medbench"] > 0
     table = capsys.readouterr().out
     assert "0 of 5 letters differ" in table
-    assert "| gen | medbench_static | 5 |" in table and "5/5 token ids" in table
+    assert "| gen | medbench_eager | 5 |" in table and "5/5 token ids" in table
     assert "| mc | plain | 5 |" in table and "5/5 token ids" in table and "5/5 texts" in table

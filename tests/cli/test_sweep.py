@@ -201,7 +201,7 @@ def test_report_merges_before_it_reads(tmp_path, monkeypatch):
 
 # --- SLURM: the commands each node runs (stubs for srun, scontrol, just and docker; nothing is launched) ----
 
-SLURM = Path(__file__).resolve().parents[1] / "scripts" / "slurm"
+SLURM = Path(__file__).resolve().parents[2] / "scripts" / "slurm"
 
 
 def _stubs(tmp_path, nodes=2):
@@ -301,7 +301,7 @@ def test_slurm_job_array_runs_one_shard_per_task(tmp_path):
 
 
 def test_slurm_scripts_pass_shellcheck():
-    from test_container import tool
+    from tests.test_container import tool
 
     run = subprocess.run(
         [tool("shellcheck"), *map(str, sorted(SLURM.glob("*.sbatch")))], capture_output=True, text=True, check=False

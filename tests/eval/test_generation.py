@@ -1,4 +1,4 @@
-"""Fast greedy generation (medbench/eval/generation/dynamic.py) against batch-1 `model.generate`, token for token, in fp32.
+"""The generation engine (medbench/eval/generation/) against batch-1 `model.generate`, token for token, in fp32.
 
 The reference is what the study's loop and lm-eval at batch size 1 run: `generate` on one unpadded
 prompt, greedy, repetition_penalty 1.5, stopped by lm-eval's own stop-string criteria. The tiny
@@ -11,9 +11,10 @@ from lm_eval.models.utils_hf import stop_sequences_criteria
 from lm_eval.tasks import TaskManager
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from medbench.eval.generation.dynamic import generate_greedy
+from medbench.eval.generation.engine import generate
 from medbench.eval.generation.lm import unsupported_processors
-from medbench.eval.generation.static import generate_greedy_static
+from medbench.eval.generation.scheduler import common_prefix
+from medbench.eval.generation.sequence import GenerationRequest
 from medbench.eval.generation.stop import StopChecker
 from medbench.eval.lm import MedbenchLM
 from medbench.paths import tasks_dir
@@ -74,42 +75,24 @@ def stops_that_fire(tiny):
     return free, stops
 
 
-@pytest.mark.parametrize("batch_size,check_every,refill_below", [(6, 8, 0.5), (4, 3, 0.9), (2, 1, 0.0), (1, 2, 1.0)])
-def test_same_tokens_as_batch1_generate(tiny, stops_that_fire, batch_size, check_every, refill_below):
+def run(model, tok, prompts, stops, budget=BUDGET, penalty=1.5, **kwargs):
+    requests = [GenerationRequest(p, budget, tuple(stops)) for p in prompts]
+    return generate(model, tok, requests, repetition_penalty=penalty, **kwargs)
+
+
+@pytest.mark.parametrize("slots,check_every,refill_fraction", [(6, 8, 0.125), (4, 3, 0.5), (2, 1, 0.0), (1, 2, 1.0)])
+def test_same_tokens_as_batch1_generate(tiny, stops_that_fire, slots, check_every, refill_fraction):
     model, tok, prompts = tiny
     _, stops = stops_that_fire
     expected = batch1_generate(model, tok, prompts, stops)
     lengths = sorted({len(e) for e in expected})
     assert len(lengths) >= 3 and lengths[0] < BUDGET  # stops fire, at different steps: the case that matters
-    got, stats = generate_greedy(
-        model,
-        tok,
-        prompts,
-        BUDGET,
-        stops,
-        repetition_penalty=1.5,
-        batch_size=batch_size,
-        check_every=check_every,
-        refill_below=refill_below,
-    )
+    got, stats = run(model, tok, prompts, stops, slots=slots, check_every=check_every, refill_fraction=refill_fraction)
     assert got == expected
     assert stats.generated_tokens == sum(len(e) for e in expected)
-    if batch_size == 4:  # queued prompts joined the running batch (its all-padding columns dropped first)
-        assert stats.joins > 0
-
-
-def test_caches_that_cannot_take_new_rows_prefill_survivors_again(tiny, stops_that_fire, monkeypatch):
-    from medbench.eval.generation import dynamic as fastgen
-
-    model, tok, prompts = tiny
-    _, stops = stops_that_fire
-    expected = batch1_generate(model, tok, prompts, stops)
-    monkeypatch.setattr(fastgen, "layer_kinds", lambda cache: None)
-    got, stats = generate_greedy(
-        model, tok, prompts, BUDGET, stops, repetition_penalty=1.5, batch_size=4, check_every=3, refill_below=0.9
-    )
-    assert got == expected
-    assert stats.rounds > 2 and stats.joins == 0  # survivors went back to the queue with what they generated
+    assert stats.slots == slots and stats.cache_len == max(len(p) for p in prompts) + BUDGET
+    if slots < len(prompts):  # waiting prompts took the slots finished ones left
+        assert stats.admissions > 1
 
 
 def test_eos_and_budget_and_no_penalty(tiny, stops_that_fire):
@@ -120,7 +103,7 @@ def test_eos_and_budget_and_no_penalty(tiny, stops_that_fire):
     try:
         for penalty in (1.5, 1.0):
             expected = batch1_generate(model, tok, prompts, ["<eos>"], budget=25, penalty=penalty)
-            got, _ = generate_greedy(model, tok, prompts, 25, ["<eos>"], repetition_penalty=penalty, batch_size=3)
+            got, _ = run(model, tok, prompts, ["<eos>"], budget=25, penalty=penalty, slots=3)
             assert got == expected
             if penalty == 1.5:
                 assert len(got[1]) == 10 and got[1][-1] == free[1][9]
@@ -131,11 +114,53 @@ def test_eos_and_budget_and_no_penalty(tiny, stops_that_fire):
 def test_prefill_split_by_rows_changes_nothing(tiny, stops_that_fire):
     model, tok, prompts = tiny
     _, stops = stops_that_fire
-    whole, _ = generate_greedy(model, tok, prompts, BUDGET, stops, repetition_penalty=1.5, batch_size=6)
-    split, _ = generate_greedy(
-        model, tok, prompts, BUDGET, stops, repetition_penalty=1.5, batch_size=6, prefill_tokens=20
-    )
+    whole, _ = run(model, tok, prompts, stops, slots=6)
+    split, _ = run(model, tok, prompts, stops, slots=6, prefill_tokens=20)
     assert split == whole
+
+
+def test_one_queue_for_requests_of_several_tasks(tiny, stops_that_fire):
+    """Budgets, stops and groups differ per request (several tasks in one call): each gets its batch-1 tokens."""
+    model, tok, prompts = tiny
+    _, stops = stops_that_fire
+    plan = [(p, (BUDGET, 9, 17)[i % 3], stops[: 1 + i % 2], f"task{i % 2}") for i, p in enumerate(prompts)]
+    expected = [batch1_generate(model, tok, [p], list(s), budget=b)[0] for p, b, s, _ in plan]
+    finished = []
+    got, stats = generate(
+        model,
+        tok,
+        [GenerationRequest(p, b, tuple(s), g) for p, b, s, g in plan],
+        repetition_penalty=1.5,
+        slots=3,
+        on_finish=lambda i, tokens: finished.append((i, list(tokens))),
+    )
+    assert got == expected
+    assert sorted(finished) == sorted(enumerate(expected))  # each answer reported once, as it finished
+
+
+def test_a_shared_prefix_is_prefilled_once_and_changes_no_token(tiny):
+    model, tok, _ = tiny
+    shots = "Question: which organ pumps blood? A. liver B. heart C. lung\nAnswer: B\n\n" * 3
+    questions = ["Question: what filters blood?\nAnswer:", "Question: where is bile made?\nAnswer:", "Q: x?\nA:"]
+    prompts = [tok(shots + q)["input_ids"] for q in questions]
+    expected = batch1_generate(model, tok, prompts, ["\n\n"])
+    for slots in (3, 2):
+        requests = [GenerationRequest(p, BUDGET, ("\n\n",), "task") for p in prompts]
+        got, stats = generate(model, tok, requests, repetition_penalty=1.5, slots=slots, prefix_min=16)
+        assert got == expected
+        shared = common_prefix(prompts)
+        # The prefix once, then every prompt token that was not read from it (a padded row recomputes a few).
+        assert shared >= 16 and stats.prefill_tokens + stats.shared_prefix_tokens == shared + sum(map(len, prompts))
+        assert stats.shared_prefix_tokens >= shared * (len(prompts) - 1)
+
+
+def test_eager_attention_masks_give_the_same_tokens(tiny_gemma_dir, stops_that_fire):
+    model = AutoModelForCausalLM.from_pretrained(tiny_gemma_dir, dtype=torch.float32, attn_implementation="eager")
+    tok = AutoTokenizer.from_pretrained(tiny_gemma_dir)
+    prompts = [tok(t)["input_ids"] for t in TEXTS]
+    _, stops = stops_that_fire
+    got, _ = run(model.eval(), tok, prompts, stops, slots=4)
+    assert got == batch1_generate(model, tok, prompts, stops)
 
 
 def test_stop_checker_skips_only_windows_that_cannot_stop(tiny):
@@ -167,17 +192,22 @@ def test_only_the_repetition_penalty_is_taken(tiny):
         model.generation_config.no_repeat_ngram_size = None
 
 
-def test_generate_until_fast_equals_stock_and_batch1(tiny):
-    """The whole lm-eval path on the zero-shot generative tasks: the answers' text is the same three ways."""
-    model, tok, _ = tiny
-    names = ["medbench_kormedmcqa_doctor_gen", "medbench_medqa_usmle_gen"]
+def _zero_shot_requests(names: list[str], limit: int, budget: int) -> list:
+    """lm-eval's requests of some zero-shot generative tasks, with the study's setting as the runner passes it."""
     tasks = TaskManager(include_path=str(tasks_dir()), include_defaults=False).load(names)["tasks"]
     requests = []
     for name in names:
-        tasks[name].build_all_requests(limit=3, rank=0, world_size=1)
+        tasks[name].build_all_requests(limit=limit, rank=0, world_size=1)
         requests += tasks[name].instances
-    for r in requests:  # the study's setting, as the runner passes it
-        r.arguments = (r.arguments[0], {**r.arguments[1], "repetition_penalty": 1.5, "max_gen_toks": 12})
+    for r in requests:
+        r.arguments = (r.arguments[0], {**r.arguments[1], "repetition_penalty": 1.5, "max_gen_toks": budget})
+    return requests
+
+
+def test_generate_until_fast_equals_stock_and_batch1(tiny):
+    """The whole lm-eval path on the zero-shot generative tasks: the answers' text is the same three ways."""
+    model, tok, _ = tiny
+    requests = _zero_shot_requests(["medbench_kormedmcqa_doctor_gen", "medbench_medqa_usmle_gen"], 3, 12)
     fast = MedbenchLM(pretrained=model, tokenizer=tok, batch_size=4, device="cpu")
     stock = MedbenchLM(pretrained=model, tokenizer=tok, batch_size=4, device="cpu", fast_gen=False)
     one = MedbenchLM(pretrained=model, tokenizer=tok, batch_size=1, device="cpu", fast_gen=False)
@@ -246,97 +276,31 @@ def test_fast_answers_reach_the_response_cache_as_stock_ones(tiny, tiny_gemma_di
     def no_generation(*args, **kwargs):
         raise AssertionError("a cached answer was generated again")
 
-    monkeypatch.setattr(fastgen_lm, "generate_greedy", no_generation)
+    monkeypatch.setattr(fastgen_lm, "generate", no_generation)
     lm = MedbenchLM(pretrained=model, tokenizer=tok, batch_size=2, device="cpu", progress=False)
     assert CachedLM(lm, stores["fast"]).generate_until(_chat_requests(lm, 12)) == answers["fast"][:3]
     for store in stores.values():
         store.close()
 
 
-@pytest.mark.parametrize("batch_size,check_every", [(6, 8), (4, 3), (1, 1)])
-def test_static_engine_same_tokens_as_batch1_generate(tiny, stops_that_fire, batch_size, check_every):
-    """The static-cache engine (fixed batch rows, one StaticCache for every round, a filler row where the
-    last round is short) gives batch-1 `generate`'s tokens, stops firing at different steps."""
-    model, tok, prompts = tiny
-    _, stops = stops_that_fire
-    expected = batch1_generate(model, tok, prompts, stops)
-    got, stats = generate_greedy_static(
-        model, tok, prompts, BUDGET, stops, repetition_penalty=1.5, batch_size=batch_size, check_every=check_every
-    )
-    assert got == expected
-    assert stats.generated_tokens == sum(len(e) for e in expected)
-    assert stats.rounds == -(-len(prompts) // batch_size)
-
-
-def test_static_engine_eos_budget_and_no_penalty(tiny, stops_that_fire):
-    model, tok, prompts = tiny
-    free, _ = stops_that_fire
-    eos_before = model.generation_config.eos_token_id
-    model.generation_config.eos_token_id = [eos_before, free[1][9]]
-    try:
-        for penalty in (1.5, 1.0):
-            expected = batch1_generate(model, tok, prompts, ["<eos>"], budget=25, penalty=penalty)
-            got, _ = generate_greedy_static(
-                model, tok, prompts, 25, ["<eos>"], repetition_penalty=penalty, batch_size=4
-            )
-            assert got == expected
-    finally:
-        model.generation_config.eos_token_id = eos_before
-
-
-def test_generate_until_static_engine_equals_stock(tiny):
-    model, tok, _ = tiny
-    names = ["medbench_kormedmcqa_doctor_gen"]
-    tasks = TaskManager(include_path=str(tasks_dir()), include_defaults=False).load(names)["tasks"]
-    tasks[names[0]].build_all_requests(limit=4, rank=0, world_size=1)
-    requests = tasks[names[0]].instances
-    for r in requests:
-        r.arguments = (r.arguments[0], {**r.arguments[1], "repetition_penalty": 1.5, "max_gen_toks": 12})
-    static = MedbenchLM(pretrained=model, tokenizer=tok, batch_size=3, device="cpu")
-    static.fast_gen_engine = "static"
-    stock = MedbenchLM(pretrained=model, tokenizer=tok, batch_size=1, device="cpu", fast_gen=False)
-    assert static.generate_until(requests) == stock.generate_until(requests)
-    assert static.fast_gen_stats[0]["rounds"] == 2 and static.fast_gen_stats[0]["engine"] == "static"
-    assert static.gen_engine_used == {"static": "the gen_engine setting"}
-    static.fast_gen_engine = "paged"
-    with pytest.raises(ValueError, match="choose from auto, dynamic, static"):
-        static.generate_until(requests)
-
-
-def test_gen_engine_auto_is_static_only_where_generate_compiles_it(tiny):
-    """`auto` picks the static engine for a plain compileable transformers model on one GPU, and says why not
-    anywhere else (on CPU a run stays on the dynamic engine, and the record names it)."""
-    from medbench.eval.generation.lm import resolve_engine, static_engine_refusal
+def test_gen_engine_auto_graphs_only_on_one_cuda_device(tiny):
+    """`auto` replays the decode step as a CUDA graph on one GPU and says why not anywhere else; on CPU a run
+    decodes eagerly and the record names it."""
+    from medbench.eval.generation.lm import resolve_engine
 
     model, tok, _ = tiny
-    assert static_engine_refusal(model, "cuda:0") is None  # Gemma 3 is marked compileable by transformers
-    assert resolve_engine("auto", model, "cuda:0") == ("static", "auto: compileable, one GPU")
-    assert resolve_engine("auto", model, "cpu") == (
-        "dynamic",
-        "auto: not on CUDA (generate compiles the decode step on a GPU only)",
-    )
-    assert resolve_engine("dynamic", model, "cuda:0") == ("dynamic", "the gen_engine setting")
-
-    class Quantized(torch.nn.Module):
-        hf_quantizer = object()
-        _can_compile_fullgraph = True
+    assert resolve_engine("auto", model, "cuda:0") == ("graphs", "auto: one CUDA device")
+    assert resolve_engine("auto", model, "cpu") == ("eager", "auto: not on CUDA")
+    assert resolve_engine("eager", model, "cuda:0") == ("eager", "the gen_engine setting")
 
     class Sharded(torch.nn.Module):
-        _can_compile_fullgraph = True
         hf_device_map = {"model.layers.0": 0, "lm_head": 1}
 
-    class Remote(torch.nn.Module):
-        pass
-
-    class Adapter(torch.nn.Module):
-        def get_base_model(self):
-            return model
-
-    assert "quantized" in static_engine_refusal(Quantized(), "cuda")
-    assert "sharded" in static_engine_refusal(Sharded(), "cuda:0")
-    assert "not marked compileable" in static_engine_refusal(Remote(), "cuda")
-    assert "PEFT" in static_engine_refusal(Adapter(), "cuda")
-
-    lm = MedbenchLM(pretrained=model, tokenizer=tok, batch_size=2, device="cpu")  # gen_engine: auto
-    assert lm.fast_gen_engine == "auto" and lm._engine() == "dynamic"
-    assert lm.gen_engine_used == {"dynamic": "auto: not on CUDA (generate compiles the decode step on a GPU only)"}
+    assert resolve_engine("auto", Sharded(), "cuda:0") == ("eager", "auto: a model sharded across devices")
+    with pytest.raises(ValueError, match="choose from auto, graphs, eager"):
+        resolve_engine("static", model, "cpu")
+    lm = MedbenchLM(pretrained=model, tokenizer=tok, batch_size=2, device="cpu")
+    requests = _zero_shot_requests(["medbench_medqa_usmle_gen"], 2, 6)
+    lm.generate_until(requests)
+    assert lm.gen_engine_used == {"eager": "auto: not on CUDA"}
+    assert lm.fast_gen_stats[0]["graphs"] is False and lm.fast_gen_stats[0]["graphs_reason"] == "graphs=off"

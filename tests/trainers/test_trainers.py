@@ -22,7 +22,7 @@ from medbench.models.variants import load_variants
 from medbench.options import to_argv
 from medbench.records.io import RecordError, claim_dir
 from medbench.settings import EvalSettings
-from trainers import launch, profile, sft, sft_data, timing
+from trainers import launch, sft, sft_data, timing
 from trainers.arguments import parse_args
 from trainers.config import (
     DEEPSPEED_DIR,
@@ -85,9 +85,6 @@ def test_mix_sources_and_eval_split():
     assert sum(s["rows"] for s in eval_sources) == 1059
     with pytest.raises(DataError, match="unknown mix 'all'"):
         sft_data.train_dataset("all")
-
-
-# --- methods as data --------------------------------------------------------------------------------
 
 
 def test_methods_carry_the_reference_arguments():
@@ -180,9 +177,6 @@ def test_refusals_come_before_anything_loads(monkeypatch, argv, message):
         sft.train(parse_args(argv))
 
 
-# --- DeepSpeed --------------------------------------------------------------------------------------
-
-
 @pytest.mark.parametrize("name", ["zero2", "zero3"])
 def test_deepspeed_configs_agree_with_every_method(name):
     ds = load_deepspeed(DEEPSPEED_DIR / f"{name}.json")
@@ -221,9 +215,6 @@ def test_contradicting_deepspeed_config_is_refused_with_the_mismatch(tmp_path, m
     assert deepspeed_mismatches(good, load_method("lora").training, 2) == []
     (mismatch,) = deepspeed_mismatches(good, load_method("lora").training, 1)
     assert mismatch == "train_batch_size=16 but 1 GPU(s) x per_device_train_batch_size x gradient_accumulation_steps=8"
-
-
-# --- launch -----------------------------------------------------------------------------------------
 
 
 def test_launch_uses_accelerate_for_several_gpus():
@@ -284,9 +275,6 @@ def test_multinode_launch_passes_accelerates_own_arguments():
 def test_bad_multinode_arguments_are_refused_before_launch(argv, message):
     with pytest.raises(TrainError, match=message):
         launch.command(parse_args(["m", "full", *argv]), [])
-
-
-# --- training on CPU --------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -516,91 +504,6 @@ def test_force_deletes_only_a_training_run(tmp_path):
     (run / "checkpoint-1").mkdir()
     claim(run, {"model": "m"}, force=True)
     assert not (run / "checkpoint-1").exists() and (run / "train_config.json").exists()
-
-
-# --- bench train (the GPU runs themselves are in results/bench/) --------------------------------------
-
-
-def test_bench_configurations_are_checked_before_anything_runs():
-    from medbench.bench import train as bench
-
-    assert bench.parse_config("full") == ("full", 1) and bench.parse_config("lora@4") == ("lora", 4)
-    for bad, message in (
-        ("ful", "unknown bench configuration 'ful'"),
-        ("full@x", "GPU count"),
-        ("reference@2", "reference loop runs on one GPU"),
-    ):
-        with pytest.raises(TrainError, match=re.escape(message)):
-            bench.parse_config(bad)
-    for method, extra in bench.CONFIGS.values():  # every configuration is a valid `just train` command
-        assert method in method_names()
-        args = parse_args(["m", method, *extra])
-        profile.training_arguments(load_method(method), args)
-
-
-def test_bench_continues_only_a_record_of_the_same_run(tmp_path):
-    from medbench.bench import train as bench
-
-    run = {"model": "/m", "weights": "random", "steps": 30, "gpu": "H100", "git_sha": "abc", "versions": {"trl": "1"}}
-    path = tmp_path / "train.json"
-    assert bench._resumable(path, run) is None
-    path.write_text(json.dumps({**run, "configs": {"full@1": {"tokens_per_second": 1}}}))
-    assert bench._resumable(path, run)["configs"] == {"full@1": {"tokens_per_second": 1}}
-    for key, other in (("steps", 40), ("git_sha", "def"), ("versions", {"trl": "2"}), ("gpu", "H200")):
-        assert bench._resumable(path, {**run, key: other}) is None, key
-
-
-def test_bench_ratios_and_table():
-    from medbench.bench import train as bench
-
-    def row(tps, gib):
-        return {
-            "tokens_per_second": tps,
-            "peak_gpu_gib": gib,
-            "mean_tokens_per_step": 1000,
-            "median_step_seconds": 0.5,
-            "mfu": 0.01,
-        }
-
-    result = {
-        "configs": {
-            "reference@1": row(20000, 40.0),
-            "full@1": row(4000, 10.0),
-            "lora@1": row(5000, 5.0),
-            "full@2": row(7000, 9.0),
-            "qlora@1": {"error": "exit 1"},
-        }
-    }
-    result["ratios"] = bench.ratios({k: v for k, v in result["configs"].items() if "error" not in v})
-    assert result["ratios"]["lora@1"] == {
-        "tokens_per_second_over_full": 1.25,
-        "peak_gpu_gib_over_full": 0.5,
-        "tokens_per_second_over_reference": 0.25,
-        "peak_gpu_gib_over_reference": 0.125,
-    }
-    assert result["ratios"]["full@2"]["tokens_per_second_over_full"] == 1.75
-    assert "tokens_per_second_over_full" not in result["ratios"]["full@1"]
-    lines = bench.table(result).splitlines()
-    assert lines[2].split() == ["full@1", "4000", "1000", "0.500", "1.00", "10.00", "-", "0.2"]
-    assert lines[-1].split() == ["qlora@1", "exit", "1"]
-
-
-@pytest.mark.parametrize(
-    "argv, message",
-    [
-        (["train", "--configs", "full,ful"], "unknown bench configuration 'ful'"),
-        (["train", "--model", "/no/such/model"], "not a model directory"),
-        (["train"], "needs a CUDA GPU"),
-    ],
-)
-def test_bench_train_refuses_before_building_anything(monkeypatch, capsys, argv, message):
-    from medbench.cli import main
-    from medbench.models import shapes
-
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(shapes, "save_random_model", lambda *a, **k: pytest.fail("built a model"))
-    assert main(["bench", *argv]) == 2
-    assert message in capsys.readouterr().err
 
 
 def claim(directory, config, force):

@@ -8,7 +8,7 @@ import pytest
 from medbench import paths
 from medbench.cli import console
 from medbench.records.reader import ReportError, load_runs
-from tests.test_report import write_run
+from tests.run_folders import write_run
 
 
 def test_named_harmless_messages_are_dropped_and_others_kept(caplog):
