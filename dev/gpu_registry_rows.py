@@ -244,16 +244,13 @@ def main(argv=None) -> Path:
     write_json(
         out,
         {
-            "created": prov["created"],
             "device": gpu,
             "weights": "random",
             "tasks": list(TASKS),
             "questions_per_task": args.questions,
             "batch_size": args.batch_size,
             "wall_seconds": round(time.perf_counter() - started, 1),
-            "versions": prov["versions"],
-            "git_sha": prov["git_sha"],
-            "hardware": prov["hardware"],
+            **prov,
             "rows": rows,
         },
     )

@@ -114,7 +114,7 @@ def machine() -> dict:
         "gpu_count": torch.cuda.device_count(),
         "hardware": provenance.hardware(),
         "versions": provenance.package_versions(),
-        "git_sha": provenance.git_sha(),
+        **provenance.code_state(),
     }
 
 

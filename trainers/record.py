@@ -166,10 +166,7 @@ def build_record(
         "deepspeed": deepspeed_record(trainer, plan.ds_path, plan.ds_config) if plan.use_deepspeed else None,
         "notes": plan.notes,
         "loss_curve": "loss_curve.png" if curve else None,
-        "versions": prov["versions"],
-        "git_sha": prov["git_sha"],
-        "git_dirty": prov["git_dirty"],
-        "hardware": prov["hardware"],
+        **{k: v for k, v in prov.items() if k != "created"},
     }
 
 

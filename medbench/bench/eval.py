@@ -209,7 +209,7 @@ def bench_eval(opts: EvalBenchOptions, save=lambda result: None) -> dict:
         "modes": {},
         "hardware": hardware,
         "versions": provenance.package_versions(),
-        "git_sha": provenance.git_sha(),
+        **provenance.code_state(),
         "data_files": {k: v for p in prepared.values() for k, v in p.config["identity"]["data"].items()},
     }
     for mode in opts.modes:

@@ -47,7 +47,7 @@ def bench_quant(shape: str, batch: int, seq: int, repeats: int) -> dict:
         "repeats": repeats,
         "gpu": torch.cuda.get_device_name(0),
         "versions": provenance.package_versions(),
-        "git_sha": provenance.git_sha(),
+        **provenance.code_state(),
     }
     with tempfile.TemporaryDirectory() as tmp:
         path = save_random_model(shape, Path(tmp) / shape)

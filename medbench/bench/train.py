@@ -202,7 +202,7 @@ def bench_train(model_dir: str, parsed: list[tuple[str, int]], steps: int, out_p
         "gpu": torch.cuda.get_device_name(0),
         "hardware": provenance.hardware(),
         "versions": provenance.package_versions(),
-        "git_sha": provenance.git_sha(),
+        **provenance.code_state(),
         "definition": {
             "reference": "plain PyTorch: fp32 weights, fused AdamW, bf16 autocast, sdpa, batch 8 x "
             "512 random tokens, no gradient checkpointing, no DeepSpeed",

@@ -22,6 +22,7 @@ COMMANDS = (
     "report",
     "merge",
     "compare",
+    "verify",
     "consistency",
     "bench",
     "quantize-awq",

@@ -28,7 +28,12 @@ class RunOptions:
     tasks: str = arg("", help="comma-separated: kormedmcqa_doctor,…,kormedmcqa,medqa_usmle,medqa (default: all)")
     limit: int | None = arg(None, help="the first N questions of each task (smoke runs)")
     sample: int | None = arg(None, help="a seeded random sample of N questions per task")
-    run_id: str | None = arg(None, help="results/runs/<run-id>; re-running an id resumes it")
+    run_id: str | None = arg(
+        None, help="results/runs/<run-id>; re-running an id resumes it (default: a name and a hash of the arguments)"
+    )
+    checkpoint: str | None = arg(
+        None, help="full/lora/qlora: the folder in checkpoints/ to load (another seed or profile; default MODEL-METHOD)"
+    )
     force: bool = arg(False, help="discard the run id's cached answers and start again")
     batch_size: int | None = arg(None, help="questions per forward pass (default 8)")
     chat: str | None = arg(
@@ -103,6 +108,7 @@ def request(opts: RunOptions, model: str, variant: str, prompt: str):
         limit=opts.limit,
         sample=opts.sample,
         run_id=opts.run_id,
+        checkpoint=opts.checkpoint,
         force=opts.force,
         settings=EvalSettings.from_overrides(overrides),
         progress=console.progress_enabled(level),

@@ -1,67 +1,103 @@
-"""The vendored data's checksums: `just data` checks every file in full; each evaluation and training
-checks the files it reads (verify_splits), through a hash cache so a run pays milliseconds."""
+"""The vendored data's checksums: `just data` checks every file in full; each evaluation and training checks the files
+it reads (verify_splits), through the hash cache (medbench/hashing.py) so a run pays milliseconds.
+
+Two lists: data/SHA256SUMS beside the files, and the same list pinned in the package
+(medbench/data/pinned_sha256sums.txt). A file edited together with its line in data/SHA256SUMS verifies against the
+first and not the second: such data is refused by `just data`, and a run on it records `data_pinned: false`, which
+the report marks.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import time
 from collections.abc import Iterable
 from pathlib import Path
 
 from medbench.data.loader import DataError, Source, hub_dir, source_path
-from medbench.paths import cache_dir, data_dir
+from medbench.hashing import HashCache, file_sha256
+from medbench.paths import data_dir
+
+PINNED = Path(__file__).with_name("pinned_sha256sums.txt")
+# Folders under data/ that hold no vendored file: `just data --from-hub` copies, and the provenance notes.
+NOT_VENDORED = ("hub",)
+DOCUMENTS = ("SHA256SUMS", "PROVENANCE.md")
 
 
-def verify_checksums(root: Path | None = None) -> list[str]:
-    """Check every file listed in data/SHA256SUMS; returns the files checked, raises on a mismatch."""
-    root = root or data_dir()
-    sums = root / "SHA256SUMS"
-    checked = []
-    for name, (expected, line_no) in expected_sums(root).items():
-        path = root / name
-        if not path.exists():
-            raise DataError(f"{sums}:{line_no}: {name} is missing")
-        # In full, never from the hash cache: `just data` is the check that trusts nothing.
-        actual = hashlib.sha256(path.read_bytes()).hexdigest()
-        if actual != expected:
-            raise DataError(f"{sums}:{line_no}: {name} has sha256 {actual}, expected {expected}: the file changed")
-        checked.append(name)
-    return checked
-
-
-# --- verification at every run -----------------------------------------------------------------------
-
-HASH_CACHE = "data_sha256.json"  # under MEDBENCH_CACHE: {absolute path: {size, mtime_ns, ctime_ns, ino, sha256}}
-# A file changed less than this long before it was hashed may change again within the same timestamp
-# tick unseen (git's "racily clean" files): its hash is not remembered.
-RACY_SECONDS = 1.0
+def parse_sums(path: Path) -> dict[str, tuple[str, int]]:
+    """{file relative to the data folder: (sha256, line)} of a sha256sum listing."""
+    if not path.exists():
+        raise DataError(f"{path} is missing; restore the vendored data (git checkout data/) and run `just data`")
+    out = {}
+    for line_no, line in enumerate(path.read_text().splitlines(), start=1):
+        if line.strip():
+            try:
+                expected, name = line.split(maxsplit=1)
+            except ValueError:
+                raise DataError(f"{path}:{line_no}: not a `SHA256  FILE` line") from None
+            out[name.strip().removeprefix("./")] = (expected, line_no)
+    return out
 
 
 def expected_sums(root: Path | None = None) -> dict[str, tuple[str, int]]:
     """{file relative to the data folder: (sha256, line of SHA256SUMS)}."""
+    return parse_sums((root or data_dir()) / "SHA256SUMS")
+
+
+def pinned_sums() -> dict[str, str]:
+    return {name: sha for name, (sha, _) in parse_sums(PINNED).items()}
+
+
+def vendored_files(root: Path) -> list[str]:
+    """Every file under the data folder that should be listed (hub copies and the two documents aside)."""
+    return sorted(
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.is_file() and p.relative_to(root).parts[0] not in NOT_VENDORED and p.name not in DOCUMENTS
+    )
+
+
+def verify_checksums(root: Path | None = None) -> list[str]:
+    """Check every file listed in data/SHA256SUMS in full, that no vendored file is unlisted, and that the list is the
+    one pinned in the package; returns the files checked, raises on any difference."""
     root = root or data_dir()
     sums = root / "SHA256SUMS"
-    if not sums.exists():
-        raise DataError(f"{sums} is missing; restore the vendored data (git checkout data/) and run `just data`")
-    out = {}
-    for line_no, line in enumerate(sums.read_text().splitlines(), start=1):
-        if line.strip():
-            expected, name = line.split(maxsplit=1)
-            out[name.strip().removeprefix("./")] = (expected, line_no)
-    return out
+    listed = expected_sums(root)
+    unlisted = sorted(set(vendored_files(root)) - set(listed))
+    if unlisted:
+        raise DataError(
+            f"{', '.join(unlisted)}: in {root} but not in {sums}; medbench reads only data it can verify: remove the "
+            f"file, or list it (and pin it in {PINNED.name}) if it belongs to the benchmark"
+        )
+    pinned = pinned_sums()
+    checked = []
+    for name, (expected, line_no) in listed.items():
+        path = root / name
+        if not path.exists():
+            raise DataError(f"{sums}:{line_no}: {name} is missing")
+        actual = file_sha256(path)  # in full, never from the hash cache: the check that trusts nothing
+        if actual != expected:
+            raise DataError(f"{sums}:{line_no}: {name} has sha256 {actual}, expected {expected}: the file changed")
+        if pinned.get(name) != expected:
+            raise DataError(
+                f"{sums}:{line_no}: {name} is listed with sha256 {expected}, but the package pins "
+                f"{pinned.get(name, 'no such file')}: the file and its checksum line were changed together. "
+                f"Restore the vendored data (git checkout data/)"
+            )
+        checked.append(name)
+    if missing := sorted(set(pinned) - set(listed)):
+        raise DataError(f"{sums}: {', '.join(missing)} missing from the list the package pins; restore data/")
+    return checked
 
 
 def verify_splits(splits: Iterable[tuple[str, str | None, str]], prefer_hub: bool | None = None) -> dict[str, str]:
     """{file relative to the data folder: sha256} of the files these (dataset, exam, split) are read from.
 
-    Each vendored file is checked against SHA256SUMS and a mismatch refused, naming the file and
-    `just data`. Hub copies (data/hub/, written by `just data --from-hub`) are in no SHA256SUMS:
-    they are hashed, so the record still says exactly what was read. Hashes are cached by each
-    file's size, mtime, ctime and inode, so a run pays milliseconds unless a file changed; ctime
-    moves on every write, even one that restores the old mtime.
+    Each vendored file is checked against SHA256SUMS and a mismatch refused, naming the file and `just data`; a
+    file SHA256SUMS does not list is refused too. Hub copies (data/hub/, written by `just data --from-hub`) are in no
+    list: they are hashed, so the record still says exactly what was read (data_matches_pinned says whether every
+    file read is one the package pins).
     """
+    import os
+
     if prefer_hub is None:
         prefer_hub = os.environ.get("MEDBENCH_PREFER_HUB") == "1"
     root = data_dir()
@@ -71,7 +107,7 @@ def verify_splits(splits: Iterable[tuple[str, str | None, str]], prefer_hub: boo
         if path not in paths:
             paths.append(path)
     expected = None
-    cache = _HashCache()
+    cache = HashCache()
     out = {}
     for path in paths:
         name = _relative(path, root)
@@ -95,54 +131,14 @@ def verify_splits(splits: Iterable[tuple[str, str | None, str]], prefer_hub: boo
     return out
 
 
+def data_matches_pinned(files: dict[str, str]) -> bool:
+    """Whether every file a run read is a vendored file with the sha256 the package pins."""
+    pinned = pinned_sums()
+    return bool(files) and all(pinned.get(name) == sha for name, sha in files.items())
+
+
 def _relative(path: Path, root: Path) -> str:
     try:
         return path.resolve().relative_to(root.resolve()).as_posix()
     except ValueError:
         return str(path)
-
-
-class _HashCache:
-    """sha256 of files, remembered by (size, mtime_ns, ctime_ns, inode); only a cache: unreadable means empty."""
-
-    def __init__(self):
-        self.path = cache_dir() / HASH_CACHE
-        try:
-            self.entries = json.loads(self.path.read_text())
-            if not isinstance(self.entries, dict):
-                self.entries = {}
-        except (OSError, ValueError):
-            self.entries = {}
-        self.changed = False
-
-    def sha256(self, path: Path) -> str:
-        key = str(path.resolve())
-        st = path.stat()
-        stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "ino": st.st_ino}
-        entry = self.entries.get(key)
-        if (
-            isinstance(entry, dict)
-            and all(entry.get(k) == v for k, v in stamp.items())
-            and isinstance(entry.get("sha256"), str)
-        ):
-            return entry["sha256"]
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
-        if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > RACY_SECONDS * 1e9:
-            self.entries[key] = {**stamp, "sha256": digest.hexdigest()}
-            self.changed = True
-        return digest.hexdigest()
-
-    def save(self) -> None:
-        if not self.changed:
-            return
-        entries = {k: v for k, v in self.entries.items() if Path(k).exists()}
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(entries, indent=1, sort_keys=True))
-            tmp.replace(self.path)
-        except OSError:  # a read-only or full cache folder costs time, never the run
-            tmp.unlink(missing_ok=True)

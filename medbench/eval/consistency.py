@@ -253,7 +253,7 @@ def check_consistency(
         "prompt_differences": merge_differences({e: v["prompt_differences"] for e, v in per_exam.items()}),
         "per_exam": per_exam,
         "versions": provenance.package_versions(),
-        "git_sha": provenance.git_sha(),
+        **provenance.code_state(),
     }
     path = results_dir / "consistency" / f"{spec.alias}-{subset}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

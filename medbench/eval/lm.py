@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 
+import lm_eval.evaluator as lm_eval_evaluator
 import torch
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
@@ -29,6 +30,17 @@ from medbench.eval.generation.lm import (
 from medbench.prompts import templates
 
 templates.install()
+
+
+def _commit_of_this_code() -> str | None:
+    from medbench.records import provenance
+
+    return provenance.code_state()["git_sha"]
+
+
+# lm-eval asks `git describe` in the current folder for its results.json (and lets git print "fatal: not a git
+# repository" where there is none); the commit of medbench's own code, read quietly, goes there instead.
+lm_eval_evaluator.get_git_commit_hash = _commit_of_this_code
 
 # Largest |batched - alone| letter log-probability allowed by the canary, per compute dtype: fp32
 # differs by summation order only; bf16 batching changes rounding of whole activations. Measured on an

@@ -7,6 +7,8 @@ data (verified against SHA256SUMS) and a cache whose weights, data or versions c
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +48,7 @@ class RunRequest:
     limit: int | None = None
     sample: int | None = None  # a seeded sample of this many questions per task (the demo)
     run_id: str | None = None
+    checkpoint: str | None = None  # a fine-tuned variant's folder under checkpoints/ (default <alias>-<method>)
     force: bool = False
     settings: EvalSettings = field(default_factory=EvalSettings)
     progress: bool = True  # progress bars (off with --quiet)
@@ -96,20 +99,34 @@ def task_names(prompt: str, mode: str, wanted: list[str]) -> list[str]:
 
 
 def default_run_id(req: RunRequest, mode: str) -> str:
-    parts = [req.model.replace("/", "--"), req.variant, req.prompt, mode]
-    if req.tasks:
-        parts.append("+".join(req.tasks))
-    if req.limit is not None:
-        parts.append(f"limit{req.limit}")
-    if req.sample is not None:
-        parts.append(f"sample{req.sample}")
-    if req.settings.chat != "auto":
-        parts.append(f"chat{req.settings.chat}")
-    if req.settings.thinking:
-        parts.append("thinking")
-    # A model given as a path names its run by the path (as before), made a valid run id.
-    run_id = "".join(c if io.RUN_ID_PATTERN.fullmatch("a" + c) else "_" for c in "-".join(parts))
-    return run_id[-128:].lstrip(".")
+    """A readable name (model, variant, prompt, mode and what narrows the run) and a short hash of everything that
+    makes the run what it is: the model's full path or name, the checkpoint, the tasks, the sample and every setting.
+    Two runs that differ in any of these never share an id, however long a model path is."""
+    model = Path(req.model).name if _is_path(req.model) else req.model
+    parts = [model, req.variant, req.prompt, mode]
+    parts += [req.checkpoint] if req.checkpoint else []
+    parts += ["+".join(req.tasks)] if req.tasks else []
+    parts += [f"limit{req.limit}"] if req.limit is not None else []
+    parts += [f"sample{req.sample}"] if req.sample is not None else []
+    parts += [f"perm{req.settings.permute}"] if req.settings.permute != "none" else []
+    readable = "".join(c if io.RUN_ID_PATTERN.fullmatch("a" + c) else "_" for c in "-".join(parts))
+    identity = {
+        "model": str(Path(req.model).resolve()) if _is_path(req.model) else req.model,
+        "variant": req.variant,
+        "prompt": req.prompt,
+        "mode": mode,
+        "checkpoint": req.checkpoint,
+        "tasks": req.tasks,
+        "limit": req.limit,
+        "sample": req.sample,
+        "settings": req.settings.as_dict(),
+    }
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return f"{readable[:110].strip('.-_') or 'run'}-{digest}"
+
+
+def _is_path(model: str) -> bool:
+    return Path(model).is_dir()
 
 
 def task_data(task: str) -> tuple[str, str | None]:
@@ -163,17 +180,20 @@ def prepare(req: RunRequest, results_dir: Path | None = None) -> Prepared:
     spec = resolve(req.model)  # unknown aliases, missing or broken model directories fail here
     check_machine(req.settings)  # device=cuda without CUDA, flash attention without a GPU
     device = pick_device(req.settings.device)
-    plan(spec, req.variant, cuda_available=device.startswith("cuda"))  # variants needing CUDA, missing checkpoints
+    # variants needing CUDA, missing checkpoints
+    plan(spec, req.variant, cuda_available=device.startswith("cuda"), checkpoint=req.checkpoint)
     chat = chat_templates.plan_chat(spec, mode, req.settings)
     run_id = check_run_id(req.run_id or default_run_id(req, mode))
     run_dir = results_dir / "runs" / run_id
     data = verify_splits([(*task_data(t), split) for t in tasks for split in EVAL_SPLITS[task_data(t)[0]]])
     check_sizes(req, tasks)
-    weights = {role: fingerprint(source) for role, source in weight_sources(spec, req.variant, device).items()}
+    sources = weight_sources(spec, req.variant, device, req.checkpoint)
+    weights = {role: fingerprint(source) for role, source in sources.items()}
     identity = run_identity(weights, data, provenance.package_versions())
     config = {
         "model": req.model,
         "variant": req.variant,
+        "checkpoint": req.checkpoint,
         "prompt": req.prompt,
         "mode": mode,
         "tasks": names,

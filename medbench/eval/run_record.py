@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from medbench import stats
+from medbench.data.checksums import data_matches_pinned
 from medbench.models.shapes import RANDOM_MARKER
 from medbench.records import provenance
 from medbench.records.questions import letter_distribution, question_row
@@ -48,6 +49,7 @@ def build_run_record(
         for name in prepared.names
     ]
     n_questions = sum(t["n"] for t in tasks)
+    n_scorings = sum(t["n"] * (t.get("permutation") or {}).get("rotations", 1) for t in tasks)
     generated_tokens = sum(p["generated_tokens"] for p in per_process)
     generate_seconds = max(p["generate_seconds"] for p in per_process)
     prov = provenance.provenance()
@@ -59,6 +61,7 @@ def build_run_record(
         "params_b": spec.params_b,
         "weights": weights_kind(spec),
         "variant": req.variant,
+        "checkpoint": req.checkpoint,
         "prompt": req.prompt,
         "mode": prepared.mode,
         "limit": req.limit,
@@ -82,6 +85,9 @@ def build_run_record(
             "questions_per_second": round(n_questions / eval_seconds, 3)
             if eval_seconds and not responses["from_cache"]
             else None,
+            "scorings_per_second": round(n_scorings / eval_seconds, 3)
+            if eval_seconds and not responses["from_cache"]
+            else None,
             "responses_per_second": round(responses["computed"] / eval_seconds, 2) if eval_seconds else None,
             "generated_tokens": generated_tokens,
             "generated_tokens_per_second": round(generated_tokens / generate_seconds, 1) if generate_seconds else None,
@@ -92,12 +98,16 @@ def build_run_record(
         "parallel": parallel.parallel_record(procs, loaded.placement, per_process),
         "responses": responses,
         "canary": parallel.canary_summary([r for p in per_process for r in p["canary"]]),
-        "versions": prov["versions"],
-        "git_sha": prov["git_sha"],
-        "git_dirty": prov["git_dirty"],
-        "hardware": prov["hardware"],
+        **{k: v for k, v in prov.items() if k != "created"},
         "data_files": prepared.config["identity"]["data"],
+        "data_pinned": data_matches_pinned(prepared.config["identity"]["data"]),
         "weights_fingerprint": prepared.config["identity"]["weights"],
+        "training_record": loaded.training_record,
+        # What computed the scores: the attention implementation and which SDPA kernels could run, the dtype the
+        # answer letters' logits and their normaliser were computed in, and every seed lm-eval was given.
+        "attention": {"implementation": loaded.attn_implementation, "sdpa_kernels": provenance.attention_kernels()},
+        "letter_logits": "float32" if prepared.mode == "mc" else None,
+        "seeds": {name: settings.seed for name in ("random", "numpy", "torch", "fewshot")},
     }
 
 

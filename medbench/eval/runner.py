@@ -53,7 +53,9 @@ def run(req: RunRequest, results_dir: Path | None = None) -> RunRecord | None:
                 parallel.gather_caches(store)  # answers a stopped data-parallel run left in other files
                 if procs.world_size > 1:
                     parallel.spread_caches(store, procs.world_size)
-                    convert_once(prepared.spec, req.variant, req.settings)  # once, before the others load
+                    convert_once(
+                        prepared.spec, req.variant, req.settings, req.checkpoint
+                    )  # once, before the others load
                 procs.share(prepared)  # the other processes start from rank 0's checked request
             return _evaluate(req, prepared, store, procs)
 
@@ -131,7 +133,14 @@ def _model(req: RunRequest, prepared: Prepared, store, procs: parallel.Processes
     from medbench.eval.lm import MedbenchLM
 
     chat = prepared.chat
-    loaded = load(prepared.spec, req.variant, req.settings, device=procs.device, processes=procs.world_size)
+    loaded = load(
+        prepared.spec,
+        req.variant,
+        req.settings,
+        device=procs.device,
+        processes=procs.world_size,
+        checkpoint=req.checkpoint,
+    )
     if chat.apply:
         template = chat_templates.require_template(loaded.tokenizer, req.model)
         if procs.is_main:

@@ -1,29 +1,22 @@
-"""What weights a run measured, cheaply enough to check before every run (8B checkpoints included).
+"""What weights a run measured: every byte that decides a score.
 
-A local directory (a model, a fine-tuned checkpoint, an adapter, the embedded model's conversion):
-every weight file and every config/tokenizer file at its top level, each as `SIZE METHOD:SHA256`.
-Files up to 64 MiB are hashed whole (configs, tokenizers, adapters, tiny models). Larger weight
-files are hashed over their safetensors header (the JSON at the start that gives every tensor's
-name, dtype, shape and byte offsets) and eight 1 MiB blocks: the first, the last and six evenly
-spaced between. That is enough to tell checkpoints apart: another architecture, dtype or sharding
-changes the header or the sizes, and any training (the case that reuses a directory: `just train
-... --force`) rewrites every tensor, so every sampled block changes. What it cannot see is an edit
-of a few bytes between the blocks that keeps sizes and header, which no training run makes; the
-data, which decides what a score means, is hashed whole (medbench/data/checksums.verify_splits).
-Reading 8 MiB a file costs milliseconds where hashing a 16 GB checkpoint would cost a minute.
+A local directory (a model, a fine-tuned checkpoint, an adapter, the embedded model's conversion): every weight file
+and every config, tokenizer and quantization file at its top level, each as `SIZE sha256:HEX` of the whole file,
+streamed. Hashes are remembered by each file's size, mtime, ctime and inode (medbench/hashing.py), so the check
+before every run costs a stat per file once a checkpoint has been hashed; retraining into the same folder rewrites
+the files and so changes their stamps. A change to one value of one tensor changes its file's hash.
 
-A hub id: the commit of the snapshot that loads (hub repositories are content-addressed by
-commit), resolved from the local cache, or from the hub when online (config.json only).
+A hub id: the commit of the snapshot that loads (hub repositories are content-addressed by commit), resolved from
+the local cache, or from the hub when online (config.json only).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import struct
 from pathlib import Path
 
 from medbench.errors import MedbenchError
+from medbench.hashing import HashCache
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 CONFIG_FILES = (
@@ -43,11 +36,9 @@ CONFIG_FILES = (
     "chat_template.jinja",
     "chat_template.json",
     "preprocessor_config.json",
+    "medbench_awq.json",
+    "recipe.yaml",
 )
-WHOLE_BELOW = 64 * 2**20
-BLOCK = 2**20
-BLOCKS = 8
-MAX_HEADER = 100 * 2**20  # safetensors' own limit
 
 
 class FingerprintError(MedbenchError):
@@ -63,33 +54,16 @@ def fingerprint(source: str) -> dict:
 
 def directory_files(directory: Path) -> dict[str, str]:
     out = {}
+    cache = HashCache()
     for path in sorted(directory.iterdir()):
         if not path.is_file():
             continue
         if path.name.endswith(WEIGHT_SUFFIXES) or path.name.endswith(".index.json") or path.name in CONFIG_FILES:
-            out[path.name] = file_fingerprint(path)
+            out[path.name] = f"{path.stat().st_size} sha256:{cache.sha256(path)}"
+    cache.save()
     if not out:
         raise FingerprintError(f"{directory} holds no weights or config files")
     return out
-
-
-def file_fingerprint(path: Path) -> str:
-    size = path.stat().st_size
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        if size <= WHOLE_BELOW:
-            while chunk := f.read(BLOCK):
-                digest.update(chunk)
-            return f"{size} sha256:{digest.hexdigest()}"
-        if path.suffix == ".safetensors":
-            (n,) = struct.unpack("<Q", f.read(8))
-            if n > min(MAX_HEADER, size - 8):
-                raise FingerprintError(f"{path}: not a safetensors file (header of {n} bytes)")
-            digest.update(f.read(n))
-        for i in range(BLOCKS):
-            f.seek((size - BLOCK) * i // (BLOCKS - 1))
-            digest.update(f.read(BLOCK))
-    return f"{size} sampled:{digest.hexdigest()}"
 
 
 def hub_commit(hub_id: str) -> str:

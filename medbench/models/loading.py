@@ -31,6 +31,7 @@ class Loaded:
     sanity_perplexity: float | None
     awq_route: str | None = None  # how an official AWQ checkpoint was made loadable (medbench/models/awq_convert.py)
     placement: dict | None = None  # one device or sharded across GPUs, and why (medbench/models/placement.py)
+    training_record: dict | None = None  # the train_record.json of fine-tuned weights (its sha256 and what it says)
 
 
 def pick_device(setting: str) -> str:
@@ -69,10 +70,10 @@ def check_machine(settings: EvalSettings) -> None:
             )
 
 
-def weight_sources(spec: ModelSpec, variant: str, device: str) -> dict[str, str]:
+def weight_sources(spec: ModelSpec, variant: str, device: str, checkpoint: str | None = None) -> dict[str, str]:
     """What a load of this variant reads, by role, decided without loading: `model` (the weights), `tokenizer`
     (the base model, when the weights are another checkpoint) and `adapter` (a PEFT adapter directory)."""
-    load_plan = plan(spec, variant, cuda_available=device.startswith("cuda"))
+    load_plan = plan(spec, variant, cuda_available=device.startswith("cuda"), checkpoint=checkpoint)
     base = base_weights(spec)
     out = {"model": base if load_plan.weights == "base" else load_plan.weights}
     if out["model"] != base:
@@ -202,11 +203,13 @@ def place(
     return chosen
 
 
-def convert_once(spec: ModelSpec, variant: str, settings: EvalSettings) -> None:
+def convert_once(spec: ModelSpec, variant: str, settings: EvalSettings, checkpoint: str | None = None) -> None:
     """What load() converts once and caches (the embedded GGUF, an official AWQ checkpoint), without loading:
     a data-parallel run's main process does it before the other processes load, so that they do not convert
     the same files at the same time."""
-    load_plan = plan(spec, variant, cuda_available=pick_device(settings.device).startswith("cuda"))
+    load_plan = plan(
+        spec, variant, cuda_available=pick_device(settings.device).startswith("cuda"), checkpoint=checkpoint
+    )
     base = base_weights(spec)
     source = base if load_plan.weights == "base" else load_plan.weights
     if source != base:
@@ -216,11 +219,17 @@ def convert_once(spec: ModelSpec, variant: str, settings: EvalSettings) -> None:
 
 
 def load(
-    spec: ModelSpec, variant: str, settings: EvalSettings, device: str | None = None, processes: int = 1
+    spec: ModelSpec,
+    variant: str,
+    settings: EvalSettings,
+    device: str | None = None,
+    processes: int = 1,
+    checkpoint: str | None = None,
 ) -> Loaded:
-    """`device`: this process's device in a data-parallel run (cuda:LOCAL_RANK); None: settings.device."""
+    """`device`: this process's device in a data-parallel run (cuda:LOCAL_RANK); None: settings.device.
+    `checkpoint`: another fine-tuned folder under checkpoints/ for a fine-tuned variant (medbench/models/variants.py)."""
     device = device or pick_device(settings.device)
-    load_plan = plan(spec, variant, cuda_available=device.startswith("cuda"))  # refusals come before any load
+    load_plan = plan(spec, variant, cuda_available=device.startswith("cuda"), checkpoint=checkpoint)  # refusals first
     if device.startswith("cuda"):
         avoid_faulty_sdpa_kernel()
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -272,4 +281,28 @@ def load(
         sanity_perplexity=ppl,
         awq_route=awq_route,
         placement=placement.placed_record(placed, model),
+        training_record=training_record(load_plan.adapter or (source if source != base else None)),
     )
+
+
+def training_record(weights_dir: str | None) -> dict | None:
+    """The training run a fine-tuned folder came from: its train_record.json, named and hashed (None for weights
+    that were not trained here)."""
+    import hashlib
+    import json
+
+    path = Path(weights_dir) / "train_record.json" if weights_dir else None
+    if path is None or not path.is_file():
+        return None
+    text = path.read_bytes()
+    record = json.loads(text)
+    return {
+        "sha256": hashlib.sha256(text).hexdigest(),
+        "published_as": record.get("published_as"),
+        "method": record.get("method"),
+        "profile": record.get("profile"),
+        "seed": (record.get("training_arguments") or {}).get("seed"),
+        "steps": record.get("steps"),
+        "best_checkpoint": record.get("best_checkpoint"),
+        "created": record.get("created"),
+    }

@@ -62,7 +62,16 @@ def checkpoint_path(alias: str, method: str) -> Path:
     return checkpoints_dir() / f"{alias}-{method}"
 
 
-def plan(spec: ModelSpec, variant_name: str, cuda_available: bool) -> LoadPlan:
+def check_checkpoint_name(name: str) -> str:
+    """A checkpoint is named, never given as a path: a folder directly under checkpoints/."""
+    if not name or "/" in name or "\\" in name or name.startswith(".") or name != name.strip():
+        raise VariantError(f"--checkpoint {name!r}: the name of a folder in checkpoints/ (e.g. gemma3-270m-lora-s2)")
+    return name
+
+
+def plan(spec: ModelSpec, variant_name: str, cuda_available: bool, checkpoint: str | None = None) -> LoadPlan:
+    """What to load for a variant. `checkpoint`: a folder name under checkpoints/ holding the fine-tuned weights of a
+    `checkpoint` or `adapter` variant (another seed or profile); default <alias>-<method>."""
     variants = load_variants()
     if variant_name not in variants:
         raise VariantError(f"unknown variant {variant_name!r}; choose from {', '.join(variants)}")
@@ -85,7 +94,13 @@ def plan(spec: ModelSpec, variant_name: str, cuda_available: bool) -> LoadPlan:
             f"no AWQ checkpoint for {spec.alias}{hint}: make one with "
             f"`just quantize-awq {spec.alias} --source DIR` (writes {local})"
         )
-    path = checkpoint_path(spec.alias, v.train_method)
+    if checkpoint is not None and v.weights not in ("checkpoint", "adapter"):
+        raise VariantError(f"--checkpoint names fine-tuned weights; variant {variant_name!r} loads {v.weights} weights")
+    path = (
+        checkpoints_dir() / check_checkpoint_name(checkpoint)
+        if checkpoint
+        else checkpoint_path(spec.alias, v.train_method)
+    )
     marker = "adapter_config.json" if v.weights == "adapter" else "config.json"
     if not (path / marker).exists():
         raise VariantError(f"{path} has no {marker}: make it with `just train {spec.alias} {v.train_method}`")

@@ -1,11 +1,21 @@
-"""Where a number came from: time, package versions, git commit, hardware and peak memory.
+"""Where a number came from: the code that ran, the package versions, hardware, time and peak memory.
 
-One helper for every record medbench writes (evaluation, training, consistency, benches), so
-that each says the same things in the same words.
+One helper for every record medbench writes (evaluation, training, consistency, benches), so each says the same
+things in the same words. The code is named three ways, so that a record can be checked later (`medbench verify`):
+
+- `source_fingerprint`: the sha256 of every source file of medbench/, trainers/ and tasks/ as they ran (the files'
+  paths and contents; caches and Markdown left out). Computed from the files, so it cannot claim a commit that did
+  not run.
+- `git_sha` and `git_dirty`: read from the tree's git, with the source files that differed from that commit. A
+  copy of the tree without .git (a GPU machine, a container) may be given MEDBENCH_GIT_SHA with
+  MEDBENCH_SOURCE_FINGERPRINT (the fingerprint of that commit's sources, computed where the commit is): the sha is
+  `verified` only when the files that ran have that fingerprint, `unverified` otherwise.
+- `medbench_version`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import resource
@@ -33,16 +43,19 @@ PACKAGES = (
     "deepspeed",
     "compressed_tensors",
 )
+SOURCE_DIRS = ("medbench", "trainers", "tasks")
+NOT_SOURCE = ("__pycache__",)
+NOT_SOURCE_SUFFIXES = (".pyc", ".md")
+MAX_DIRTY_LISTED = 50
 
 
 def provenance() -> dict:
-    """The fields every record carries: created, versions, git_sha, git_dirty, hardware."""
-    sha, dirty = git_state()
+    """The fields every record carries: created, versions, the code (fingerprint and git) and hardware."""
+    code = code_state()
     return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": package_versions(),
-        "git_sha": sha,
-        "git_dirty": dirty,
+        **code,
         "hardware": hardware(),
     }
 
@@ -57,27 +70,70 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
+def is_source(relative: str) -> bool:
+    parts = relative.split("/")
+    return (
+        parts[0] in SOURCE_DIRS
+        and not any(p in NOT_SOURCE for p in parts)
+        and not relative.endswith(NOT_SOURCE_SUFFIXES)
+    )
+
+
+def fingerprint_of(files: dict[str, bytes]) -> dict:
+    """{"sha256", "files"} over source files given as {path relative to the repository: content}."""
+    digest = hashlib.sha256()
+    names = sorted(name for name in files if is_source(name))
+    for name in names:
+        digest.update(f"{name}\0{hashlib.sha256(files[name]).hexdigest()}\n".encode())
+    return {"sha256": digest.hexdigest(), "files": len(names)}
+
+
+def source_fingerprint(root: Path = REPO_ROOT) -> dict:
+    """The fingerprint of the source files under `root` as they are now (as they ran, for a running process)."""
+    files = {}
+    for top in SOURCE_DIRS:
+        for path in sorted((root / top).rglob("*")):
+            relative = path.relative_to(root).as_posix()
+            if path.is_file() and is_source(relative):
+                files[relative] = path.read_bytes()
+    return fingerprint_of(files)
+
+
+def code_state(root: Path = REPO_ROOT) -> dict:
+    """medbench_version, source_fingerprint, git_sha, git_sha_status and git_dirty, as provenance() records them."""
+    fingerprint = source_fingerprint(root)
+    out = {"medbench_version": package_versions()["medbench"], "source_fingerprint": fingerprint}
+    sha, dirty = _git(root)
+    if sha is not None:
+        out.update(git_sha=sha, git_sha_status="read from the tree's git", git_dirty=dirty)
+    elif os.environ.get("MEDBENCH_GIT_SHA"):
+        claimed = os.environ["MEDBENCH_GIT_SHA"]
+        matches = os.environ.get("MEDBENCH_SOURCE_FINGERPRINT") == fingerprint["sha256"]
+        out.update(
+            git_sha=claimed,
+            git_sha_status="verified: the sources that ran have that commit's fingerprint"
+            if matches
+            else "unverified: given by MEDBENCH_GIT_SHA without a matching MEDBENCH_SOURCE_FINGERPRINT",
+            git_dirty=[] if matches else None,
+        )
+    else:
+        out.update(git_sha=None, git_sha_status="unknown: no git and no MEDBENCH_GIT_SHA", git_dirty=None)
+    return out
+
+
 def git_sha() -> str | None:
-    return git_state()[0]
+    return code_state()["git_sha"]
 
 
-MAX_DIRTY_LISTED = 50
-
-
-def git_state() -> tuple[str | None, list[str] | None]:
-    """(HEAD, suffixed `-dirty` when a tracked file differs from it; the differing tracked paths).
-
-    `-dirty` alone says nothing (runs and the report rewrite tracked files under results/), so the
-    record also lists which tracked files differed (at most 50). None, None without git
-    (MEDBENCH_GIT_SHA gives the sha of a copied tree, whose state is unknown).
-    """
-    if os.environ.get("MEDBENCH_GIT_SHA"):  # a copy of the tree without .git (e.g. a GPU machine)
-        return os.environ["MEDBENCH_GIT_SHA"], None
+def _git(root: Path) -> tuple[str | None, list[str] | None]:
+    """(HEAD, the source files that differ from it) from git, quietly; (None, None) without a repository."""
+    if not (root / ".git").exists():
+        return None, None
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
         status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "-z"],
-            cwd=REPO_ROOT,
+            ["git", "status", "--porcelain", "--untracked-files=no", "-z", "--", *SOURCE_DIRS],
+            cwd=root,
             capture_output=True,
             text=True,
             check=True,
@@ -94,7 +150,7 @@ def git_state() -> tuple[str | None, list[str] | None]:
     listed = dirty[:MAX_DIRTY_LISTED] + (
         [f"... and {len(dirty) - MAX_DIRTY_LISTED} more"] if len(dirty) > MAX_DIRTY_LISTED else []
     )
-    return sha.stdout.strip() + ("-dirty" if dirty else ""), listed
+    return sha.stdout.strip(), listed
 
 
 def hardware() -> dict:
@@ -118,6 +174,21 @@ def hardware() -> dict:
             cuda=torch.version.cuda,
         )
     return info
+
+
+def attention_kernels() -> dict | None:
+    """Which of PyTorch's SDPA kernels may run on CUDA (None on a CPU): the one chosen is among them."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    backends = torch.backends.cuda
+    return {
+        "flash": backends.flash_sdp_enabled(),
+        "memory_efficient": backends.mem_efficient_sdp_enabled(),
+        "cudnn": backends.cudnn_sdp_enabled(),
+        "math": backends.math_sdp_enabled(),
+    }
 
 
 def peak_memory() -> dict:

@@ -29,6 +29,8 @@ class TaskRecord(TypedDict):
 
 class Timing(TypedDict):
     questions_per_second: float | None  # None for a resumed run (its time covers only what it computed)
+    # Every question scored or generated, rotated copies included (a permuted run scores each question k times).
+    scorings_per_second: NotRequired[float | None]
     load_seconds: NotRequired[float]
     eval_seconds: NotRequired[float]
     responses_per_second: NotRequired[float | None]
@@ -38,7 +40,7 @@ class Timing(TypedDict):
 
 
 class Memory(TypedDict):
-    peak_gib: float  # GPU where there is one, else process RSS
+    peak_gib: float  # GPU where there is one, else process RSS (records before 0.3: read peak_gpu_gib, peak_rss_gib)
     model_footprint_gib: NotRequired[float]
     peak_rss_gib: NotRequired[float]
     peak_gpu_gib: NotRequired[float | None]
@@ -96,7 +98,17 @@ class RunRecord(TypedDict):
     notes: NotRequired[list[str]]
     git_dirty: NotRequired[list[str] | None]  # the tracked files that differed from git_sha's commit
     data_files: NotRequired[dict[str, str]]  # {file under data/: sha256} of every file the run read, verified
+    data_pinned: NotRequired[bool]  # every file read has the sha256 the package pins (medbench/data/checksums.py)
     weights_fingerprint: NotRequired[dict]  # {role: fingerprint} of the weights loaded (models/fingerprint.py)
+    checkpoint: NotRequired[str | None]  # the fine-tuned folder under checkpoints/ (another seed or profile)
+    training_record: NotRequired[dict | None]  # the train_record.json fine-tuned weights came from (sha256, seed, …)
+    # The code that ran (medbench/records/provenance.py): the sources' fingerprint, the git commit and how it is known
+    medbench_version: NotRequired[str | None]
+    source_fingerprint: NotRequired[dict]
+    git_sha_status: NotRequired[str]
+    attention: NotRequired[dict]  # implementation, and the SDPA kernels that could run on CUDA
+    letter_logits: NotRequired[str | None]  # the dtype of mc's answer-letter logits and their normaliser
+    seeds: NotRequired[dict]
 
 
 class TrainRecord(TypedDict):
@@ -144,6 +156,14 @@ class TrainRecord(TypedDict):
     notes: NotRequired[list[str]]
     loss_curve: NotRequired[str | None]
     git_dirty: NotRequired[list[str] | None]
+    medbench_version: NotRequired[str | None]
+    source_fingerprint: NotRequired[dict]
+    git_sha_status: NotRequired[str]
+    loss_history: NotRequired[list[dict]]  # every logged train and held-out loss, by optimizer step
+    loss_floor: NotRequired[dict]  # the letter prior's loss: what a model that knows nothing reaches
+    best_checkpoint: NotRequired[dict | None]  # the held-out-best step kept (load_best_model_at_end)
+    published_as: NotRequired[str]  # results/train/<name>.json
+    contaminated: NotRequired[dict | None]  # a positive control: the test questions it trained on
 
 
 def required_keys(record_type) -> tuple[str, ...]:
