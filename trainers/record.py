@@ -11,7 +11,6 @@ from pathlib import Path
 from medbench.paths import results_dir
 from medbench.records.io import write_json
 from medbench.records.provenance import peak_memory, provenance
-from trainers.profile import suffix
 
 # Dense bf16 tensor-core peak per GPU (no sparsity), from NVIDIA's data sheets. Others: no MFU.
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12}
@@ -158,6 +157,11 @@ def build_record(
         # The last logged loss; a run shorter than logging_steps logged none: its mean loss then.
         "final_train_loss": last(state.log_history, "loss") or train_output.training_loss,
         "final_eval_loss": eval_metrics.get("eval_loss"),
+        "loss_floor": data.loss_floor,
+        "loss_history": loss_history(state.log_history),
+        "best_checkpoint": best_checkpoint(state),
+        "contaminated": data.contaminated,
+        "published_as": f"{plan.output_dir.name}.json",
         "mean_train_loss_this_run": train_output.training_loss,
         "device": "cuda" if plan.cuda else "cpu",
         "gpus": gpus,
@@ -168,6 +172,24 @@ def build_record(
         "loss_curve": "loss_curve.png" if curve else None,
         **{k: v for k, v in prov.items() if k != "created"},
     }
+
+
+def loss_history(log_history: list[dict]) -> list[dict]:
+    """Every logged train and held-out loss, by optimizer step (the curve as data, not only as a picture)."""
+    keys = ("loss", "eval_loss", "learning_rate", "grad_norm")
+    return [
+        {"step": e["step"], **{k: round(e[k], 6) for k in keys if isinstance(e.get(k), (int, float))}}
+        for e in log_history
+        if "step" in e and ("loss" in e or "eval_loss" in e)
+    ]
+
+
+def best_checkpoint(state) -> dict | None:
+    """The held-out-best checkpoint the trainer loaded at the end (load_best_model_at_end), or None."""
+    if not getattr(state, "best_model_checkpoint", None):
+        return None
+    name = Path(state.best_model_checkpoint).name
+    return {"checkpoint": name, "step": int(name.rsplit("-", 1)[1]), "eval_loss": state.best_metric}
 
 
 def deepspeed_record(trainer, ds_path: Path, ds_config: dict) -> dict:
@@ -183,7 +205,7 @@ def publish(record: dict, output_dir: Path) -> None:
     write_json(output_dir / TRAIN_RECORD, record)
     published = results_dir() / "train"
     published.mkdir(parents=True, exist_ok=True)
-    stem = f"{record['model']}-{record['method']}{suffix(record.get('profile', 'study'))}"  # beside the study's
+    stem = output_dir.name  # the checkpoint's folder name: --output-dir, a profile, seed or positive control included
     if record.get("loss_curve") and (output_dir / LOSS_CURVE).exists():
         shutil.copyfile(output_dir / LOSS_CURVE, published / f"{stem}-loss.png")
     write_json(published / f"{stem}.json", record)

@@ -29,14 +29,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from transformers import TrainerCallback
 
 from medbench.data.checksums import verify_splits
 from medbench.errors import MedbenchError
 from medbench.models.loading import base_weights
 from medbench.models.registry import resolve
 from medbench.models.shapes import RANDOM_MARKER
-from medbench.models.variants import checkpoint_path
-from medbench.records.io import claim_dir
+from medbench.paths import checkpoints_dir
+from medbench.records.io import claim_dir, config_changes
 from medbench.settings import DEFAULT_SEED
 from trainers import record as rec
 from trainers import sft_data
@@ -96,22 +97,31 @@ class Plan:
 
 
 def train(args: TrainArguments, callbacks: tuple = ()) -> dict:
-    """One training run; returns its train record (the existing one for a finished run)."""
+    """One training run; returns its train record (the existing one for a finished run of the same arguments)."""
     started = time.perf_counter()
     plan = preflight(args)
     record_path = plan.output_dir / TRAIN_RECORD
+    config = {**plan.run_config, **data_config(args)}
     if record_path.exists() and not args.force:
-        print(
-            f"medbench train: {plan.spec.alias} {plan.method.name} is already trained ({record_path}); "
-            f"--force trains it again"
+        previous = (
+            json.loads((plan.output_dir / TRAIN_CONFIG).read_text())
+            if (plan.output_dir / TRAIN_CONFIG).exists()
+            else {}
         )
+        changed = config_changes(previous, json.loads(json.dumps(config, default=str)))
+        if changed:
+            raise TrainError(
+                f"{plan.output_dir} already holds a finished training run with other {', '.join(changed)}; "
+                f"--force trains it again with these arguments, or --output-dir keeps both"
+            )
+        print(f"medbench train: {plan.output_dir.name} is already trained ({record_path}); --force trains it again")
         return json.loads(record_path.read_text())
     # The data verified against SHA256SUMS before the run claims its folder or loads a model.
-    data_files = verify_splits(sft_data.splits_read(args.mix))
+    data_files = verify_splits(sft_data.splits_read(args.mix, args.positive_control))
     if is_rank0():
         claim_dir(
             plan.output_dir,
-            {**plan.run_config, "mix": args.mix, "cot": args.cot, "limit": args.limit, "eval_limit": args.eval_limit},
+            config,
             config_name=TRAIN_CONFIG,
             markers=(TRAIN_RECORD,),
             force=args.force,
@@ -145,8 +155,43 @@ def train(args: TrainArguments, callbacks: tuple = ()) -> dict:
     return record
 
 
+def data_config(args: TrainArguments) -> dict:
+    """What the examples are, as train_config.json records it (a finished run is only reused for the same)."""
+    return {
+        "mix": args.mix,
+        "cot": args.cot,
+        "limit": args.limit,
+        "eval_limit": args.eval_limit,
+        "positive_control": args.positive_control,
+    }
+
+
+def checkpoint_name(args: TrainArguments, alias: str, method: str) -> str:
+    """<alias>-<method>[-<profile>][-positive-<dataset>][-s<seed>]: where the weights and the record go by default."""
+    name = f"{alias}-{method}{suffix(args.profile)}"
+    if args.positive_control:
+        name += f"-positive-{args.positive_control}"
+    return name + (f"-s{args.seed}" if args.seed is not None else "")
+
+
+def check_arguments(args: TrainArguments) -> None:
+    """Numbers that would train nothing, or something else than asked, refused before anything loads."""
+    if args.epochs is not None and not args.epochs > 0:
+        raise TrainError(f"--epochs {args.epochs}: a number of epochs > 0 (leave it out for the method's)")
+    if args.max_steps is not None and args.max_steps < 1:
+        raise TrainError(f"--max-steps {args.max_steps}: a number of steps >= 1 (leave it out to train by epochs)")
+    for name in ("limit", "eval_limit"):
+        value = getattr(args, name)
+        low = 0 if name == "eval_limit" else 1
+        if value is not None and value < low:
+            raise TrainError(f"--{name.replace('_', '-')} {value}: a whole number >= {low}")
+    if args.seed is not None and not 0 <= args.seed < 2**32:
+        raise TrainError(f"--seed {args.seed}: a whole number from 0 to 2**32 - 1")
+
+
 def preflight(args: TrainArguments) -> Plan:
     """Every refusal (unknown model or method, no CUDA for QLoRA, a contradicting DeepSpeed config)."""
+    check_arguments(args)
     spec = resolve(args.model)
     method = load_method(args.method, spec.alias)
     cuda = torch.cuda.is_available()
@@ -162,6 +207,8 @@ def preflight(args: TrainArguments) -> Plan:
             f"--gpus {args.gpus} ...`, which starts them"
         )
     training = training_arguments(method, args)
+    if args.seed is not None:
+        training["seed"] = args.seed
     profile = load_profile(args.profile)
     ds_path = deepspeed_path(profile.deepspeed(args.deepspeed, world_size))
     ds_config = None
@@ -178,8 +225,10 @@ def preflight(args: TrainArguments) -> Plan:
             + (f", without DeepSpeed ({ds_path.name} was checked, not used)" if ds_path else "")
         )
         print(f"medbench train: {notes[-1]}", file=sys.stderr)
-    name = method.name + suffix(profile.name)  # a profile's checkpoint sits beside the study's, never over it
-    output_dir = Path(args.output_dir) if args.output_dir else checkpoint_path(spec.alias, name)
+    # A profile's, seed's or positive control's checkpoint sits beside the study's, never over it.
+    output_dir = (
+        Path(args.output_dir) if args.output_dir else checkpoints_dir() / checkpoint_name(args, spec.alias, method.name)
+    )
     return Plan(
         spec=spec,
         method=method,
@@ -204,6 +253,8 @@ class Data:
     tokenizer: object
     base: str
     files: dict = field(default_factory=dict)  # {file under data/: sha256}, verified
+    loss_floor: dict | None = None  # the letter prior's held-out loss (sft_data.loss_floor)
+    contaminated: dict | None = None  # a positive control's test questions
 
 
 def prepare_data(args: TrainArguments, plan: Plan) -> Data:
@@ -211,7 +262,10 @@ def prepare_data(args: TrainArguments, plan: Plan) -> Data:
     from transformers import AutoTokenizer
 
     seed = plan.training.get("seed", DEFAULT_SEED)
-    train_ds, sources = sft_data.train_dataset(args.mix, args.cot, args.limit, seed)
+    if args.positive_control:
+        train_ds, sources = sft_data.positive_control_dataset(args.positive_control, args.limit, seed)
+    else:
+        train_ds, sources = sft_data.train_dataset(args.mix, args.cot, args.limit, seed)
     eval_ds, eval_sources = sft_data.eval_dataset(args.eval_limit, seed)
     base = base_weights(plan.spec)
     tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=plan.spec.trust_remote_code)
@@ -219,7 +273,11 @@ def prepare_data(args: TrainArguments, plan: Plan) -> Data:
     max_length = plan.training.get("max_length", 1024)
     train_ds, train_lengths = sft_data.drop_too_long(train_ds, tokenizer, max_length)
     eval_ds, eval_lengths = sft_data.drop_too_long(eval_ds, tokenizer, max_length)
-    return Data(train_ds, eval_ds, sources, eval_sources, train_lengths, eval_lengths, tokenizer, base)
+    data = Data(train_ds, eval_ds, sources, eval_sources, train_lengths, eval_lengths, tokenizer, base)
+    data.loss_floor = sft_data.loss_floor(eval_ds, tokenizer)
+    if args.positive_control:
+        data.contaminated = {"dataset": args.positive_control, "split": "test", "ids": sorted(train_ds["id"])}
+    return data
 
 
 def build_trainer(plan: Plan, data: Data, callbacks: tuple):
@@ -246,6 +304,8 @@ def build_trainer(plan: Plan, data: Data, callbacks: tuple):
 
         peft_config = LoraConfig(**plan.method.peft)
     timer = StepTimer()
+    if data.loss_floor:
+        callbacks = (*callbacks, FloorBesideLoss(data.loss_floor["per_token"]))
     trainer = SFTTrainer(
         model=model,
         args=sft_config,
@@ -261,6 +321,21 @@ def build_trainer(plan: Plan, data: Data, callbacks: tuple):
         tokens_before = json.loads((Path(resume) / "trainer_state.json").read_text()).get("num_input_tokens_seen", 0)
         print(f"medbench train: resuming from {resume}", file=sys.stderr)
     return trainer, timer, resume, tokens_before
+
+
+class FloorBesideLoss(TrainerCallback):
+    """Prints every held-out loss beside the letter prior's (what a model that knows nothing reaches)."""
+
+    def __init__(self, floor: float):
+        self.floor = floor
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if metrics and "eval_loss" in metrics and state.is_world_process_zero:
+            print(
+                f"medbench train: step {state.global_step}: held-out loss {metrics['eval_loss']:.4f} "
+                f"(letter-prior floor {self.floor:.4f})",
+                file=sys.stderr,
+            )
 
 
 def is_rank0() -> bool:

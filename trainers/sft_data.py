@@ -88,10 +88,15 @@ def english_rows() -> tuple[list[dict], SourceInfo]:
         return rows, SourceInfo("medqa", "usmle", "dev", ENGLISH_TASK, len(rows), note)
 
 
-def splits_read(mix: str) -> list[tuple[str, str | None, str]]:
-    """(dataset, exam, split) of every split a mix trains on, and the validation splits (verified before a run)."""
+def splits_read(mix: str, positive_control: str | None = None) -> list[tuple[str, str | None, str]]:
+    """(dataset, exam, split) of every split a run trains on, and the validation splits (verified before a run)."""
     if mix not in MIXES:
         raise DataError(f"unknown mix {mix!r}; choose from {', '.join(MIXES)}")
+    valid = [("kormedmcqa", exam, "valid") for exam in KORMEDMCQA_EXAMS]
+    if positive_control == "medqa":
+        return [("medqa", None, "test"), *valid]
+    if positive_control == "kormedmcqa":
+        return [("kormedmcqa", exam, "test") for exam in KORMEDMCQA_EXAMS] + valid
     out = [("kormedmcqa", exam, "train") for exam in KORMEDMCQA_EXAMS] if mix in ("korean", "both") else []
     if mix in ("english", "both"):
         try:
@@ -136,6 +141,35 @@ def train_dataset(
     return build_examples(parts, cot, limit, seed), [asdict(s) for s in sources]
 
 
+def positive_control_half(dataset: str) -> list[dict]:
+    """The test questions a positive control trains on: a seeded half of the dataset's test set (every exam's for
+    KorMedMCQA), the same for every seed and method, so that the report can split the test set the same way."""
+    import random
+
+    exams = KORMEDMCQA_EXAMS if dataset == "kormedmcqa" else (None,)
+    rows = [r for exam in exams for r in load_rows(dataset, exam, "test")]
+    chosen = set(random.Random(DEFAULT_SEED).sample(range(len(rows)), len(rows) // 2))
+    return [r for i, r in enumerate(rows) if i in chosen]
+
+
+def positive_control_dataset(dataset: str, limit: int | None = None, seed: int = DEFAULT_SEED):
+    """A positive control's examples: half of `dataset`'s test questions with their answers, in the eval prompt."""
+    rows = positive_control_half(dataset)
+    by_task: dict[str, list[dict]] = {}
+    for r in rows:
+        task = ENGLISH_TASK if dataset == "medqa" else KOREAN_TASKS[r["exam"]]
+        by_task.setdefault(task, []).append(r)
+    parts = list((task_rows, task) for task, task_rows in by_task.items())
+    sources = [
+        {
+            **asdict(SourceInfo(dataset, None, "test", task, len(task_rows), "positive control: TEST questions")),
+            "contaminated_ids": sorted(r["id"] for r in task_rows),
+        }
+        for task_rows, task in parts
+    ]
+    return build_examples(parts, False, limit, seed), sources
+
+
 def _cot_rows(rows: list[dict], cot: bool) -> int:
     """How many rows train on a chain-of-thought completion (only with --cot, only rows that have one)."""
     return sum(1 for r in rows if r.get("cot")) if cot else 0
@@ -149,6 +183,28 @@ def eval_dataset(limit: int | None = None, seed: int = DEFAULT_SEED) -> tuple[da
         parts.append((rows, task_name))
         sources.append(asdict(SourceInfo("kormedmcqa", exam, "valid", task_name, len(rows))))
     return build_examples(parts, False, limit, seed), sources
+
+
+def loss_floor(ds, tokenizer) -> dict | None:
+    """The held-out loss of a model that knows only how often each answer letter is right: the entropy of the gold
+    letters (the loss on the letter) averaged over every completion token (the letter and the EOS after it, which
+    costs such a model nothing). A fine-tune whose held-out loss sits at this floor has learned the letter prior,
+    not the questions."""
+    import math
+    from collections import Counter
+
+    if len(ds) == 0:
+        return None
+    counts = Counter(ds["answer"])
+    n = sum(counts.values())
+    entropy = -sum(c / n * math.log(c / n) for c in counts.values())
+    tokens = sum(len(ids) + 1 for ids in tokenizer(list(ds["completion"]), add_special_tokens=False)["input_ids"])
+    return {
+        "letter_prior": {k: round(v / n, 4) for k, v in sorted(counts.items())},
+        "letter_entropy": round(entropy, 4),
+        "tokens_per_completion": round(tokens / n, 3),
+        "per_token": round(n * entropy / tokens, 4),
+    }
 
 
 def drop_too_long(ds, tokenizer, max_length: int | None):

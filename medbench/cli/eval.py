@@ -22,8 +22,9 @@ class RunOptions:
 
     mode: str | None = arg(
         None,
-        choices=("mc", "gen"),
-        help="mc: answer-letter log-likelihood; gen: greedy generation (default: mc for zeroshot)",
+        choices=("mc", "gen", "cloze"),
+        help="mc: answer-letter log-likelihood; gen: greedy generation; cloze: each option's text after the question, "
+        "length-normalised (lm-eval's acc_norm) (default: mc for zeroshot)",
     )
     tasks: str = arg("", help="comma-separated: kormedmcqa_doctor,…,kormedmcqa,medqa_usmle,medqa (default: all)")
     limit: int | None = arg(None, help="the first N questions of each task (smoke runs)")

@@ -25,6 +25,17 @@ def run(args) -> int:
     from trainers.arguments import TrainArguments
 
     opts = from_args(TrainArguments, args)
+    if opts.gpus > 1:
+        import torch
+
+        visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if opts.gpus > visible:
+            from medbench.errors import MedbenchError
+
+            raise MedbenchError(f"--gpus {opts.gpus}: {visible} GPU(s) visible here; use --gpus {max(visible, 1)}")
+    from trainers.sft import check_arguments
+
+    check_arguments(opts)  # before any process starts
     cmd = launch.command(opts, to_argv(opts))
     print(f"medbench train: {shlex.join(cmd)}", file=sys.stderr, flush=True)
     return subprocess.call(cmd, env=launch.environment(opts, os.environ))

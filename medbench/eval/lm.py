@@ -202,43 +202,127 @@ class MedbenchLM(FastGenerationMixin, HFLM):
         multi = [i for i, r in enumerate(requests) if len(r[2]) != 1]
         results: list = [None] * len(requests)
         if multi:
-            for i, res in zip(multi, super()._loglikelihood_tokens([requests[i] for i in multi], disable_tqdm)):
+            for i, res in zip(multi, self._continuation_scores([requests[i] for i in multi], disable_tqdm)):
                 results[i] = res
         if single:
             for i, res in zip(single, self._last_token_scores([requests[i] for i in single], disable_tqdm)):
                 results[i] = res
         return results
 
+    def _progress(self, total: int, disable_tqdm: bool):
+        return self._pbar or tqdm(
+            total=total, disable=disable_tqdm or self.rank != 0, desc="Scoring answers", unit="answer"
+        )
+
     @torch.no_grad()
     def _last_token_scores(self, requests, disable_tqdm: bool):
-        """(log p(token | context), token is greedy) for one-token continuations, one forward per context."""
+        """(log p(token | context), token is greedy) for one-token continuations, one forward per context.
+
+        Each batch's answers reach the response cache as soon as the batch is scored (an interrupted run keeps
+        them), after the canary contexts in it were scored alone and agreed."""
         by_context: dict[tuple[int, ...], list[int]] = defaultdict(list)
         for i, (_, context_enc, _) in enumerate(requests):
             by_context[tuple(context_enc[-self.prompt_max_tokens :])].append(i)
         # Longest first, as lm-eval does: memory errors surface at once and padding stays small.
         # Ties in length keep the requests' order, so the batches are the same on every run.
         contexts = sorted(by_context, key=len, reverse=True)
-        scores: dict[tuple[int, ...], tuple[torch.Tensor, dict[int, float], int]] = {}
-        pbar = self._pbar or tqdm(
-            total=len(requests), disable=disable_tqdm or self.rank != 0, desc="Scoring answer letters", unit="answer"
-        )
+        canary = self._canary_picks(contexts)
+        pbar = self._progress(len(requests), disable_tqdm)
+        results: list = [None] * len(requests)
         for batch, width, rows in self._batches(contexts):
             wanted = sorted({requests[i][2][0] for ctx in batch for i in by_context[ctx]})
             filled = batch + [batch[-1]] * (rows - len(batch)) if self.fixed_shapes else batch
-            for ctx, row in zip(batch, self._score_batch(filled, wanted, width)[: len(batch)], strict=True):
-                scores[ctx] = row
+            scored = dict(zip(batch, self._score_batch(filled, wanted, width)[: len(batch)]))
+            for ctx in canary & scored.keys():
+                tokens = sorted({requests[i][2][0] for i in by_context[ctx]})
+                ((_, alone, _),) = self._score_batch([ctx], tokens)
+                self._canary_check([abs(alone[t] - scored[ctx][1][t]) for t in tokens])
+            for ctx, (_, letter_logprobs, greedy) in scored.items():
+                for i in by_context[ctx]:
+                    token = requests[i][2][0]
+                    results[i] = (letter_logprobs[token], greedy == token)
+                    self.cache_hook.add_partial("loglikelihood", requests[i][0], results[i])
                 pbar.update(len(by_context[ctx]))
         if pbar is not self._pbar:
             pbar.close()
-        self._canary(contexts, scores, requests, by_context)
+        self._canary_report_call(len(canary))
+        return results
+
+    @torch.no_grad()
+    def _continuation_scores(self, requests, disable_tqdm: bool):
+        """(sum of log p of each continuation token, every token greedy) for multi-token continuations (cloze
+        scoring: an option's text after the question): one forward of context + continuation per request, the
+        continuation's logits computed in fp32 from the final hidden states, as the letters' are."""
+        sequences = [(tuple(ctx[-self.prompt_max_tokens :]) + tuple(cont), len(cont)) for _, ctx, cont in requests]
+        order = sorted(range(len(requests)), key=lambda i: -len(sequences[i][0]))
+        canary = self._canary_picks(order)
+        pbar = self._progress(len(requests), disable_tqdm)
         results: list = [None] * len(requests)
-        for ctx, (_, letter_logprobs, greedy) in scores.items():
-            for i in by_context[ctx]:
-                token = requests[i][2][0]
-                answer = (letter_logprobs[token], greedy == token)
+        start = 0
+        while start < len(order):
+            width = self._width(len(sequences[order[start]][0]))
+            end, rows = start, self._rows(width)
+            while end < len(order) and end - start < rows and self._width(len(sequences[order[end]][0])) == width:
+                end += 1
+            batch = order[start:end]
+            filled = batch + [batch[-1]] * (rows - len(batch)) if self.fixed_shapes else batch
+            scored = self._score_continuations([sequences[i] for i in filled], width)[: len(batch)]
+            for i, answer in zip(batch, scored, strict=True):
+                if i in canary:
+                    (alone,) = self._score_continuations([sequences[i]])
+                    self._canary_check([abs(alone[0] - answer[0])])
                 results[i] = answer
                 self.cache_hook.add_partial("loglikelihood", requests[i][0], answer)
+            pbar.update(len(batch))
+            start = end
+        if pbar is not self._pbar:
+            pbar.close()
+        self._canary_report_call(len(canary))
         return results
+
+    def _score_continuations(self, batch: list[tuple[tuple[int, ...], int]], width: int | None = None):
+        """Per (tokens, continuation length): (log p of the continuation, every continuation token greedy)."""
+        width = max(width or 0, max(len(t) for t, _ in batch))
+        keep = max(n for _, n in batch) + 1
+        ids, mask = _left_padded([t for t, _ in batch], width, self._pad_id())
+        head = self.model.get_output_embeddings()
+        hidden = self._forward_hidden(ids, mask, keep)  # [rows, keep, d]: the last `keep` positions
+        out = []
+        weight32 = self._head_fp32(head)
+        for row, (tokens, n) in enumerate(batch):
+            logits = exact_logits(hidden[row, keep - n - 1 : keep - 1], head, self.model.config, weight32)
+            logprobs = torch.log_softmax(logits, dim=-1)
+            target = torch.tensor(tokens[-n:], device=logprobs.device)
+            picked = logprobs.gather(1, target[:, None])[:, 0]
+            greedy = bool((logits.argmax(dim=-1) == target).all())
+            out.append((float(picked.sum()), greedy))
+        return out
+
+    def _forward_hidden(self, ids: torch.Tensor, mask: torch.Tensor, keep: int) -> torch.Tensor:
+        """The final hidden states (after the final norm) of the last `keep` positions, through the model's own
+        forward (left padding, each sequence at its own positions)."""
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        head = self.model.get_output_embeddings()
+        captured = {}
+        hook = head.register_forward_hook(lambda _m, inputs, _o: captured.__setitem__("hidden", inputs[0]))
+        try:
+            with torch.autocast(
+                device_type=self.device.type,
+                dtype=self.mixed_precision_dtype,
+                enabled=self.mixed_precision_dtype is not None,
+            ):
+                self.model(
+                    input_ids=ids.to(self.device),
+                    attention_mask=mask.to(self.device),
+                    position_ids=positions.to(self.device),
+                    logits_to_keep=keep,
+                )
+        finally:
+            hook.remove()
+        return captured["hidden"]
+
+    def _pad_id(self) -> int:
+        return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
     def _rows(self, width: int) -> int:
         rows = self.batch_size if isinstance(self.batch_size, int) else 1
@@ -271,78 +355,78 @@ class MedbenchLM(FastGenerationMixin, HFLM):
         """Per context: (hidden state, {token: log p in fp32}, greedy token) for the `wanted` tokens, the
         contexts left-padded to `width` (default: the longest).
 
-        The answer letters' logits are computed in fp32 from the final hidden state and the output
-        head's rows for those tokens: in bf16, logits of this size have a resolution of 0.125, and
-        letters that round to the same value would be chosen by their order (218 exact ties in 1,273
-        MedQA questions did so). The normaliser (log-sum-exp over the vocabulary) is the same for
-        every letter of a context, so it cannot reorder them; it comes from the model's own logits.
+        Every logit is computed again in fp32 from the final hidden state and the output head (one product
+        of the batch's fixed shape): in bf16, logits of this size have a resolution of 0.125, and letters that
+        round to the same value would be chosen by their order; and the normaliser (log-sum-exp over the
+        vocabulary) comes from the same fp32 logits as the letters, so a context's letter probabilities never
+        sum to more than 1.
         """
         width = max(width or 0, max(len(c) for c in batch))
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        # Left padding puts every context's last token in the last column; explicit position ids
-        # keep each sequence's positions as if it were alone.
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, ctx in enumerate(batch):
-            ids[row, width - len(ctx) :] = torch.tensor(ctx)
-            mask[row, width - len(ctx) :] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        ids, mask = _left_padded(batch, width, self._pad_id())
         head = self.model.get_output_embeddings()
-        captured = {}
-        hook = head.register_forward_hook(lambda _m, inputs, _o: captured.__setitem__("hidden", inputs[0][:, -1, :]))
-        try:
-            with torch.autocast(
-                device_type=self.device.type,
-                dtype=self.mixed_precision_dtype,
-                enabled=self.mixed_precision_dtype is not None,
-            ):
-                logits = self.model(
-                    input_ids=ids.to(self.device),
-                    attention_mask=mask.to(self.device),
-                    position_ids=positions.to(self.device),
-                    logits_to_keep=1,
-                ).logits[:, -1, :]
-        finally:
-            hook.remove()
-        logits = logits.float()
-        normaliser = torch.logsumexp(logits, dim=-1)
-        # A model sharded across GPUs (accelerate's hooks) returns its logits on the first GPU while the
-        # head and the captured hidden state sit on later ones: the letters join the normaliser's device.
-        letters = exact_logits(captured["hidden"], head, wanted, self.model.config).to(normaliser.device)
-        greedy = logits.argmax(dim=-1)
+        hidden = self._forward_hidden(ids, mask, 1)[:, -1, :]
+        exact = exact_logits(hidden, head, self.model.config, self._head_fp32(head))
+        normaliser = torch.logsumexp(exact, dim=-1)
+        letters, greedy = exact[:, wanted], exact.argmax(dim=-1)
         # One copy to the host per batch (a float() per letter would wait on the device 320 times a batch).
         letters, logprobs, greedy = (t.cpu() for t in (letters, letters - normaliser[:, None], greedy))
         table, chosen = logprobs.tolist(), greedy.tolist()
         return [(letters[row], dict(zip(wanted, table[row], strict=True)), chosen[row]) for row in range(len(batch))]
 
-    def _canary(self, contexts, scores, requests, by_context) -> None:
-        """Re-score a fixed handful of contexts alone (batch 1, no padding) and compare with their batched scores.
+    def _head_fp32(self, head) -> torch.Tensor:
+        """The output head's weight in fp32, converted once per model (a sharded head keeps its device)."""
+        key = (head.weight.data_ptr(), head.weight.dtype)
+        if getattr(self, "_head32_key", None) != key:
+            self._head32, self._head32_key = head.weight.detach().float(), key
+        return self._head32
 
-        A batched kernel that returns wrong numbers (seen once: fp32 attention on an H200 at some
-        padded widths gave 72 questions scores that did not depend on the question) then stops the
-        run instead of being recorded as the model's answers.
-        """
-        if not self.canary_size or not contexts:
-            return
-        step = max(1, len(contexts) // self.canary_size)
-        chosen = contexts[::step][: self.canary_size]
-        worst = 0.0
-        for ctx in chosen:
-            wanted = sorted({requests[i][2][0] for i in by_context[ctx]})
-            ((_, alone, _),) = self._score_batch([ctx], wanted)
-            batched = scores[ctx][1]
-            worst = max(worst, *(abs(alone[t] - batched[t]) for t in wanted))
-        tolerance = self.canary_tolerance
-        self.canary_report.append(
-            {"checked": len(chosen), "max_abs_diff": worst, "tolerance": tolerance, "passed": worst <= tolerance}
-        )
-        if worst > tolerance:
+    def _canary_picks(self, items: list) -> set:
+        """A fixed handful of a call's contexts (spread over its length order) to score again alone."""
+        if not self.canary_size or not items:
+            return set()
+        step = max(1, len(items) // self.canary_size)
+        return set(items[::step][: self.canary_size])
+
+    def _canary_check(self, differences: list[float]) -> None:
+        """A context scored alone (batch 1, no padding) against its batched scores: a batched kernel that returns
+        wrong numbers (seen once: fp32 attention on an H200 at some padded widths gave 72 questions scores that did
+        not depend on the question) stops the run before its batch reaches the record or the cache."""
+        worst = max([getattr(self, "_canary_worst", 0.0), *differences])
+        self._canary_worst = worst
+        if worst > self.canary_tolerance:
+            self._canary_report_call(None)
             raise CanaryError(
                 f"batched scores differ from the same questions scored alone by up to {worst:.4g} "
-                f"(tolerance {tolerance:g} for {self.dtype_name}): a batched kernel is computing wrong "
+                f"(tolerance {self.canary_tolerance:g} for {self.dtype_name}): a batched kernel is computing wrong "
                 f"numbers. Nothing was recorded for this batch. Try --set attn_implementation=eager, another "
                 f"batch size, or report it with the record's hardware and versions."
             )
+
+    def _canary_report_call(self, checked: int | None) -> None:
+        """One entry per scoring call for the record: contexts checked, the worst difference, pass or fail."""
+        worst = getattr(self, "_canary_worst", 0.0)
+        self._canary_worst = 0.0
+        if checked == 0:
+            return
+        tolerance = self.canary_tolerance
+        self.canary_report.append(
+            {
+                "checked": checked if checked is not None else self.canary_size,
+                "max_abs_diff": worst,
+                "tolerance": tolerance,
+                "passed": worst <= tolerance,
+            }
+        )
+
+
+def _left_padded(rows, width: int, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids left-padded to `width` (every sequence's last token in the last column) and their mask."""
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for row, seq in enumerate(rows):
+        ids[row, width - len(seq) :] = torch.tensor(seq)
+        mask[row, width - len(seq) :] = 1
+    return ids, mask
 
 
 def _pair_strings(pairs):
@@ -358,15 +442,13 @@ def _pair_strings(pairs):
         yield context + continuation
 
 
-def exact_logits(hidden: torch.Tensor, head, tokens: list[int], config) -> torch.Tensor:
-    """fp32 logits of `tokens` from the final hidden state (after the final norm) and the head's rows."""
-    weight = head.weight[tokens].float()
+def exact_logits(hidden: torch.Tensor, head, config, weight32: torch.Tensor | None = None) -> torch.Tensor:
+    """fp32 logits over the whole vocabulary from the final hidden state (after the final norm) and the head."""
+    weight = head.weight.float() if weight32 is None else weight32
     hidden = hidden.to(weight.device).float()  # sharded: the final norm and the head may sit on different GPUs
-    # One matrix-vector product per token: a token's logit must not depend on which other tokens were asked
-    # for (one product of varying width picks different kernels, and the last bit moves).
-    out = torch.stack([hidden @ weight[k] for k in range(len(tokens))], dim=1)
+    out = hidden @ weight.T
     if getattr(head, "bias", None) is not None:
-        out = out + head.bias[tokens].float()
+        out = out + head.bias.float()
     cap = getattr(config, "final_logit_softcapping", None)
     if cap:  # Gemma 2 style soft-capping, applied by the model after the head
         out = torch.tanh(out / cap) * cap

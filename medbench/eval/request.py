@@ -29,7 +29,7 @@ from medbench.records.io import RecordError, check_run_id
 from medbench.settings import EvalSettings
 
 PROMPTS = ("zeroshot", "fewshot", "cot")
-MODES = ("mc", "gen")
+MODES = ("mc", "gen", "cloze")
 RUN_CONFIG = "run_config.json"
 SHORT_TASKS = tuple(f"kormedmcqa_{e}" for e in KORMEDMCQA_EXAMS) + ("medqa_usmle",)
 
@@ -59,7 +59,7 @@ class RunRequest:
         mode = self.mode or ("mc" if self.prompt == "zeroshot" else "gen")
         if mode not in MODES:
             raise RunError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
-        if self.prompt != "zeroshot" and mode == "mc":
+        if self.prompt != "zeroshot" and mode != "gen":
             raise RunError(f"the {self.prompt} prompt is generative (5-shot answers); use --mode gen")
         return mode
 
@@ -94,7 +94,7 @@ def short_tasks(wanted: list[str]) -> list[str]:
 def task_names(prompt: str, mode: str, wanted: list[str]) -> list[str]:
     """Short names (kormedmcqa_doctor, kormedmcqa, medqa_usmle, medqa) -> our lm-eval task names."""
     chosen = short_tasks(wanted)
-    suffix = {"mc": "", "gen": "_gen"}[mode] if prompt == "zeroshot" else f"_{prompt}"
+    suffix = {"mc": "", "gen": "_gen", "cloze": "_cloze"}[mode] if prompt == "zeroshot" else f"_{prompt}"
     return [f"medbench_{t}{suffix}" for t in chosen]
 
 

@@ -12,7 +12,7 @@ from medbench import stats
 from medbench.data.checksums import data_matches_pinned
 from medbench.models.shapes import RANDOM_MARKER
 from medbench.records import provenance
-from medbench.records.questions import letter_distribution, question_row
+from medbench.records.questions import letter_distribution, metric_of, question_row
 from medbench.records.schema import Memory, RunRecord, TaskRecord
 from medbench.settings import DEFAULT_SEED
 
@@ -135,8 +135,7 @@ def task_record(
     rotated: dict[str, list[dict]] | None = None,
     seed: int = DEFAULT_SEED,
 ) -> TaskRecord:
-    generative = "exact_match" in samples[0] if samples else False
-    metric = "exact_match" if generative else "acc"
+    metric = metric_of(samples[0]) if samples else "acc"
     correct = sum(int(s[metric]) for s in samples)
     n = len(samples)
     rows = [question_row(s) for s in samples]

