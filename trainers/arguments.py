@@ -31,7 +31,7 @@ class TrainArguments:
         choices=PROFILES,
         help="study: the reference study's recipe (default); fast: packed batches, no gradient checkpointing, no "
         "DeepSpeed on one GPU (trainers/profiles/fast.yaml); protocol: the same optimizer steps for every method, "
-        "held-out loss every 25 steps, the best checkpoint kept (trainers/profiles/protocol.yaml)",
+        "held-out loss every 50 steps, the best checkpoint kept (trainers/profiles/protocol.yaml)",
     )
     gpus: int = arg(1, help="GPUs on this machine (one process each, started through `accelerate launch`)")
     num_machines: int = arg(1, help="machines in a multi-node run (accelerate launch --num_machines)")

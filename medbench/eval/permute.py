@@ -40,11 +40,20 @@ def expand(names: list[str], task_manager, scheme: str) -> tuple[list, dict[str,
     return specs, rotated
 
 
+def without_prompt(sample: dict) -> dict:
+    """A sample without its rendered prompt (one copy per answer letter: most of a samples file's size)."""
+    return {k: v for k, v in sample.items() if k != "arguments"}
+
+
 def slim(sample: dict) -> dict:
     """A rotated task's sample without the prompt and question text (the unrotated task's sample has
     them): what the report needs to score it, pair it and check it, at a tenth of the size."""
     doc = sample["doc"]
-    kept = {k: sample[k] for k in ("doc_id", "target", "resps", "filtered_resps", "filter", "metrics") if k in sample}
+    kept = {
+        k: sample[k]
+        for k in ("doc_id", "target", "resps", "filtered_resps", "filter", "metrics", "prompt_hash")
+        if k in sample
+    }
     kept.update({m: sample[m] for m in sample.get("metrics", []) if m in sample})
     kept["doc"] = {k: doc[k] for k in ("id", "dataset", "exam", "answer", "answer_index", "rotation") if k in doc}
     return kept

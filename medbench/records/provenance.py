@@ -67,7 +67,18 @@ def package_versions() -> dict[str, str | None]:
             out[name] = version(name.replace("_", "-"))
         except PackageNotFoundError:
             out[name] = None
+    if out["medbench"] is None:  # run from a copy of the tree without installing it: the version it declares
+        out["medbench"] = _declared_version()
     return out
+
+
+def _declared_version() -> str | None:
+    import tomllib
+
+    try:
+        return tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 def is_source(relative: str) -> bool:
