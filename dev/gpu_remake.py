@@ -52,13 +52,13 @@ def model_jobs(model: str, tiny: bool) -> list[Job]:
     """The `records` part: trainings, evaluations, AWQ. `tiny` shrinks every size for a CPU rehearsal."""
     limit = ["--limit", "2"] if tiny else []
     perm = ["--set", "permute=cyclic", *limit]
-    steps = ["--max-steps", "4", "--limit", "24", "--eval-limit", "8", "--set", "eval_steps=2", "--set", "save_steps=2"]
+    steps = ["--max-steps", "2", "--limit", "8", "--eval-limit", "4", "--set", "eval_steps=1", "--set", "save_steps=1"]
     steps = steps if tiny else []
     jobs = []
     for method in METHODS:
         if tiny and method == "qlora":
             continue  # bitsandbytes needs CUDA
-        for seed in SEEDS:
+        for seed in SEEDS[:1] if tiny else SEEDS:
             name = f"{method}-s{seed}"
             checkpoint = f"{Path(model).name}-{method}-protocol-s{seed}"
             jobs.append(
@@ -176,8 +176,9 @@ def bench_jobs(model: str, tiny: bool) -> list[Job]:
 
 class Runner:
     def __init__(self, jobs: list[Job], work: Path, slots: int, deadline: float, base: str):
+        """`deadline`: the time.monotonic() at which running jobs are stopped."""
         self.jobs = {j.name: j for j in jobs}
-        self.work, self.slots, self.deadline, self.base = work, slots, time.monotonic() + deadline, base
+        self.work, self.slots, self.deadline, self.base = work, slots, deadline, base
         (work / "done").mkdir(parents=True, exist_ok=True)
         (work / "logs").mkdir(parents=True, exist_ok=True)
         self.status: dict[str, dict] = {}
@@ -194,13 +195,12 @@ class Runner:
         return [sys.executable, "-m", job.module, *args], env
 
     def run(self) -> None:
-        running: dict[str, tuple[subprocess.Popen, float, object]] = {}
+        running: dict[str, tuple[subprocess.Popen, float]] = {}
         pending = [n for n in self.jobs if not self.done(n)]
         failed: set[str] = set()
         while pending or running:
-            for name, (proc, start, log) in list(running.items()):
+            for name, (proc, start) in list(running.items()):
                 if proc.poll() is not None:
-                    log.close()
                     ok = proc.returncode == 0
                     self.status[name]["returncode"] = proc.returncode
                     self.status[name]["seconds"] = round(time.monotonic() - start, 1)
@@ -214,17 +214,16 @@ class Runner:
                         flush=True,
                     )
             if time.monotonic() > self.deadline:
-                for name, (proc, start, log) in running.items():
+                for name, (proc, start) in running.items():
                     proc.terminate()
                     self.status[name].update(
                         returncode=None, seconds=round(time.monotonic() - start, 1), stopped="deadline"
                     )
-                for name, (proc, _, log) in running.items():
+                for proc, _ in running.values():
                     try:
                         proc.wait(timeout=20)
                     except subprocess.TimeoutExpired:
                         proc.kill()
-                    log.close()
                 for name in pending:
                     self.status.setdefault(name, {"not_started": "deadline"})
                 print(f"[remake] deadline: stopped {sorted(running)}, not started {pending}", flush=True)
@@ -242,11 +241,11 @@ class Runner:
                 if len(running) >= self.slots or not all(self.done(n) for n in job.needs):
                     continue
                 cmd, env = self.command(job)
-                log = open(self.work / "logs" / f"{name}.log", "w")
-                log.write(f"$ {shlex.join(cmd)}\n")
-                log.flush()
-                proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-                running[name] = (proc, time.monotonic(), log)
+                with open(self.work / "logs" / f"{name}.log", "w") as log:  # the child keeps its own handle
+                    log.write(f"$ {shlex.join(cmd)}\n")
+                    log.flush()
+                    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+                running[name] = (proc, time.monotonic())
                 self.status[name] = {"command": shlex.join(cmd[2:])}
                 pending.remove(name)
                 print(f"[remake] {name}: started ({len(running)} running, {len(pending)} waiting)", flush=True)
@@ -255,29 +254,37 @@ class Runner:
 
 def pack(results: Path, work: Path, out: Path, part: str, status: dict) -> None:
     """Runs (without response caches), training and bench records and the jobs' logs, in archives of at most
-    PACK_BYTES each, and status.json."""
+    PACK_BYTES each, and status.json: only what changed since an earlier call packed it (work/packed.json), since
+    that call's archives came back already."""
     out.mkdir(parents=True, exist_ok=True)
+    ledger = work / "packed.json"
+    packed = json.loads(ledger.read_text()) if ledger.exists() else {}
     items = []
     for path in sorted(results.rglob("*")):
         if path.is_file() and "cache" not in path.relative_to(results).parts:
             items.append((path, Path("results") / path.relative_to(results)))
     for path in sorted((work / "logs").glob("*.log")):
         items.append((path, Path("logs") / path.name))
-    archives, current, size = [], None, 0
+    stamp = {str(name): [path.stat().st_size, path.stat().st_mtime_ns] for path, name in items}
+    items = [(path, name) for path, name in items if packed.get(str(name)) != stamp[str(name)]]
+    chunks: list[list[tuple[Path, Path]]] = []
+    size = 0
     for path, name in items:
         bytes_ = path.stat().st_size
-        if current is None or size + bytes_ > PACK_BYTES:
-            if len(archives) == PACKS:
+        if not chunks or size + bytes_ > PACK_BYTES:
+            if len(chunks) == PACKS:
                 status.setdefault("_left_out", []).append(str(name))
                 continue
-            if current is not None:
-                current.close()
-            archives.append(out / f"{part}-{len(archives)}.tar")
-            current, size = tarfile.open(archives[-1], "w"), 0
-        current.add(path, arcname=str(name))
+            chunks.append([])
+            size = 0
+        chunks[-1].append((path, name))
         size += bytes_
-    if current is not None:
-        current.close()
+    for k, chunk in enumerate(chunks):
+        with tarfile.open(out / f"{part}-{k}.tar", "w") as archive:
+            for path, name in chunk:
+                archive.add(path, arcname=str(name))
+                packed[str(name)] = stamp[str(name)]
+    ledger.write_text(json.dumps(packed))
     (out / f"{part}-status.json").write_text(json.dumps(status, indent=1))
 
 
@@ -290,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--slots", type=int, default=0, help="jobs side by side (default: by GPU memory; 2 on a CPU)")
     p.add_argument("--tiny", default=None, help="a tiny model directory: the plan at toy size, on a CPU")
     args = p.parse_args(argv)
+    deadline = time.monotonic() + args.deadline  # conversions and setup below count against it too
     work = Path(args.work)
     os.environ.setdefault("MEDBENCH_RESULTS", str(work / "results"))
     os.environ.setdefault("MEDBENCH_CHECKPOINTS", str(work / "checkpoints"))
@@ -316,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         base = base_weights(resolve(model))  # converted once, before the jobs that load it start side by side
         base_weights(resolve("smollm2-135m")) if args.part == "records" else None
     jobs = model_jobs(model, bool(args.tiny)) if args.part == "records" else bench_jobs(model, bool(args.tiny))
-    runner = Runner(jobs, work, slots, args.deadline, base)
+    runner = Runner(jobs, work, slots, deadline, base)
     print(f"[remake] {args.part}: {len(jobs)} jobs, {slots} side by side, deadline {args.deadline} s", flush=True)
     runner.run()
     pack(Path(os.environ["MEDBENCH_RESULTS"]), work, Path(args.out), args.part, runner.status)

@@ -114,3 +114,122 @@ def holm(p_values: list[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * p_values[i]))
         adjusted[i] = running
     return adjusted
+
+
+def clopper_pearson(correct: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) interval of a proportion: the one to use at 0 or n, where Wilson's and a bootstrap's
+    collapse or shrink (a bootstrap of all-zero scores is [0, 0])."""
+    from scipy.stats import beta
+
+    if n == 0:
+        return (math.nan, math.nan)
+    tail = (1 - level) / 2
+    low = 0.0 if correct == 0 else float(beta.ppf(tail, correct, n - correct + 1))
+    high = 1.0 if correct == n else float(beta.ppf(1 - tail, correct + 1, n - correct))
+    return (low, high)
+
+
+def proportion_ci(correct: int, n: int) -> tuple[tuple[float, float], str]:
+    """((low, high), method) for a 0/1 proportion: Clopper-Pearson at 0 or n, Wilson otherwise."""
+    if n and correct in (0, n):
+        return clopper_pearson(correct, n), "clopper_pearson"
+    return wilson_interval(correct, n), "wilson"
+
+
+def mean_ci(scores, seed: int, resamples: int = RESAMPLES) -> tuple[tuple[float, float], str]:
+    """((low, high), method) for the mean of per-question scores in [0, 1]: a bootstrap from n = 100 questions, Wilson
+    on the mean below (a bootstrap of a few questions is too narrow), Clopper-Pearson when every score is 0 or 1."""
+    values = np.asarray(scores, dtype=float)
+    n = values.size
+    total = float(values.sum())
+    if n and total in (0.0, float(n)):
+        return clopper_pearson(int(total), n), "clopper_pearson"
+    if n < 100:
+        return wilson_interval(total, n), "wilson"
+    return bootstrap_ci(values, seed, resamples), f"bootstrap{resamples}"
+
+
+def lattice(differences, denominators=(1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 60)) -> int | None:
+    """The smallest k such that every difference is a whole multiple of 1/k (per-question means over k rotations,
+    or over seeds, differ in such steps), or None."""
+    d = np.asarray(differences, dtype=float)
+    for k in denominators:
+        scaled = d * k
+        if np.allclose(scaled, np.round(scaled), atol=1e-9):
+            return k
+    return None
+
+
+def sign_flip_exact(differences) -> float | None:
+    """Two-sided exact p of a paired sign-flip test (every question's difference's sign flipped with probability
+    1/2) where the differences lie on a lattice of step 1/k: the null distribution of their sum is the convolution
+    of one two-point distribution per question, computed exactly. None off a lattice."""
+    d = np.asarray(differences, dtype=float)
+    d = d[d != 0]
+    if d.size == 0:
+        return 1.0
+    k = lattice(d)
+    if k is None:
+        return None
+    units = np.abs(np.round(d * k)).astype(int)
+    observed = int(np.round(d * k).sum())
+    # The sum of c copies of ±u is u·(2j - c) with probability C(c, j) / 2^c: each distinct size at once.
+    total = int(units.sum())
+    dist = np.zeros(2 * total + 1)
+    dist[total] = 1.0
+    for u, c in zip(*np.unique(units, return_counts=True)):
+        j = np.arange(c + 1)
+        log_pmf = _log_binom(c, j) - c * math.log(2)
+        kernel = np.zeros(2 * u * c + 1)
+        kernel[u * (2 * j)] = np.exp(log_pmf)
+        dist = np.convolve(dist, kernel)[u * c : u * c + 2 * total + 1]
+    sums = np.arange(-total, total + 1)
+    return float(min(1.0, dist[np.abs(sums) >= abs(observed)].sum()))
+
+
+def _log_binom(n: int, k: np.ndarray) -> np.ndarray:
+    from scipy.special import gammaln
+
+    return gammaln(n + 1) - gammaln(k + 1) - gammaln(n - k + 1)
+
+
+def paired_test(a, b, seed: int) -> tuple[str, float]:
+    """(test, two-sided p) for paired per-question scores: exact McNemar for 0/1 scores, the exact sign-flip test on
+    a lattice (rotation or seed means), else a sign-flip test of 10^6 resamples."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    binary = np.isin(a, (0.0, 1.0)).all() and np.isin(b, (0.0, 1.0)).all()
+    if binary:
+        return "mcnemar_exact", mcnemar_exact(int(((a == 1) & (b == 0)).sum()), int(((a == 0) & (b == 1)).sum()))
+    p = sign_flip_exact(b - a)
+    if p is not None:
+        return "sign_flip_exact", p
+    return "sign_flip_1e6", sign_flip_p(b - a, seed, resamples=1_000_000)
+
+
+Z_975, Z_80 = 1.959964, 0.841621
+
+
+def paired_bounds(a, b, margin: float, alpha: float = 0.05) -> dict:
+    """What a paired comparison can say: the difference's standard error, the minimum detectable difference at 80%
+    power (two-sided alpha), and two one-sided tests (TOST) of equivalence within ±margin, normal approximation on
+    the per-question differences."""
+    from scipy.stats import norm
+
+    d = np.asarray(b, dtype=float) - np.asarray(a, dtype=float)
+    n = d.size
+    diff = float(d.mean()) if n else math.nan
+    se = float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
+    if not se > 0:  # identical scores: no spread, the difference is exactly 0
+        se = 0.0
+    mdd = (Z_975 + Z_80) * se
+    if se == 0:
+        p_tost = 0.0 if abs(diff) < margin else 1.0
+    else:
+        p_tost = float(max(norm.sf((diff + margin) / se), norm.cdf((diff - margin) / se)))
+    return {
+        "se": se,
+        "mdd80": mdd,
+        "margin": margin,
+        "tost_p": p_tost,
+        "equivalent": p_tost < alpha,
+    }

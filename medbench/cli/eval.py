@@ -152,37 +152,48 @@ def _pct(x) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
 
 
-def print_table(record: dict, record_path: str) -> None:
+def task_label(task: dict) -> str:
+    """A task's short name for 80 columns: the exam (doctor, nurse, pharm, dentist) or MedQA."""
+    return "MedQA" if task.get("dataset") == "medqa" else str(task.get("exam") or task["task"])
+
+
+def print_table(record: dict, record_path: str, file=None) -> None:
+    """The run's table, laid out for 80 columns (a fresh shell, a log, CI, SLURM and docker output are no terminal:
+    rich then renders 80 columns), and the record's path on a line of its own that nothing wraps."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{record['model']} · {record['variant']} · {record['prompt']} · {record['mode']}")
     permuted = any("permutation" in t for t in record["tasks"])
-    columns = ["task", "n", "accuracy %", "95% CI", "invalid", "truncated", "top letter"]
-    columns += ["debiased %", "circular %"] if permuted else []
+    title = f"{record['model']} · {record['variant']} · {record['prompt']} · {record['mode']}"
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+    # acc%: accuracy; inv: no parsable answer; cut: prompts cut from the left; top: the most answered letter (⚠ over
+    # half of the answers); deb%/circ%: the mean over option rotations and right under every rotation.
+    columns = ["task", "n", "acc%", "95% CI", "inv", "cut", "top"]
+    columns += ["deb%", "circ%"] if permuted else []
     for col in columns:
-        table.add_column(col, justify="left" if col == "task" else "right")
+        table.add_column(col, justify="left" if col == "task" else "right", no_wrap=True)
     for t in record["tasks"]:
         letters = t.get("letters") or {}
         predicted = letters.get("predicted") or {}
         valid = sum(predicted.values())
         top = max(predicted, key=predicted.get) if valid else None
         row = [
-            t["task"].removeprefix("medbench_"),
+            task_label(t),
             str(t["n"]),
             _pct(t["accuracy"]),
             f"{_pct(t['ci95_low'])}–{_pct(t['ci95_high'])}",
             str(t["invalid"]),
             str(t["truncated_prompts"]),
-            f"{top} {_pct(predicted[top] / valid)}%" + (" ⚠" if letters.get("dominant") else "") if top else "–",
+            f"{top} {_pct(predicted[top] / valid)}" + (" ⚠" if letters.get("dominant") else "") if top else "–",
         ]
         if permuted:
             perm = t.get("permutation") or {}
             row += [_pct(perm.get("debiased_accuracy")), _pct(perm.get("circular_accuracy"))]
         table.add_row(*row)
     if record.get("kormedmcqa_average") is not None:
-        table.add_row("kormedmcqa (pooled)", "", _pct(record["kormedmcqa_average"]), *[""] * (len(columns) - 3))
-    console = Console()
+        table.add_row("KorMedMCQA", "", _pct(record["kormedmcqa_average"]), *[""] * (len(columns) - 3))
+    console = Console(file=file, width=80 if file is None and not sys.stdout.isatty() else None)
     console.print(table)
     timing, responses = record["timing"], record["responses"]
     speed = (
@@ -190,8 +201,11 @@ def print_table(record: dict, record_path: str) -> None:
         if timing["questions_per_second"] is not None
         else f"resumed: {responses['from_cache']} answers from the cache, so no questions/s"
     )
+    memory = record["memory"]
+    gpu = f" · peak GPU {memory['peak_gpu_gib']} GiB" if memory.get("peak_gpu_gib") is not None else ""
+    console.print(f"load {timing['load_seconds']} s · eval {timing['eval_seconds']} s · {speed}")
     console.print(
-        f"load {timing['load_seconds']} s · eval {timing['eval_seconds']} s · {speed} · "
-        f"peak memory {record['memory']['peak_gib']} GiB · answers computed {responses['computed']}"
+        f"peak RSS {memory.get('peak_rss_gib', memory['peak_gib'])} GiB{gpu} · answers computed "
+        f"{responses['computed']}, from the cache {responses['from_cache']}"
     )
-    console.print(f"record: {record_path}")
+    print(f"record: {record_path}", file=file, flush=True)  # printed whole: a path wrapped mid-word cannot be pasted

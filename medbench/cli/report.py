@@ -30,8 +30,8 @@ class ReportArguments:
     merge: list[str] = arg(
         default_factory=list,
         metavar="DIR",
-        help="first merge this results folder from another machine into the results folder "
-        "(repeatable; `medbench merge`: run ids unique, identical runs counted once)",
+        help="first merge this results folder from another machine where `just merge` merges (results/local/, or "
+        "MEDBENCH_RESULTS; repeatable: run ids unique, identical runs counted once)",
     )
 
 
@@ -52,7 +52,9 @@ def run(args) -> int:
     if opts.merge:
         from medbench.records.merge import merge
 
-        print(f"merge into {results}: {merge([Path(d) for d in opts.merge], results).summary()}")
+        target = results_dir()  # where `just merge` writes: never the committed results/ unless MEDBENCH_RESULTS says
+        print(f"merge into {target}: {merge([Path(d) for d in opts.merge], target).summary()}")
+        also = tuple(dict.fromkeys((*also, target)))
     out = build_report(results, opts.seed, opts.resamples, readme, also, bench_sections(results))
     for path in out["written"]:
         print(f"wrote {_shown(path)}")

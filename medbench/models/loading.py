@@ -305,4 +305,5 @@ def training_record(weights_dir: str | None) -> dict | None:
         "steps": record.get("steps"),
         "best_checkpoint": record.get("best_checkpoint"),
         "created": record.get("created"),
+        "contaminated": record.get("contaminated"),  # a positive control's test questions
     }

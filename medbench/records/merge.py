@@ -1,25 +1,36 @@
 """Results folders gathered from several machines, merged into one: `just merge DIR…` (or `just report --merge DIR`).
 
 Each source is a results folder (or a folder of them) as `just eval` / `just train` / `just bench` left it:
-runs/<run-id>/, train/*.json and *-loss.png, bench/*.json. A run is copied whole (record, samples, lm-eval's
-results, run_config, cache) when its id is new here; a run already here with the same content (its
-record.json, run_config.json and samples files, byte for byte) is the same run and is skipped, so
-merging twice counts nothing twice; a run id already here with other content is refused, before
-anything is copied, naming both folders: two different runs under one id would make the report count
-one of them silently. Runs without a record.json (still running, or stopped) are left out and listed.
-The same rules hold for the files under train/ and bench/.
+runs/<run-id>/, train/*.json and *-loss.png, bench/*.json. Nothing from a source is trusted before it is read:
+
+- only plain files and folders are taken: a symbolic link, a device, a pipe anywhere in what would be copied stops
+  the merge before anything is copied (a link would copy a file from outside the folder, a device file would write
+  until the disk is full);
+- every run is read as the report reads it (records/reader.py: its record.json against the schema, its samples
+  against the record), and keyed by the run id inside its record, which must be its folder's name;
+- a run id already here (or in two sources) with the same content (its record.json and samples, byte for byte) is
+  the same run and is counted once; with other content, nothing is merged and both places are named;
+- train/ and bench/ files are JSON records that must parse (and their loss-curve PNGs), compared the same way.
+
+The merge is staged in a hidden folder beside runs/ and each run renamed into place; a failure part-way removes
+what this merge had put in place, so results are either merged whole or left as they were. Response caches
+(runs/*/cache/) are never copied: a merged run is a record, not a run to resume.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medbench.records.io import RecordError
+from medbench.records.io import RecordError, read_json
 
-RUN_CONTENT = ("record.json", "run_config.json")  # with samples_*.jsonl.gz: what makes a run the same run
+RUN_CONTENT = ("record.json",)  # with samples_*.jsonl.gz: what makes a run the same run
 FILE_FOLDERS = ("train", "bench")
+FILE_SUFFIXES = (".json", ".png")
+NOT_COPIED = ("cache",)
 
 
 class MergeError(RecordError):
@@ -44,21 +55,48 @@ class MergePlan:
         return "; ".join(parts)
 
 
+def _plain(path: Path) -> None:
+    """Refuse anything but a plain file or folder, without following a link."""
+    mode = os.lstat(path).st_mode
+    if stat.S_ISLNK(mode):
+        raise MergeError(f"{path}: a symbolic link; merge copies plain files only: replace it with the file itself")
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise MergeError(f"{path}: not a plain file or folder (a device, pipe or socket); remove it and merge again")
+
+
 def results_folders(source: Path) -> list[Path]:
     """`source` itself when it is a results folder (has runs/, train/ or bench/), else its subfolders that are."""
     source = Path(source)
-    if not source.is_dir():
+    if not source.exists():
         raise MergeError(f"{source}: no such folder")
+    _plain(source)
+    if not source.is_dir():
+        raise MergeError(f"{source}: not a folder")
 
     def is_results(p: Path) -> bool:
-        return any((p / name).is_dir() for name in ("runs", *FILE_FOLDERS))
+        return any((p / name).is_dir() and not (p / name).is_symlink() for name in ("runs", *FILE_FOLDERS))
 
     if is_results(source):
         return [source]
-    found = sorted(p for p in source.iterdir() if p.is_dir() and is_results(p))
+    found = sorted(p for p in source.iterdir() if not p.is_symlink() and p.is_dir() and is_results(p))
     if not found:
         raise MergeError(f"{source}: not a results folder (no runs/, train/ or bench/ in it or in its subfolders)")
     return found
+
+
+def run_files(run_dir: Path) -> list[Path]:
+    """Every file a merge copies from a run folder (its response cache left out), each checked to be plain."""
+    _plain(run_dir)
+    out = []
+    for root, dirs, files in os.walk(run_dir):  # never follows links: os.walk's default
+        here = Path(root)
+        for name in dirs:
+            _plain(here / name)
+        dirs[:] = [d for d in dirs if not (here == run_dir and d in NOT_COPIED)]
+        for name in files:
+            _plain(here / name)
+            out.append(here / name)
+    return sorted(out)
 
 
 def run_content(run_dir: Path) -> dict[str, bytes]:
@@ -66,19 +104,44 @@ def run_content(run_dir: Path) -> dict[str, bytes]:
     return {f.name: f.read_bytes() for f in files if f.exists()}
 
 
+def _checked_run(run_dir: Path) -> str:
+    """The run's id, after reading it as the report does; refuses a run whose folder is not named by its id."""
+    from medbench.records.reader import load_run
+
+    run = load_run(run_dir)
+    if run.run_id != run_dir.name:
+        raise MergeError(
+            f"{run_dir / 'record.json'}: run id {run.run_id!r}, but the folder is named {run_dir.name!r}; a run is "
+            f"merged under its own id: rename the folder to it"
+        )
+    return run.run_id
+
+
+def _checked_file(path: Path) -> None:
+    _plain(path)
+    if path.suffix not in FILE_SUFFIXES:
+        raise MergeError(f"{path}: not a record (.json) or loss curve (.png); remove it and merge again")
+    if path.suffix == ".json" and not isinstance(read_json(path), dict):
+        raise MergeError(f"{path}: not a JSON object")
+
+
 def plan_merge(sources: list[Path], into: Path) -> MergePlan:
-    """What merging `sources` into `into` would do; conflicts are collected, not raised."""
+    """What merging `sources` into `into` would do, every incoming file checked; conflicts are collected."""
     into = Path(into)
     plan = MergePlan()
     claimed: dict[Path, Path] = {}  # destination -> the source it will come from (two sources may clash too)
     for folder in [f for s in sources for f in results_folders(s)]:
         if folder.resolve() == into.resolve():
             continue
-        for run_dir in sorted((folder / "runs").glob("*/")) if (folder / "runs").is_dir() else []:
+        runs = folder / "runs"
+        for run_dir in sorted(runs.iterdir()) if runs.is_dir() and not runs.is_symlink() else []:
+            run_files(run_dir)
+            if not run_dir.is_dir():
+                continue
             if not (run_dir / "record.json").exists():
                 plan.unfinished.append(str(run_dir))
                 continue
-            dest = into / "runs" / run_dir.name
+            dest = into / "runs" / _checked_run(run_dir)
             other = claimed.get(dest, dest if (dest / "record.json").exists() else None)
             if other is None:
                 claimed[dest] = run_dir
@@ -88,9 +151,11 @@ def plan_merge(sources: list[Path], into: Path) -> MergePlan:
             else:
                 plan.conflicts.append(f"run {run_dir.name}: {run_dir} and {other} differ")
         for sub in FILE_FOLDERS:
-            for path in sorted((folder / sub).glob("*")) if (folder / sub).is_dir() else []:
-                if not path.is_file():
-                    continue
+            here = folder / sub
+            if not here.is_dir() or here.is_symlink():
+                continue
+            for path in sorted(here.iterdir()):
+                _checked_file(path)
                 dest = into / sub / path.name
                 other = claimed.get(dest, dest if dest.exists() else None)
                 if other is None:
@@ -104,7 +169,9 @@ def plan_merge(sources: list[Path], into: Path) -> MergePlan:
 
 
 def merge(sources: list[Path], into: Path) -> MergePlan:
-    """Copies what `plan_merge` found, or copies nothing and raises when two different things share a name."""
+    """Copies what `plan_merge` found, whole or not at all; raises (copying nothing) when two different things
+    share a name."""
+    into = Path(into)
     plan = plan_merge(sources, into)
     if plan.conflicts:
         raise MergeError(
@@ -112,15 +179,34 @@ def merge(sources: list[Path], into: Path) -> MergePlan:
             f"{len(plan.conflicts)} place(s) (rename or remove one of each, then merge again):\n  "
             + "\n  ".join(plan.conflicts)
         )
-    for source, dest in plan.copy_runs:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(into) / ".merging" / dest.name  # beside runs/, so the report never reads half a run
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(source, tmp)
-        tmp.rename(dest)  # a run appears whole or not at all
-    for source, dest in plan.copy_files:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, dest)
-    shutil.rmtree(Path(into) / ".merging", ignore_errors=True)
+    staging = into / f".merging-{os.getpid()}"
+    placed: list[Path] = []
+    try:
+        for k, (source, _) in enumerate(plan.copy_runs):
+            staged = staging / "runs" / str(k)
+            for path in run_files(source):
+                target = staged / path.relative_to(source)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, target, follow_symlinks=False)
+        for k, (source, _) in enumerate(plan.copy_files):
+            target = staging / "files" / str(k)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target, follow_symlinks=False)
+        for k, (_, dest) in enumerate(plan.copy_runs):  # every copy made: now into place, one rename each
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            (staging / "runs" / str(k)).rename(dest)
+            placed.append(dest)
+        for k, (_, dest) in enumerate(plan.copy_files):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            (staging / "files" / str(k)).rename(dest)
+            placed.append(dest)
+    except BaseException:
+        for dest in placed:  # rolled back: the results are as they were before this merge
+            if dest.is_dir():
+                shutil.rmtree(dest)
+            else:
+                dest.unlink(missing_ok=True)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return plan

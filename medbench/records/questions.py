@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from medbench.records import io
-from medbench.records.reader import ReportError
+from medbench.records.reader import ReportError, read_lines
 
 LETTERS = "ABCDE"
 # A letter holding more than this share of a run's valid answers is flagged: the model is mostly
@@ -27,7 +27,7 @@ def question_rows(run_dir: Path, task: str) -> list[dict]:
     if not path.exists():
         raise ReportError(f"{path}: samples file missing for task {task}")
     rows = []
-    for line_no, line in io.read_samples(path):
+    for line_no, line in read_lines(path):
         if not line.strip():
             continue
         try:

@@ -27,6 +27,36 @@ REQUIRED_NESTED_FIELDS = (
     *(("memory", k) for k in required_keys(Memory)),
 )
 REQUIRED_TASK_FIELDS = required_keys(TaskRecord)
+# The fields the report computes with, and the types it can compute with: a record edited by hand or written by
+# something else is named, not crashed on.
+RECORD_TYPES = {
+    "run_id": str,
+    "model": str,
+    "variant": str,
+    "prompt": str,
+    "mode": str,
+    "params_b": (int, float, type(None)),
+    "timing": dict,
+    "memory": dict,
+    "hardware": dict,
+    "limit": (int, type(None)),
+    "sample": (int, type(None)),
+}
+TASK_TYPES = {
+    "task": str,
+    "dataset": str,
+    "exam": str,
+    "metric": str,
+    "n": int,
+    "accuracy": (int, float, type(None)),
+    "invalid": int,
+    "truncated_prompts": int,
+}
+
+
+def _kinds(kinds) -> str:
+    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+    return " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
 
 
 class ReportError(RecordError):
@@ -161,11 +191,19 @@ def check_record(record, record_path: Path) -> None:
         raise ReportError(f"{record_path}: missing field(s) {', '.join(missing)}")
     if not isinstance(record["tasks"], list) or not record["tasks"]:
         raise ReportError(f"{record_path}: field tasks must be a non-empty list")
+    for key, kinds in RECORD_TYPES.items():
+        if key in record and not isinstance(record[key], kinds):
+            raise ReportError(f"{record_path}: field {key} is {type(record[key]).__name__}, expected {_kinds(kinds)}")
     for i, task in enumerate(record["tasks"]):
         missing = [k for k in REQUIRED_TASK_FIELDS if not isinstance(task, dict) or k not in task]
+        name = task.get("task", f"#{i}") if isinstance(task, dict) else f"#{i}"
         if missing:
-            name = task.get("task", f"#{i}") if isinstance(task, dict) else f"#{i}"
             raise ReportError(f"{record_path}: task {name} missing field(s) {', '.join(missing)}")
+        for key, kinds in TASK_TYPES.items():
+            if not isinstance(task[key], kinds) or isinstance(task[key], bool) and bool not in kinds:
+                raise ReportError(
+                    f"{record_path}: task {name} field {key} is {type(task[key]).__name__}, expected {_kinds(kinds)}"
+                )
 
 
 def _task_scores(run_dir: Path, task: dict) -> TaskScores:
@@ -206,12 +244,23 @@ def _task_scores(run_dir: Path, task: dict) -> TaskScores:
     )
 
 
+def read_lines(path: Path):
+    """(line number, line) of a gzipped samples file; a truncated or corrupt file is named, not crashed on."""
+    import gzip
+    import zlib
+
+    try:
+        yield from io.read_samples(path)
+    except (EOFError, OSError, gzip.BadGzipFile, zlib.error, UnicodeDecodeError) as e:
+        raise ReportError(f"{path}: unreadable ({type(e).__name__}: {e}); the file is truncated or corrupt") from None
+
+
 def _sample_scores(run_dir: Path, name: str, metric: str) -> tuple[list[str], list[float]]:
     path = io.samples_path(run_dir, name)
     if not path.exists():
         raise ReportError(f"{path}: samples file missing for task {name} (listed in {run_dir / 'record.json'})")
     ids, scores = [], []
-    for line_no, line in io.read_samples(path):
+    for line_no, line in read_lines(path):
         if not line.strip():
             continue
         try:

@@ -82,8 +82,9 @@ def provenance_gaps(record: dict) -> list[str]:
     return gaps
 
 
-def commit_fingerprint(commit: str, root: Path = REPO_ROOT) -> dict | None:
+def commit_fingerprint(commit: str, root: Path | None = None) -> dict | None:
     """The source fingerprint of a commit's files (None where this clone does not have the commit)."""
+    root = root or REPO_ROOT
     try:
         listing = subprocess.run(
             ["git", "ls-tree", "-r", "-z", "--name-only", commit, "--", *SOURCE_DIRS],

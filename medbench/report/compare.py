@@ -1,50 +1,68 @@
-"""Paired comparisons between runs of one model: same questions, different variant, prompt or mode.
+"""Paired comparisons, as the checked-in plan (medbench/report/plan.yaml) names them, and only those.
 
-Two runs of one model answer largely the same questions, so their accuracies are compared
-question by question (matched on doc.id). That is far more sensitive than comparing two
-independent confidence intervals, and it stays honest when one run saw a sample of the questions.
+Two runs answer largely the same questions, so their accuracies are compared question by question (matched on
+doc.id): far more sensitive than two independent intervals. Every comparison reports what it can and cannot say:
+
+- the paired difference (b - a) with its 95% bootstrap interval over questions;
+- a paired test with fine p resolution: exact McNemar for 0/1 scores, the exact sign-flip test for per-question
+  means on a lattice (rotations, pooled seeds);
+- Holm's adjustment within the comparison's family (the plan's), whose size the report prints;
+- the minimum detectable difference at 80% power, and a TOST verdict of equivalence within the plan's margin:
+  "no effect" is stated as a bound, never as a failed test.
+
+A fine-tuned variant trained under several seeds enters as one member: each question's score averaged over the
+seeds' runs, with the seeds' spread of accuracies beside.
 """
 
 from __future__ import annotations
 
-from itertools import combinations
+from functools import cache
+from pathlib import Path
 
 import numpy as np
+import yaml
 
 from medbench import stats
 from medbench.records.reader import Run, TaskScores
+from medbench.records.verify import provenance_gaps
 
+PLAN_PATH = Path(__file__).with_name("plan.yaml")
 COMPARISON_FIELDS = (
-    "model",
-    "task",
-    "run_a",
-    "run_b",
+    "family",
+    "family_size",
+    "dataset",
+    "model_a",
     "variant_a",
-    "prompt_a",
-    "mode_a",
+    "model_b",
     "variant_b",
-    "prompt_b",
-    "mode_b",
+    "prompt",
+    "mode",
     "metric",
+    "runs_a",
+    "runs_b",
     "n_paired",
     "acc_a",
     "acc_b",
+    "seed_accuracies_b",
     "difference",
     "diff_ci95_low",
     "diff_ci95_high",
-    "only_a_correct",
-    "only_b_correct",
+    "mdd80",
+    "margin",
+    "tost_p",
+    "equivalent",
     "test",
     "p_value",
     "holm_p",
 )
-# Comparisons use the position-debiased accuracy (mean over option rotations) when both runs have it:
-# plain accuracy can move with a letter habit alone (a fine-tune that answers "A" 98% of the time
-# gains on a test whose most frequent gold letter is A).
-# Run a of a pair is the plainer setting (base before fine-tuned, zero-shot before few-shot before CoT,
-# mc before gen), so difference = b - a reads as "what the change bought".
+DATASET_TASKS = {"kormedmcqa": "kormedmcqa_average", "medqa": "medqa_usmle"}
 PROMPT_ORDER = ("zeroshot", "fewshot", "cot")
-MODE_ORDER = ("mc", "gen")
+MODE_ORDER = ("mc", "cloze", "gen")
+
+
+@cache
+def load_plan(path: Path = PLAN_PATH) -> dict:
+    return yaml.safe_load(path.read_text())
 
 
 def _rank(value: str, order: tuple[str, ...]) -> int:
@@ -65,85 +83,144 @@ def run_order(run: Run) -> tuple:
     )
 
 
+def legacy(run: Run) -> bool:
+    """A run without full provenance (records/verify.py): left out of the headline and the families."""
+    return bool(provenance_gaps(run.record))
+
+
+def positive_control(run: Run) -> bool:
+    return bool((run.record.get("training_record") or {}).get("contaminated") or "positive-control" in run.run_id)
+
+
+def eligible(run: Run, include_legacy: bool = False) -> bool:
+    """A run that may stand for its configuration: every question, default precision, not a positive control."""
+    record = run.record
+    settings = record.get("settings") or {}
+    return (
+        record.get("limit") is None
+        and record.get("sample") is None
+        and settings.get("dtype", "auto") == "auto"
+        and not positive_control(run)
+        and (include_legacy or not legacy(run))
+    )
+
+
+def configuration(runs: list[Run], model: str, variant: str, prompt: str, mode: str, metric: str) -> list[Run]:
+    """The runs that stand for one configuration: one per checkpoint (a fine-tuned variant's seeds), the latest
+    where a checkpoint was evaluated twice."""
+    chosen: dict[str | None, Run] = {}
+    for run in sorted(runs, key=lambda r: r.record.get("created") or ""):
+        record = run.record
+        if (record["model"], record["variant"], record["prompt"], record["mode"]) != (model, variant, prompt, mode):
+            continue
+        if metric == "debiased" and not all(t.debiased is not None for t in run.tasks):
+            continue
+        chosen[record.get("checkpoint")] = run
+    return [chosen[k] for k in sorted(chosen, key=str)]
+
+
+def member_scores(members: list[Run], task: str, metric: str) -> tuple[list[str], np.ndarray, list[float]] | None:
+    """(question ids, each question's score averaged over the members, each member's accuracy) on one task."""
+    tasks = [m.scored_tasks().get(task) for m in members]
+    if not members or any(t is None for t in tasks):
+        return None
+    ids = [i for i in tasks[0].ids if all(i in set(t.ids) for t in tasks[1:])]
+    columns = []
+    for t in tasks:
+        values = t.debiased if metric == "debiased" else t.scores
+        index = {doc_id: k for k, doc_id in enumerate(t.ids)}
+        columns.append(values[[index[i] for i in ids]])
+    matrix = np.stack(columns, axis=1)
+    return ids, matrix.mean(axis=1), [float(c.mean()) for c in columns]
+
+
 def metric_of(a: TaskScores, b: TaskScores) -> str:
     return "debiased" if a.debiased is not None and b.debiased is not None else "standard"
 
 
-def paired_scores(a: TaskScores, b: TaskScores, metric: str = "standard") -> tuple[list[str], np.ndarray, np.ndarray]:
-    """The questions both answered, in a's order, with each run's score (0/1, or the debiased mean)."""
-    b_index = {doc_id: i for i, doc_id in enumerate(b.ids)}
-    both = [(i, b_index[doc_id]) for i, doc_id in enumerate(a.ids) if doc_id in b_index]
-    ids = [a.ids[i] for i, _ in both]
-    va, vb = (a.debiased, b.debiased) if metric == "debiased" else (a.scores, b.scores)
-    return ids, va[[i for i, _ in both]], vb[[j for _, j in both]]
-
-
-def compare_tasks(a: TaskScores, b: TaskScores, seed: int, resamples: int = stats.RESAMPLES) -> dict:
-    """Paired accuracy difference (b - a) with its bootstrap interval and a paired test.
-
-    Standard accuracy (0/1 per question): McNemar's exact test. Debiased accuracy (a mean over
-    rotations per question): a paired sign-flip permutation test on the per-question differences.
-    """
-    metric = metric_of(a, b)
-    _, sa, sb = paired_scores(a, b, metric)
-    n = len(sa)
-    only_a = int(((sa == 1) & (sb == 0)).sum()) if metric == "standard" else None
-    only_b = int(((sa == 0) & (sb == 1)).sum()) if metric == "standard" else None
-    acc_a = float(sa.mean()) if n else float("nan")
-    acc_b = float(sb.mean()) if n else float("nan")
-    low, high = stats.paired_bootstrap_ci(sa, sb, seed, resamples)
-    if metric == "standard":
-        test, p = "mcnemar_exact", stats.mcnemar_exact(only_a, only_b)
-    else:
-        test, p = "sign_flip", stats.sign_flip_p(sb - sa, seed)
+def compare_scores(ids_a, sa, ids_b, sb, margin: float, seed: int, resamples: int = stats.RESAMPLES) -> dict:
+    """Every number of one paired comparison of per-question scores (b - a), matched on question ids."""
+    index_b = {doc_id: k for k, doc_id in enumerate(ids_b)}
+    both = [(k, index_b[doc_id]) for k, doc_id in enumerate(ids_a) if doc_id in index_b]
+    va = np.asarray(sa, dtype=float)[[k for k, _ in both]]
+    vb = np.asarray(sb, dtype=float)[[j for _, j in both]]
+    n = len(both)
+    low, high = stats.paired_bootstrap_ci(va, vb, seed, resamples) if n else (float("nan"), float("nan"))
+    test, p = stats.paired_test(va, vb, seed) if n else ("none", 1.0)
+    bounds = stats.paired_bounds(va, vb, margin)
     return {
-        "metric": metric,
         "n_paired": n,
-        "acc_a": acc_a,
-        "acc_b": acc_b,
-        "difference": acc_b - acc_a,
+        "acc_a": float(va.mean()) if n else float("nan"),
+        "acc_b": float(vb.mean()) if n else float("nan"),
+        "difference": float((vb - va).mean()) if n else float("nan"),
         "diff_ci95_low": low,
         "diff_ci95_high": high,
-        "only_a_correct": only_a,
-        "only_b_correct": only_b,
+        "mdd80": bounds["mdd80"],
+        "margin": margin,
+        "tost_p": bounds["tost_p"],
+        "equivalent": bounds["equivalent"],
         "test": test,
         "p_value": p,
     }
 
 
-def comparisons(runs: list[Run], seed: int, resamples: int = stats.RESAMPLES) -> list[dict]:
-    """Every pair of runs of the same model with a different (variant, prompt, mode), per shared task.
+def compare_tasks(a: TaskScores, b: TaskScores, seed: int, resamples: int = stats.RESAMPLES, margin: float = 0.02):
+    """Two runs' scores on one task (debiased where both have it), as one comparison."""
+    metric = metric_of(a, b)
+    va, vb = (a.debiased, b.debiased) if metric == "debiased" else (a.scores, b.scores)
+    return {"metric": metric, **compare_scores(a.ids, va, b.ids, vb, margin, seed, resamples)}
 
-    Pairs of one configuration (e.g. a --limit run and the full run) are left out: they differ
-    only in which questions were asked, which is not a comparison anyone asked for. Pairs with no
-    question in common are left out too.
-    """
+
+def comparisons(
+    runs: list[Run], seed: int, resamples: int = stats.RESAMPLES, plan: dict | None = None, include_legacy=False
+) -> list[dict]:
+    """Every comparison of the plan's families that has runs, Holm-adjusted within its family."""
+    plan = plan or load_plan()
+    pool = [r for r in runs if eligible(r, include_legacy)]
     rows = []
-    ordered = sorted(runs, key=run_order)
-    for ra, rb in combinations(ordered, 2):
-        if ra.record["model"] != rb.record["model"] or ra.config == rb.config:
-            continue
-        ta, tb = ra.scored_tasks(), rb.scored_tasks()
-        for task in sorted(set(ta) & set(tb)):
-            result = compare_tasks(ta[task], tb[task], seed, resamples)
-            if result["n_paired"] == 0:
-                continue
-            rows.append(
-                {
-                    "model": ra.record["model"],
-                    "task": task,
-                    "run_a": ra.run_id,
-                    "run_b": rb.run_id,
-                    **{f"{k}_a": v for k, v in zip(("variant", "prompt", "mode"), ra.config)},
-                    **{f"{k}_b": v for k, v in zip(("variant", "prompt", "mode"), rb.config)},
-                    **result,
-                }
-            )
-    for row, adjusted in zip(rows, stats.holm([r["p_value"] for r in rows]), strict=True):
-        row["holm_p"] = adjusted
+    for family in plan["families"]:
+        family_rows = []
+        metric, margin = family["metric"], family["margin"]
+        if "against_model" in family:
+            pairs = [
+                ((family["against_model"], family["variant"]), (model, family["variant"])) for model in family["models"]
+            ]
+        else:
+            pairs = [((family["model"], family["against"]), (family["model"], v)) for v in family["members"]]
+        for (model_a, variant_a), (model_b, variant_b) in pairs:
+            config = (family["prompt"], family["mode"], metric)
+            runs_a = configuration(pool, model_a, variant_a, *config)
+            runs_b = configuration(pool, model_b, variant_b, *config)
+            for dataset in family["datasets"]:
+                task = DATASET_TASKS[dataset]
+                a, b = member_scores(runs_a, task, metric), member_scores(runs_b, task, metric)
+                if a is None or b is None:
+                    continue
+                result = compare_scores(a[0], a[1], b[0], b[1], margin, seed, resamples)
+                family_rows.append(
+                    {
+                        "family": family["name"],
+                        "dataset": dataset,
+                        "model_a": model_a,
+                        "variant_a": variant_a,
+                        "model_b": model_b,
+                        "variant_b": variant_b,
+                        "prompt": family["prompt"],
+                        "mode": family["mode"],
+                        "metric": metric,
+                        "runs_a": " ".join(r.run_id for r in runs_a),
+                        "runs_b": " ".join(r.run_id for r in runs_b),
+                        "seed_accuracies_b": " ".join(f"{x:.4f}" for x in b[2]),
+                        **result,
+                    }
+                )
+        for row, adjusted in zip(family_rows, stats.holm([r["p_value"] for r in family_rows]), strict=True):
+            row["holm_p"] = adjusted
+            row["family_size"] = len(family_rows)
+        rows += family_rows
     return rows
 
 
 def most_significant(rows: list[dict]) -> dict | None:
-    """The comparison with the smallest p-value (the first in table order on a tie)."""
-    return min(rows, key=lambda r: r["p_value"], default=None)
+    """The comparison with the smallest Holm-adjusted p-value (the first in table order on a tie)."""
+    return min(rows, key=lambda r: r["holm_p"], default=None)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from medbench import hashing
 from medbench.cli import main
 from medbench.data import checksums, loader
 from medbench.data.checksums import verify_splits
@@ -136,7 +137,7 @@ def test_changed_weights_are_never_scored_from_an_old_cache(
     args = ["eval", str(model), *QUICK, "--run-id", "w"]
     assert medbench(capsys, *args)[0] == 0
     record = json.loads((results_dir / "runs" / "w" / "record.json").read_text())
-    assert record["weights_fingerprint"]["model"]["files"]["model.safetensors"].split()[1].startswith("sampled:")
+    assert record["weights_fingerprint"]["model"]["files"]["model.safetensors"].split()[1].startswith("sha256:")
     sums = checksums.expected_sums()
     assert record["data_files"] == {name: sums[name][0] for name in ("medqa/dev.jsonl", "medqa/test.jsonl")}
 
@@ -161,21 +162,46 @@ def test_changed_weights_are_never_scored_from_an_old_cache(
     assert code == 2 and "holds answers cached from other inputs: transformers was 4.57.0, now 5.24.0." in err
 
 
-def test_fingerprint_sees_header_and_sampled_blocks(tmp_path, monkeypatch):
-    """Above the whole-file limit: the safetensors header and eight 1 MiB blocks are hashed."""
-    monkeypatch.setattr(fingerprint, "WHOLE_BELOW", 1024)
-    header = json.dumps({"w": {"dtype": "F32", "shape": [2**20], "data_offsets": [0, 2**22]}}).encode()
+def test_one_value_in_one_layer_changes_the_fingerprint_and_refuses_the_cache(
+    tmp_path, results_dir, tiny_gemma_dir, capsys
+):
+    """Every byte of every weight file is hashed: one value of one tensor in a middle layer, edited in place (same
+    size, same header), is seen, and the run that cached the old model's answers is not resumed."""
+    from safetensors.torch import load_file, save_file
+
+    model = shutil.copytree(tiny_gemma_dir, tmp_path / "model")
+    args = ["eval", str(model), *QUICK, "--run-id", "one-value"]
+    assert medbench(capsys, *args)[0] == 0
+    before = fingerprint.fingerprint(str(model))
+    tensors = load_file(model / "model.safetensors")
+    name = sorted(k for k in tensors if ".layers.1." in k and k.endswith("mlp.down_proj.weight"))[0]
+    tensors[name][3, 5] += 1.0
+    time.sleep(0.01)
+    save_file(tensors, model / "model.safetensors", metadata={"format": "pt"})
+    after = fingerprint.fingerprint(str(model))
+    assert fingerprint.changed_files(before, after) == ["model.safetensors"]
+    code, err = medbench(capsys, *args)
+    assert code == 2 and "the model weights changed (model.safetensors)" in err
+
+
+def test_a_rehash_costs_a_stat_and_a_rewrite_is_seen(tmp_path, monkeypatch):
+    """The hash cache remembers a file by size, mtime, ctime and inode: a second fingerprint reads nothing, and a
+    rewrite that restores the old mtime still changes the ctime."""
+    import os
+
+    from medbench import hashing
+
     path = tmp_path / "model.safetensors"
-    path.write_bytes(len(header).to_bytes(8, "little") + header + bytes(2**22))
-    first = fingerprint.file_fingerprint(path)
-    assert first.startswith(f"{path.stat().st_size} sampled:")
-    data = bytearray(path.read_bytes())
-    data[-10] = 1  # the last block
-    path.write_bytes(data)
-    second = fingerprint.file_fingerprint(path)
-    assert second != first
-    path.write_bytes(data.replace(b'"F32"', b'"I32"'))  # another dtype, same size
-    assert fingerprint.file_fingerprint(path) not in (first, second)
+    path.write_bytes(bytes(range(256)) * 1000)
+    os.utime(path, ns=(1, 10**18))  # an mtime old enough not to be racy
+    time.sleep(hashing.RACY_SECONDS + 0.1)
+    first = fingerprint.fingerprint(str(tmp_path))
+    reads = []
+    monkeypatch.setattr(hashing, "file_sha256", lambda p: reads.append(p) or "x")
+    assert fingerprint.fingerprint(str(tmp_path)) == first and reads == []
+    path.write_bytes(bytes(reversed(range(256))) * 1000)
+    os.utime(path, ns=(1, 10**18))
+    assert fingerprint.fingerprint(str(tmp_path)) != first and reads == [path]
 
 
 # --- tampered and truncated data -------------------------------------------------------------------------
@@ -191,9 +217,9 @@ def data_copy(tmp_path, monkeypatch):
 
 def test_tampered_data_is_refused_before_the_model_loads(data_copy, results_dir, tiny_gemma_dir, capsys):
     test = data_copy / "medqa" / "test.jsonl"
-    time.sleep(checksums.RACY_SECONDS + 0.1)  # a file just written is never trusted to the cache
+    time.sleep(hashing.RACY_SECONDS + 0.1)  # a file just written is never trusted to the cache
     verify_splits([("medqa", None, "test")])  # its hash cached (by size, mtime, ctime, inode)
-    assert str(test.resolve()) in json.loads((checksums.cache_dir() / checksums.HASH_CACHE).read_text())
+    assert str(test.resolve()) in json.loads((hashing.cache_dir() / hashing.CACHE_FILE).read_text())
     line = next(
         i
         for i, name in enumerate((data_copy / "SHA256SUMS").read_text().splitlines(), 1)
@@ -212,12 +238,47 @@ def test_tampered_data_is_refused_before_the_model_loads(data_copy, results_dir,
     assert test.stat().st_size == stat.st_size
     code, err = medbench(capsys, "eval", str(tiny_gemma_dir), *QUICK, "--run-id", "t")
     assert code == 2
-    actual = checksums._HashCache().sha256(test)
+    actual = hashing.file_sha256(test)
     assert (
         f"data file {test} has sha256 {actual}, but SHA256SUMS:{line} says {expected}: it changed since the "
         f"checksums were written. Restore it (git checkout data/) and check with `just data`" in err
     )
     assert not (results_dir / "runs" / "t").exists()
+
+
+def test_a_file_and_its_checksum_line_edited_together_are_caught(data_copy, results_dir, tiny_gemma_dir, capsys):
+    """data/SHA256SUMS agrees with the edited file, the list pinned in the package does not: `just data` refuses,
+    and a run on it says data_pinned: false (the report marks it)."""
+    test = data_copy / "medqa" / "test.jsonl"
+    text = test.read_text(encoding="utf-8")
+    first = json.loads(text.split("\n", 1)[0])
+    wrong = next(k for k in "ABCD" if k != first["answer_idx"])
+    test.write_text(text.replace(f'"answer_idx": "{first["answer_idx"]}"', f'"answer_idx": "{wrong}"', 1))
+    sums = data_copy / "SHA256SUMS"
+    new = hashing.file_sha256(test)
+    sums.write_text(
+        "\n".join(
+            f"{new}  ./medqa/test.jsonl" if line.endswith("medqa/test.jsonl") else line
+            for line in sums.read_text().splitlines()
+        )
+        + "\n"
+    )
+    code, err = medbench(capsys, "data")
+    assert code == 2 and "medqa/test.jsonl is listed with sha256" in err and "changed together" in err
+    assert medbench(capsys, "eval", str(tiny_gemma_dir), *QUICK, "--run-id", "p")[0] == 0
+    record = json.loads((results_dir / "runs" / "p" / "record.json").read_text())
+    assert record["data_pinned"] is False
+
+
+def test_a_data_file_missing_from_or_extra_to_the_list_is_refused(data_copy, capsys):
+    (data_copy / "medqa" / "extra.jsonl").write_text("{}\n")
+    code, err = medbench(capsys, "data")
+    assert code == 2 and "medqa/extra.jsonl: in" in err and "not in" in err
+    (data_copy / "medqa" / "extra.jsonl").unlink()
+    sums = data_copy / "SHA256SUMS"
+    sums.write_text("".join(line + "\n" for line in sums.read_text().splitlines() if "dentist/test.csv" not in line))
+    code, err = medbench(capsys, "data")
+    assert code == 2 and "kormedmcqa/dentist/test.csv" in err
 
 
 def test_training_verifies_its_data_before_it_claims_a_folder(data_copy, tmp_path, tiny_gemma_dir, monkeypatch):
