@@ -166,7 +166,7 @@ def bench_jobs(model: str, tiny: bool) -> list[Job]:
     return [
         Job(
             "bench-eval",
-            ["bench", "eval", "--modes", "mc,gen,cot", "--ablations", "--end-to-end", "--study-limit", "4"]
+            ["bench", "eval", "--modes", "mc,gen,cot", "--ablations", "--end-to-end", "--study-limit", "1"]
             + ["--baseline-limit", "16", "--stock-limit", "32", "--limit", "100"],
         ),
         Job("bench-decode-8b", ["bench", "eval", "--decode-shape", "qwen3-8b", "--decode-batches", "64,128,256"]),
@@ -316,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
 
         gib = torch.cuda.get_device_properties(0).total_memory / 2**30 if torch.cuda.is_available() else 0
         slots = 14 if gib > 100 else 8 if gib else 2
+        if args.part == "benches":
+            slots = 1  # timings side by side with other work would measure the sharing
     base = model
     if not args.tiny:
         from medbench.models.loading import base_weights

@@ -642,6 +642,11 @@ def end_to_end(
             stock.update(returncode=done.returncode, wall_seconds=round(wall, 2), limit=stock_limit)
             if done.returncode:
                 stock["error"] = done.stderr[-2000:]
+            else:  # the questions lm-eval answered, from its own results file
+                results = sorted(Path(tmp).rglob("results_*.json"))
+                counts = read_json(results[-1]).get("n-samples", {}) if results else {}
+                n = sum(int(c.get("effective", 0)) for c in counts.values())
+                stock.update(questions=n, questions_per_second=round(n / wall, 2) if n else None)
             rows.append(stock)
     return rows
 

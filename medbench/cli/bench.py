@@ -84,8 +84,9 @@ class EvalBenchArguments:
         help="also time `medbench eval` itself per mode, as a user types it (load and graph capture included), and "
         "lm-eval's own CLI with its hf model beside it",
     )
+    end_to_end_limit: int | None = arg(None, help="--end-to-end: questions per task for medbench (default: all)")
     stock_limit: int | None = arg(
-        None, help="--end-to-end: questions per task for lm-eval's CLI (default: --limit; 0 skips it)"
+        None, help="--end-to-end: questions per task for lm-eval's CLI (default: --end-to-end-limit; 0 skips it)"
     )
     decode_shape: str | None = arg(
         None, help="instead: fixed-length decode throughput at this registry shape, random weights (e.g. qwen3-8b)"
@@ -213,9 +214,9 @@ def bench_eval(opts: EvalBenchArguments, out_dir: Path) -> int:
         save=lambda result: write_json(path(result), result),
     )
     if opts.end_to_end:
-        stock_limit = opts.limit if opts.stock_limit is None else opts.stock_limit
+        stock_limit = opts.end_to_end_limit if opts.stock_limit is None else opts.stock_limit
         result["end_to_end"] = bench.end_to_end(
-            opts.model, opts.variant, modes, opts.limit, stock_limit, opts.batch_size
+            opts.model, opts.variant, modes, opts.end_to_end_limit, stock_limit, opts.batch_size
         )
         write_json(path(result), result)
     print(markdown_table(result))
