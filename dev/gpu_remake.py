@@ -163,13 +163,20 @@ def bench_jobs(model: str, tiny: bool) -> list[Job]:
                 ],
             )
         ]
+    # The user's path first (every question, end to end, beside lm-eval's CLI on the first 16 per task), then the
+    # 8B-shape decode, then the warm figures with the engine's ablations on the first 40 questions per task.
     return [
         Job(
-            "bench-eval",
-            ["bench", "eval", "--modes", "mc,gen,cot", "--ablations", "--end-to-end", "--study-limit", "1"]
-            + ["--baseline-limit", "16", "--stock-limit", "32", "--limit", "100"],
+            "bench-e2e",
+            ["bench", "eval", "--modes", "mc,gen,cot", "--limit", "1", "--study-limit", "0", "--baseline-limit", "0"]
+            + ["--flip-sample", "0", "--end-to-end", "--stock-limit", "16"],
         ),
         Job("bench-decode-8b", ["bench", "eval", "--decode-shape", "qwen3-8b", "--decode-batches", "64,128,256"]),
+        Job(
+            "bench-warm",
+            ["bench", "eval", "--modes", "mc,gen,cot", "--ablations", "--study-limit", "1", "--baseline-limit", "8"]
+            + ["--limit", "40"],
+        ),
         Job("bench-decode-270m", ["bench", "eval", "--decode-shape", "gemma3-270m", "--decode-batches", "64,128,256"]),
     ]
 
@@ -326,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
         base = base_weights(resolve(model))  # converted once, before the jobs that load it start side by side
         base_weights(resolve("smollm2-135m")) if args.part == "records" else None
     jobs = model_jobs(model, bool(args.tiny)) if args.part == "records" else bench_jobs(model, bool(args.tiny))
+    # Trainings first (evaluations wait on them), then the letter evaluations the comparisons need, cloze last.
+    jobs.sort(key=lambda j: (not j.name.startswith("train"), j.name.startswith("cloze-") and j.name != "cloze-base"))
     runner = Runner(jobs, work, slots, deadline, base)
     print(f"[remake] {args.part}: {len(jobs)} jobs, {slots} side by side, deadline {args.deadline} s", flush=True)
     runner.run()

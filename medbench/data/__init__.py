@@ -1,5 +1,6 @@
 """The benchmark data: vendored files (or hub copies) as one validated canonical row, their checksums, the hub
-schema both ways, and the training/test overlap check. Nothing here knows about models or prompts."""
+schema both ways, option rotation, and the training/test overlap check. Nothing here knows about models or
+prompts."""
 
 from medbench.exports import lazy_exports
 
@@ -18,5 +19,6 @@ __all__, __getattr__ = lazy_exports(
         "fetch_from_hub": "hub",
         "write_hub_jsonl": "hub",
         "contamination": "contamination",
+        "rotate_row": "rotation",
     },
 )

@@ -13,7 +13,7 @@ paired statistics line up per question.
 
 from __future__ import annotations
 
-from medbench.prompts.rotation import rotated_task_name, rotations
+from medbench.data.rotation import rotated_task_name, rotations
 
 
 def expand(names: list[str], task_manager, scheme: str) -> tuple[list, dict[str, list[str]]]:
@@ -38,22 +38,3 @@ def expand(names: list[str], task_manager, scheme: str) -> tuple[list, dict[str,
             )
             rotated[name].append(rotated_task_name(name, k))
     return specs, rotated
-
-
-def without_prompt(sample: dict) -> dict:
-    """A sample without its rendered prompt (one copy per answer letter: most of a samples file's size)."""
-    return {k: v for k, v in sample.items() if k != "arguments"}
-
-
-def slim(sample: dict) -> dict:
-    """A rotated task's sample without the prompt and question text (the unrotated task's sample has
-    them): what the report needs to score it, pair it and check it, at a tenth of the size."""
-    doc = sample["doc"]
-    kept = {
-        k: sample[k]
-        for k in ("doc_id", "target", "resps", "filtered_resps", "filter", "metrics", "prompt_hash")
-        if k in sample
-    }
-    kept.update({m: sample[m] for m in sample.get("metrics", []) if m in sample})
-    kept["doc"] = {k: doc[k] for k in ("id", "dataset", "exam", "answer", "answer_index", "rotation") if k in doc}
-    return kept

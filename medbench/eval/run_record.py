@@ -4,6 +4,7 @@ permuted) the position-debiased and circular accuracies; then timing, memory, pl
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -162,6 +163,8 @@ def task_record(
         # Questions whose best two choices scored exactly equal: the first letter wins them by position.
         "ties": sum(1 for r in rows if r["tie"]),
         "letters": letter_distribution(rows),
+        # The prompts as rendered, named without keeping them: the sha256 of lm-eval's prompt hashes in order.
+        "prompts_sha256": hashlib.sha256("".join(str(s.get("prompt_hash")) for s in samples).encode()).hexdigest(),
     }
     if rotated:
         record["permutation"] = permutation_summary(samples, rotated, metric, seed)

@@ -210,7 +210,7 @@ def _evaluate(
     record_path = prepared.run_dir / "record.json"
     keep = computed == 0 and _readable(record_path)
     if not keep:
-        _write_answers(prepared.run_dir, out, plan.rotated)
+        _write_answers(prepared.run_dir, out)
     record = build_run_record(
         req,
         prepared,
@@ -241,14 +241,10 @@ def _peak_memory() -> dict:
     return provenance.peak_memory()
 
 
-def _write_answers(run_dir: Path, out: dict, rotated: dict[str, list[str]]) -> None:
-    """Every task's logged samples and lm-eval's results without them. The prompts are left out (each sample keeps
-    lm-eval's prompt_hash; the task, the data and the code that rendered them are in the record), and a rotated task
-    keeps only what scores it: its unrotated task holds the question."""
-    rotated_names = {r for rs in rotated.values() for r in rs}
+def _write_answers(run_dir: Path, out: dict) -> None:
+    """Every task's logged samples (compacted: records/io.py) and lm-eval's results without them."""
     for name, samples in out["samples"].items():
-        slim = permute.slim if name in rotated_names else permute.without_prompt
-        io.write_samples(io.samples_path(run_dir, name), [slim(s) for s in samples])
+        io.write_samples(io.samples_path(run_dir, name), [io.compact_sample(s) for s in samples])
     io.write_json(run_dir / "results.json", {k: v for k, v in out.items() if k != "samples"})
 
 

@@ -1,5 +1,5 @@
 """What evaluation and training share about prompts: the task hooks lm-eval calls (rows, answer filter), lm-eval's
-templates compiled once, answer extraction, option rotation, chat templates.
+templates compiled once, answer extraction, chat templates.
 
 Below both `eval` and `trainers`, so that a model is trained on exactly the prompt it is evaluated on."""
 
@@ -14,10 +14,6 @@ __all__, __getattr__ = lazy_exports(
         "apply_template": "templates",
         "extract_answer": "answers",
         "strip_thinking": "answers",
-        "ROTATED_SPLIT": "rotation",
-        "rotate_row": "rotation",
-        "rotated_task_name": "rotation",
-        "rotations": "rotation",
         "ChatPlan": "chat",
         "ChatError": "chat",
         "plan_chat": "chat",

@@ -9,8 +9,8 @@ import datasets
 from lm_eval.api.filter import Filter
 
 from medbench.data.loader import KORMEDMCQA_SPLITS, MEDQA_SPLITS, load_rows
+from medbench.data.rotation import ROTATED_SPLIT, rotate_row
 from medbench.prompts.answers import extract_answer
-from medbench.prompts.rotation import ROTATED_SPLIT, rotate_row
 
 # The splits a task reads (its test set, and the shots' and lm-eval's other splits); MedQA train is
 # hub-only and never needed for evaluation. The runner verifies exactly these files before a run.

@@ -23,6 +23,30 @@ def samples_path(run_dir: Path, task: str) -> Path:
     return run_dir / f"samples_{task}.jsonl.gz"
 
 
+# The doc fields a sample keeps: what identifies the question and its key. The question and its options are the
+# vendored data's (the record holds every data file's sha256): records/questions.py reads them back by id.
+SAMPLE_DOC_KEYS = ("id", "dataset", "exam", "split", "year", "subject", "answer", "answer_index", "rotation")
+SAMPLE_KEYS = ("doc_id", "target", "filtered_resps", "filter", "metrics")
+
+
+def compact_sample(sample: dict) -> dict:
+    """What a run keeps of lm-eval's logged sample: the question's id and key, the scores or the generated text, the
+    metric. Left out: the rendered prompt (one copy per answer letter; the record's prompts_sha256 names them), the
+    question text (the data's), lm-eval's hashes, and for scored samples `resps`, a copy of `filtered_resps`."""
+    kept = {k: sample[k] for k in SAMPLE_KEYS if k in sample}
+    if not _scored(sample.get("filtered_resps")):
+        kept["resps"] = sample.get("resps")  # a generation's raw text: what the extracted answer was read from
+    kept.update({m: sample[m] for m in sample.get("metrics", []) if m in sample})
+    kept["doc"] = {k: v for k, v in sample["doc"].items() if k in SAMPLE_DOC_KEYS}
+    return kept
+
+
+def _scored(filtered) -> bool:
+    return bool(filtered) and all(
+        isinstance(f, (list, tuple)) and isinstance(f[0], (int, float)) and not isinstance(f[0], bool) for f in filtered
+    )
+
+
 def write_samples(path: Path, samples: list[dict]) -> None:
     # mtime=0: the same samples give the same bytes.
     with _replacing(path) as tmp, open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:

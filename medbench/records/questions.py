@@ -9,6 +9,7 @@ from these rows agrees with record.json.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -37,9 +38,34 @@ def question_rows(run_dir: Path, task: str) -> list[dict]:
     return rows
 
 
+@functools.cache
+def _data_rows(dataset: str, exam: str | None, split: str) -> dict[str, dict]:
+    from medbench.data.loader import load_rows
+
+    return {r["id"]: r for r in load_rows(dataset, exam, split)}
+
+
+def data_doc(doc: dict) -> dict:
+    """A compacted sample's doc with its question and options read back from the data by id (and rotated as the
+    sample's task rotated them); a doc that carries its text, or whose question the data lacks, is returned as is."""
+    from medbench.data.loader import DataError
+    from medbench.data.rotation import rotate_row
+
+    if "question" in doc or not doc.get("dataset"):
+        return doc
+    exam = doc.get("exam") if doc["dataset"] == "kormedmcqa" else None
+    try:
+        row = _data_rows(doc["dataset"], exam, doc.get("split") or "test").get(str(doc["id"]))
+    except (DataError, OSError):  # the data folder moved or a split is missing: the row keeps its id, no text
+        return doc
+    if row is None:
+        return doc
+    return {**rotate_row(row, doc.get("rotation") or 0), **doc}
+
+
 def question_row(sample: dict) -> dict:
     """One sample as a row; raises KeyError/TypeError/ValueError on a sample of neither shape."""
-    doc = sample["doc"]
+    doc = data_doc(sample["doc"])
     metric = metric_of(sample)
     row = {"id": str(doc["id"]), "dataset": doc.get("dataset"), "exam": doc.get("exam")}
     row.update({k: doc[k] for k in ("subject", "year") if doc.get(k) is not None})

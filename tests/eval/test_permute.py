@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from medbench import stats
+from medbench.data.rotation import rotate_row
 from medbench.eval.request import RunRequest
 from medbench.eval.runner import run
-from medbench.prompts.rotation import rotate_row
 from medbench.records.reader import TaskScores, load_runs
 from medbench.report.compare import compare_tasks
 from medbench.settings import EvalSettings, SettingsError

@@ -1,8 +1,8 @@
 """Option rotation: a test question asked with its options shifted, the gold letter moving with its option.
 
-The rows' transformation, shared by the task hooks that load rotated tasks (medbench/prompts/tasks.py)
-and by the run that asks for them (medbench/eval/permute.py). Only the test split is rotated: few-shot
-rows keep their order, because their written rationales name letters.
+The rows' transformation, shared by the task hooks that load rotated tasks (medbench/prompts/tasks.py), the run
+that asks for them (medbench/eval/permute.py) and the records that read them back (medbench/records/questions.py).
+Only the test split is rotated: few-shot rows keep their order, because their written rationales name letters.
 """
 
 from __future__ import annotations
