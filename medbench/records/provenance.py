@@ -114,12 +114,14 @@ def code_state(root: Path = REPO_ROOT) -> dict:
     """medbench_version, source_fingerprint, git_sha, git_sha_status and git_dirty, as provenance() records them."""
     fingerprint = source_fingerprint(root)
     out = {"medbench_version": package_versions()["medbench"], "source_fingerprint": fingerprint}
-    sha, dirty = _git(root)
+    claimed = os.environ.get("MEDBENCH_GIT_SHA")
+    matches = bool(claimed) and os.environ.get("MEDBENCH_SOURCE_FINGERPRINT") == fingerprint["sha256"]
+    # A copy of the tree can carry another commit's .git (a machine the sources were synced to); a claimed commit
+    # whose fingerprint the sources match names the code better than that repository's HEAD.
+    sha, dirty = (None, None) if matches else _git(root)
     if sha is not None:
         out.update(git_sha=sha, git_sha_status="read from the tree's git", git_dirty=dirty)
-    elif os.environ.get("MEDBENCH_GIT_SHA"):
-        claimed = os.environ["MEDBENCH_GIT_SHA"]
-        matches = os.environ.get("MEDBENCH_SOURCE_FINGERPRINT") == fingerprint["sha256"]
+    elif claimed:
         out.update(
             git_sha=claimed,
             git_sha_status="verified: the sources that ran have that commit's fingerprint"

@@ -65,6 +65,12 @@ def data_files_of(record: dict) -> dict | None:
     return (record.get("data") or {}).get("files")
 
 
+def attested_commit(record: dict) -> str | None:
+    """The commit whose files have the record's source fingerprint, where that was established after the run
+    (dev/attest_source_commit.py) because the tree that ran carried another commit's .git; `verify` checks it."""
+    return (record.get("source_commit") or {}).get("sha")
+
+
 def provenance_gaps(record: dict) -> list[str]:
     """The provenance fields a record lacks (empty: full provenance), from the record alone."""
     kind = record_kind(record)
@@ -75,7 +81,7 @@ def provenance_gaps(record: dict) -> list[str]:
         gaps.append("weights fingerprint")
     if str(record.get("git_sha_status", "")).startswith(("unverified", "unknown")):
         gaps.append("a verified git commit")
-    if record.get("git_dirty"):
+    if record.get("git_dirty") and not attested_commit(record):
         gaps.append("a clean tree (source files differed from the commit)")
     if kind == "run" and record.get("variant") in ("full", "lora", "qlora") and not record.get("training_record"):
         gaps.append("the training record of its weights")
@@ -112,6 +118,8 @@ def verify(path: Path, commit: str | None = None, against_tree: bool = False) ->
     from medbench.models.fingerprint import FingerprintError, changed_files, fingerprint
 
     record = read_json(path)
+    if not isinstance(record, dict):
+        return Verification(Path(path), "unknown", [Check("record", MISMATCH, "not a record (a JSON object)")])
     result = Verification(Path(path), record_kind(record))
     checks = result.checks
 
@@ -133,7 +141,7 @@ def verify(path: Path, commit: str | None = None, against_tree: bool = False) ->
     if not fp:
         checks.append(Check("code", LEGACY, "the record has no source fingerprint"))
     else:
-        target = commit or str(record.get("git_sha") or "").removesuffix("-dirty")
+        target = commit or attested_commit(record) or str(record.get("git_sha") or "").removesuffix("-dirty")
         if against_tree:
             here = source_fingerprint()["sha256"]
             checks.append(Check("code", OK if here == fp else MISMATCH, "against the working tree"))

@@ -154,7 +154,7 @@ def test_merge_copies_new_runs_and_counts_identical_ones_once(tmp_path):
     assert sorted(d.name for _, d in plan.copy_runs) == ["job-a", "job-b"]
     assert plan.identical == ["job-a"] and plan.unfinished == [str(b / "runs" / "unfinished")]
     assert [r.run_id for r in load_runs(here)] == ["job-a", "job-b", "local"]  # the report reads each once
-    assert (here / "runs" / "job-b" / "cache" / "responses_rank0.db").exists()  # resumable where it landed
+    assert not (here / "runs" / "job-b" / "cache").exists()  # a merged run is a record, its cache stays behind
     assert (here / "train" / "m-lora.json").exists() and not (here / ".merging").exists()
 
     again = merge([a, b], here)  # merging twice changes nothing
@@ -193,6 +193,7 @@ def test_report_merges_before_it_reads(tmp_path, monkeypatch):
         return {"written": [], "runs": [], "rows": [], "comparisons": [], "most_significant": None}
 
     monkeypatch.setattr(build, "build_report", fake_build)
+    monkeypatch.setenv("MEDBENCH_RESULTS", str(here))  # where `just merge` writes
     assert main(["report", "--results", str(here), "--merge", str(other), "--readme", str(tmp_path / "none.md")]) == 2
     (tmp_path / "README.md").write_text("")
     assert main(["report", "--results", str(here), "--merge", str(other), "--readme", str(tmp_path / "README.md")]) == 0

@@ -304,3 +304,31 @@ def test_gen_engine_auto_graphs_only_on_one_cuda_device(tiny):
     lm.generate_until(requests)
     assert lm.gen_engine_used == {"eager": "auto: not on CUDA"}
     assert lm.fast_gen_stats[0]["graphs"] is False and lm.fast_gen_stats[0]["graphs_reason"] == "graphs=off"
+
+
+class _HostTensors(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts tensors made from host values (torch.tensor, `t[i] = True`): on CUDA each is a host-to-device copy,
+    which CUDA graph capture refuses ("Cannot copy between CPU and CUDA tensors during CUDA graph capture")."""
+
+    def __init__(self):
+        super().__init__()
+        self.made: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten.lift_fresh.default:
+            self.made.append(repr(args[0]))
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_decode_step_makes_no_host_tensor_so_cuda_graph_capture_can_take_it(tiny):
+    from medbench.eval.generation.runner import ModelRunner
+    from medbench.eval.generation.sequence import GenerationStats
+
+    model, tok, _ = tiny
+    runner = ModelRunner(
+        model, slots=2, cache_len=16, penalty=1.5, pad=tok.pad_token_id, prefill_tokens=64, stats=GenerationStats()
+    )
+    with _HostTensors() as probe:
+        runner._step()
+    assert probe.made == []
+    assert runner.seen.sum().item() == 2  # the step still marks each slot's token as seen

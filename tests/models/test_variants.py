@@ -45,7 +45,7 @@ def test_registry_aliases_and_families():
     assert resolve("Qwen/Qwen3-14B").hub_id == "Qwen/Qwen3-14B"
     assert not any(spec.trust_remote_code for spec in registry.values())
     # Only weights a run here has loaded count as verified.
-    assert [a for a, s in registry.items() if s.verified] == ["gemma3-270m"]
+    assert [a for a, s in registry.items() if s.verified] == ["gemma3-270m", "smollm2-135m"]
 
 
 def test_registry_refuses_unknown_keys(tmp_path):

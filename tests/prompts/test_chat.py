@@ -28,6 +28,7 @@ EXPECTED = {
     "phi4-mini": "<|system|>Be brief.<|end|><|user|>Q?<|end|><|assistant|>",
     "hyperclovax": "<|im_start|>tool_list\n<|im_end|>\n<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nQ?"
     "<|im_end|>\n<|im_start|>assistant\n",
+    "smollm2": "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nQ?<|im_end|>\n<|im_start|>assistant\n",
 }
 END_OF_TURN = {
     "gemma3": "<end_of_turn>",
@@ -37,6 +38,7 @@ END_OF_TURN = {
     "llama3.2": "<|eot_id|>",
     "phi4-mini": "<|end|>",
     "hyperclovax": "<|im_end|>",
+    "smollm2": "<|im_end|>",
 }
 
 
@@ -100,13 +102,14 @@ def test_lm_eval_encodes_a_chat_prompt_with_exactly_one_bos(tokenizers, lm_for, 
         assert naive[:2] == [bos, bos], "the pitfall is real: a plain encode doubles BOS"
         assert single[0] == bos and single.count(bos) == 1
     else:
-        assert bos is None or bos not in single
+        # nothing is prepended: BOS appears only where the template writes it (SmolLM2's BOS is <|im_start|>)
+        assert bos is None or single.count(bos) == text.count(tok.bos_token)
         assert single == naive
     # An mc request (--chat on) scores " A" after this prompt: lm-eval moves the template's trailing newline
-    # into the continuation, and the whole sequence still holds one BOS at most.
+    # into the continuation, and the whole sequence holds no BOS beyond the prompt's.
     context, continuation = lm._encode_pair(text, " A")
     assert context + continuation == lm.tok_encode(text + " A")
-    assert context[0] == single[0] and (context + continuation).count(bos) <= 1
+    assert context[0] == single[0] and (context + continuation).count(bos) == single.count(bos)
 
 
 def test_qwen3_thinking_switch(tokenizers):

@@ -19,9 +19,9 @@ def tm():
 ALL = [
     f"medbench_kormedmcqa_{e}{s}"
     for e in ("doctor", "nurse", "pharm", "dentist")
-    for s in ("", "_gen", "_fewshot", "_cot")
-] + ["medbench_medqa_usmle", "medbench_medqa_usmle_gen", "medbench_medqa_usmle_fewshot", "medbench_medqa_usmle_cot"]
-GROUPS = ["medbench_kormedmcqa", "medbench_kormedmcqa_gen", "medbench_kormedmcqa_fewshot", "medbench_kormedmcqa_cot"]
+    for s in ("", "_gen", "_fewshot", "_cot", "_cloze")
+] + [f"medbench_medqa_usmle{s}" for s in ("", "_gen", "_fewshot", "_cot", "_cloze")]
+GROUPS = [f"medbench_kormedmcqa{s}" for s in ("", "_gen", "_fewshot", "_cot", "_cloze")]
 
 
 def test_every_task_and_group_is_indexed_without_shadowing_builtins(tm):

@@ -108,6 +108,9 @@ class ModelRunner:
         self.lens = torch.zeros(slots, dtype=torch.long, device=self.device)  # its position (= tokens cached)
         self.write_pos = torch.zeros(slots, dtype=torch.long, device=self.device)
         self.seen = torch.zeros((slots, self.vocab), dtype=torch.bool, device=self.device)
+        # What a step marks seen, kept on the device: `seen[rows, chosen] = True` makes a host tensor of the True
+        # and copies it over at every step, a copy CUDA graph capture refuses.
+        self.marks = torch.ones((slots, 1), dtype=torch.bool, device=self.device)
         self.cache = self._allocate()
         self.prefix_kv: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self.graph = None
@@ -239,7 +242,7 @@ class ModelRunner:
             )
         scores = out.logits[:, -1, :].to(dtype=torch.float32)
         chosen = torch.argmax(penalize(scores, self.seen, self.penalty), dim=-1)
-        self.seen[self.rows, chosen] = True
+        self.seen.scatter_(1, chosen[:, None], self.marks)
         self.lens.add_(1)
         self.tokens.copy_(chosen)
 
