@@ -13,6 +13,7 @@ what torch printed and says which of those happened and what to do.
 
 from __future__ import annotations
 
+import math
 import re
 import subprocess
 import sys
@@ -76,13 +77,14 @@ class Machines:
         out = ["--num_machines", str(self.count)]
         if self.count > 1:
             out += ["--machine_rank", str(self.rank), "--main_process_ip", str(self.main_ip)]
-            out += ["--main_process_port", str(self.main_port), "--rdzv_conf", f"timeout={int(self.timeout)}"]
+            out += ["--main_process_port", str(self.main_port), "--rdzv_conf", f"timeout={math.ceil(self.timeout)}"]
         return out
 
     def environment(self, env: dict[str, str]) -> dict[str, str]:
-        """`env` for the launcher: the peer timeout for the evaluation processes, gloo on the main machine's route."""
+        """`env` for the launcher: the peer timeout for the evaluation processes (on one machine only when
+        given), gloo on the interface that reaches the main machine."""
         if self.count == 1:
-            return dict(env)
+            return dict(env) if self.peer_timeout is None else {**env, PEER_TIMEOUT_ENV: str(self.timeout)}
         return {**gloo_environment(env, str(self.main_ip)), PEER_TIMEOUT_ENV: str(self.timeout)}
 
     def explain(self, output: str) -> str | None:
@@ -104,9 +106,9 @@ class Machines:
             )
         if PEERS_UNCONNECTED.search(output):
             return (
-                f"the machines met at {self.main} but their processes could not connect to each other within "
-                f"{self.timeout:g} s: each process offers the address of the interface named by GLOO_SOCKET_IFNAME "
-                f"(on GPUs NCCL_SOCKET_IFNAME); set it, on every machine, to an interface the others reach"
+                f"the machines met at {self.main} but their processes could not connect to each other: each "
+                f"process offers the address of the interface named by GLOO_SOCKET_IFNAME (on GPUs "
+                f"NCCL_SOCKET_IFNAME); set it, on every machine, to an interface the others reach"
             )
         if PEER_LOST.search(output):
             return (

@@ -66,6 +66,7 @@ def test_processes_get_the_peer_timeout_and_gloo_the_interface_that_reaches_the_
     env = TWO.environment({"PATH": "/bin"})
     assert env[PEER_TIMEOUT_ENV] == "30" and env["PATH"] == "/bin"
     assert Machines().environment({"PATH": "/bin"}) == {"PATH": "/bin"}  # one machine: unchanged
+    assert Machines(peer_timeout=5).environment({}) == {PEER_TIMEOUT_ENV: "5"}  # unless given
     assert str(Machines(count=2, main_ip="h", main_port=1).timeout) == "1800.0"
     assert route_interface("127.0.0.1") == "lo"
     assert route_interface("main-node") is None  # a host name is not looked up (no DNS query from here)

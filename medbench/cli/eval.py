@@ -77,7 +77,7 @@ class MachineOptions:
     peer_timeout: float | None = arg(
         None,
         help="seconds a machine waits for the others to join, and each process for the others at every exchange, "
-        f"before stopping with an error (default {DEFAULT_PEER_TIMEOUT:g} with --num-machines above 1)",
+        f"before stopping with an error (default {DEFAULT_PEER_TIMEOUT:g} with --num-machines above 1; none on one)",
     )
 
     def machines(self) -> Machines:
@@ -185,10 +185,10 @@ def launch_processes(gpus: int, target: EvalTarget, opts: RunOptions, machines: 
         print(f"medbench eval: no CUDA: {gpus} CPU process(es){here} (torch.distributed with gloo)", file=sys.stderr)
     cmd = accelerate_command(gpus * machines.count, "medbench.cli", ["eval", *to_argv(target, opts)], machines)
     print(f"medbench eval: {shlex.join(cmd)}", file=sys.stderr, flush=True)
-    env = child_environment(os.environ, cpu=not torch.cuda.is_available())
+    env = machines.environment(child_environment(os.environ, cpu=not torch.cuda.is_available()))
     if machines.count == 1:
         return subprocess.call(cmd, env=env)
-    return launch_machines(cmd, machines.environment(env), machines)
+    return launch_machines(cmd, env, machines)
 
 
 def _pct(x) -> str:
