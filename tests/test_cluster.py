@@ -88,14 +88,16 @@ def cluster(hosts):
     cluster.stop()
 
 
-def _sbatch(cluster, args: list[str], env: dict[str, str]) -> str:
-    """Submits from node n0 and waits for the job (every task of an array) to end; returns its id.
-
-    Polled here rather than with `sbatch --wait`, whose polling interval grows to tens of seconds.
-    """
+def _submit(cluster, args: list[str], env: dict[str, str]) -> str:
+    """Submits from node n0; returns the job's id."""
     out = cluster.client(["sbatch", "--parsable", *args], cwd=REPO, env=cluster.env(env), timeout=60)
     assert out.returncode == 0, f"sbatch {' '.join(args)}: {out.stdout}{out.stderr}"
-    job = out.stdout.strip().split(";")[0]
+    return out.stdout.strip().split(";")[0]
+
+
+def _wait(cluster, job: str) -> None:
+    """Until the job (every task of an array) has ended, each task with exit code 0. Polled here rather
+    than with `sbatch --wait`, whose polling interval grows to tens of seconds."""
     deadline = time.monotonic() + JOB_TIMEOUT
     while cluster.client(["squeue", "--noheader", "--jobs", job], timeout=30).stdout.strip():
         assert time.monotonic() < deadline, f"job {job} still queued or running after {JOB_TIMEOUT} s"
@@ -103,7 +105,6 @@ def _sbatch(cluster, args: list[str], env: dict[str, str]) -> str:
     tasks = cluster.client(["scontrol", "--oneliner", "show", "job", job], timeout=30).stdout.splitlines()
     states = [re.search(r"JobState=(\S+) .*ExitCode=(\S+)", t).groups() for t in tasks]
     assert states and all(s == ("COMPLETED", "0:0") for s in states), states
-    return job
 
 
 def _nodes_of(cluster, job: str) -> list[str]:
@@ -130,12 +131,15 @@ def test_suite_as_a_job_array_merges_into_what_one_process_computes(cluster, tin
     tiny = _tiny_in_the_other_shard(tiny_gemma_dir, tmp_path / "models")
     args = ["--models", f"{tiny},gemma3-270m", *SUITE]
     one, gathered, merged = tmp_path / "one", tmp_path / "gathered", tmp_path / "merged"
-    _just("suite", *args, env=_env(one))
-
-    # Each task on a node of its own (--exclusive), writing its own folder as on node-local disks.
+    # Each task on a node of its own (--exclusive), writing its own folder as on node-local disks; the
+    # one-process suite runs beside it (most of a job's time is single-threaded start-up).
     array = ["--array=0-1", "--exclusive", "--gpus-per-node=0", f"--output={tmp_path}/suite-%a.out"]
     array += ["scripts/slurm/suite-array.sbatch", *args]
-    job = _sbatch(cluster, array, _env(gathered, MEDBENCH_SHARD_RESULTS="1"))
+    job = _submit(cluster, array, _env(gathered, MEDBENCH_SHARD_RESULTS="1"))
+    with open(tmp_path / "one.err", "w") as err:
+        one_process = subprocess.Popen(["just", "suite", *args], cwd=REPO, env=_env(one), stdout=err, stderr=err)
+    _wait(cluster, job)
+    assert one_process.wait(timeout=JOB_TIMEOUT) == 0, (tmp_path / "one.err").read_text()[-3000:]
     assert _nodes_of(cluster, job) == ["n0", "n1"]
     for i in (0, 1):
         (run_dir,) = (gathered / f"shard-{i}-of-2" / "runs").iterdir()
@@ -159,7 +163,7 @@ def test_suite_as_a_job_array_merges_into_what_one_process_computes(cluster, tin
     # The finished array again: every job answers from its cache and leaves its run as it was, so merging
     # again finds the same runs.
     files = {p: p.read_bytes() for p in gathered.rglob("*") if p.is_file() and p.parent.name != "cache"}
-    _sbatch(cluster, array, _env(gathered, MEDBENCH_SHARD_RESULTS="1"))
+    _wait(cluster, _submit(cluster, array, _env(gathered, MEDBENCH_SHARD_RESULTS="1")))
     for i in (0, 1):
         assert "answers computed 0" in " ".join((tmp_path / f"suite-{i}.out").read_text().split())
     assert {p: p.read_bytes() for p in gathered.rglob("*") if p.is_file() and p.parent.name != "cache"} == files
@@ -182,18 +186,15 @@ def _start_machines(hosts, model: str, results: Path, run_id: str, ranks, port: 
         with open(f"{log}.out", "w") as out, open(f"{log}.err", "w") as err:
             command = hosts.on(rank, [*cmd, "--machine-rank", str(rank)])
             procs[rank] = subprocess.Popen(command, env=_env(results), cwd=REPO, stdout=out, stderr=err)
-        procs[rank].log = log
+        procs[rank].log, procs[rank].started = log, time.monotonic()
     return procs
 
 
-def _finish(procs: dict) -> dict:
-    """Each machine's (exit code, stdout, stderr, seconds until it ended)."""
-    start, out = time.monotonic(), {}
-    for rank, proc in procs.items():
-        proc.wait(timeout=JOB_TIMEOUT)
-        text = [Path(f"{proc.log}.{ext}").read_text() for ext in ("out", "err")]
-        out[rank] = (proc.returncode, *text, time.monotonic() - start)
-    return out
+def _finish(proc, since: float | None = None) -> tuple[int, str, str, float]:
+    """A machine's exit code, stdout, stderr and the seconds from its start (or `since`) to its end."""
+    proc.wait(timeout=JOB_TIMEOUT)
+    seconds = time.monotonic() - (proc.started if since is None else since)
+    return (proc.returncode, *(Path(f"{proc.log}.{ext}").read_text() for ext in ("out", "err")), seconds)
 
 
 def _port() -> int:
@@ -203,7 +204,8 @@ def _port() -> int:
 def test_eval_on_two_machines_answers_as_one_process(hosts, tiny_gemma_dir, results_dir):
     settings = EvalSettings(fixed_shapes="true")  # filler rows: a question scores the same in any process
     run(RunRequest(model=str(tiny_gemma_dir), tasks=["medqa_usmle"], limit=3, run_id="one", settings=settings))
-    done = _finish(_start_machines(hosts, str(tiny_gemma_dir), results_dir, "two", (1, 0), _port(), timeout=300))
+    procs = _start_machines(hosts, str(tiny_gemma_dir), results_dir, "two", (1, 0), _port(), timeout=300)
+    done = {rank: _finish(proc) for rank, proc in procs.items()}
     for rank, (code, _, stderr, _) in done.items():
         assert code == 0, f"machine rank {rank}:\n{stderr[-3000:]}"
     assert done[0][1].count("record:") == 1 and "record:" not in done[1][1]  # machine rank 0 writes it
@@ -214,40 +216,54 @@ def test_eval_on_two_machines_answers_as_one_process(hosts, tiny_gemma_dir, resu
     assert same["max_abs_score_difference"] == 0.0, same
 
 
-def test_a_machine_that_never_comes_stops_the_other_within_the_timeout(hosts, tiny_gemma_dir, results_dir):
-    # Machine rank 0 without rank 1, and rank 1 without rank 0, at once (each at its own port).
-    alone = {**_start_machines(hosts, str(tiny_gemma_dir), results_dir, "alone0", (0,), _port(), timeout=10)}
-    alone.update(_start_machines(hosts, str(tiny_gemma_dir), results_dir, "alone1", (1,), _port(), timeout=10))
-    done = _finish(alone)
+def _stop_machine_1_once_joined(procs: dict, run_dir: Path, sig: int) -> list:
+    """Sends `sig` to every process of machine rank 1 (launcher, accelerate, the evaluation process) once
+    both machines have joined: machine rank 0 claims the run folder only then."""
+    deadline = time.monotonic() + JOB_TIMEOUT
+    while not run_dir.exists():
+        assert time.monotonic() < deadline and procs[0].poll() is None, Path(f"{procs[0].log}.err").read_text()
+        time.sleep(0.2)
+    machine1 = psutil.Process(procs[1].pid)
+    machine1 = [machine1, *machine1.children(recursive=True)]
+    _signal(machine1, sig)
+    return machine1
+
+
+def test_a_machine_that_never_comes_or_dies_stops_the_other_with_a_clear_error(hosts, tiny_gemma_dir, results_dir):
+    # At once: machine rank 0 without rank 1, rank 1 without rank 0 (each at a port of its own, 10 s), and a
+    # pair whose rank 1 is killed mid-run (a long timeout: a killed machine's connections close at once).
+    model = str(tiny_gemma_dir)
+    alone = _start_machines(hosts, model, results_dir, "alone0", (0,), _port(), timeout=10)
+    alone.update(_start_machines(hosts, model, results_dir, "alone1", (1,), _port(), timeout=10))
+    pair = _start_machines(hosts, model, results_dir, "killed", (0, 1), _port(), timeout=300)
+    killed = _stop_machine_1_once_joined(pair, results_dir / "runs" / "killed", signal.SIGKILL)
+    since = time.monotonic()
+    done = {rank: _finish(p) for rank, p in alone.items()}
+    code, _, stderr, seconds = _finish(pair[0], since)
+    _signal(killed, signal.SIGKILL)
+    pair[1].wait(timeout=60)
+
     assert done[0][0] == 2 and "machine rank 0 waited 10 s at" in done[0][2], done[0][2][-2000:]
     assert "and 1 of 2 machines joined: start the same command on every other machine" in done[0][2]
     assert done[1][0] == 2 and "machine rank 1 found no main machine at" in done[1][2], done[1][2][-2000:]
     # Start-up (imports, checks) on 2 busy cores, then the wait; the client side retries up to twice as long.
-    assert all(seconds < 90 for *_, seconds in done.values()), {r: d[3] for r, d in done.items()}
-    assert not (results_dir / "runs").exists()  # nothing was claimed
-
-
-@pytest.mark.parametrize("how", ["killed", "frozen"])
-def test_a_machine_that_stops_mid_run_stops_the_other_with_a_clear_error(how, hosts, tiny_gemma_dir, results_dir):
-    timeout = 20 if how == "frozen" else 300  # a killed machine closes its connections: no timeout needed
-    procs = _start_machines(hosts, str(tiny_gemma_dir), results_dir, how, (0, 1), _port(), timeout=timeout)
-    deadline = time.monotonic() + JOB_TIMEOUT
-    while not (results_dir / "runs" / how).exists():  # machine rank 0 claims it once both have joined
-        assert time.monotonic() < deadline and procs[0].poll() is None, Path(f"{procs[0].log}.err").read_text()
-        time.sleep(0.2)
-    machine1 = psutil.Process(procs[1].pid)
-    machine1 = [machine1, *machine1.children(recursive=True)]  # launcher, accelerate, the evaluation process
-    _signal(machine1, signal.SIGKILL if how == "killed" else signal.SIGSTOP)
-    stopped = time.monotonic()
-    try:
-        (code, _, stderr, _) = _finish({0: procs[0]})[0]
-    finally:
-        _signal(machine1, signal.SIGKILL)
-        procs[1].wait(timeout=60)
-    waited = time.monotonic() - stopped
+    assert all(d[3] < 90 for d in done.values()), {rank: d[3] for rank, d in done.items()}
+    assert not (results_dir / "runs" / "alone0").exists()  # nothing was claimed
     assert code == 2 and "another machine of the run stopped, or stopped answering" in stderr, stderr[-3000:]
-    # What rank 0 still had to do (load, its share), then: at once for a closed connection, else the timeout.
-    assert waited < (timeout if how == "frozen" else 0) + 60, waited
+    assert seconds < 60, seconds  # from the kill: what rank 0 still had to do (load, its share), then at once
+
+
+def test_a_machine_that_stops_answering_stops_the_other_after_the_timeout(hosts, tiny_gemma_dir, results_dir):
+    procs = _start_machines(hosts, str(tiny_gemma_dir), results_dir, "frozen", (0, 1), _port(), timeout=20)
+    frozen = _stop_machine_1_once_joined(procs, results_dir / "runs" / "frozen", signal.SIGSTOP)
+    since = time.monotonic()
+    try:
+        code, _, stderr, seconds = _finish(procs[0], since)
+    finally:
+        _signal(frozen, signal.SIGKILL)
+        procs[1].wait(timeout=60)
+    assert code == 2 and "another machine of the run stopped, or stopped answering for 20 s" in stderr, stderr[-3000:]
+    assert seconds < 20 + 60, seconds  # from the freeze: rank 0's own work, then the timeout
 
 
 # --- `scripts/slurm/train.sbatch` over both nodes ---------------------------------------------------------
@@ -257,7 +273,8 @@ def test_train_sbatch_trains_once_over_both_nodes_each_with_its_rank(cluster, ti
     out_dir, results, log = tmp_path / "checkpoint", tmp_path / "results", tmp_path / "train.out"
     args = ["--nodes=2", "--gpus-per-node=0", f"--output={log}", "scripts/slurm/train.sbatch", str(tiny_gemma_dir)]
     args += ["lora", *TRAIN, "--output-dir", str(out_dir)]
-    job = _sbatch(cluster, args, _env(results, MASTER_PORT=str(_port())))
+    job = _submit(cluster, args, _env(results, MASTER_PORT=str(_port())))
+    _wait(cluster, job)
     assert _nodes_of(cluster, job) == ["n[0-1]"]
     text = log.read_text()
     launches = re.findall(r"medbench train: \S+ -m accelerate\.commands\.launch (.*?) -m trainers\.sft", text)
