@@ -95,16 +95,17 @@ def _submit(cluster, args: list[str], env: dict[str, str]) -> str:
     return out.stdout.strip().split(";")[0]
 
 
-def _wait(cluster, job: str) -> None:
-    """Until the job (every task of an array) has ended, each task with exit code 0. Polled here rather
-    than with `sbatch --wait`, whose polling interval grows to tens of seconds."""
+def _wait(cluster, job: str, logs: list[Path]) -> None:
+    """Until the job (every task of an array) has ended, each task with exit code 0 (else the end of its
+    `logs`). Polled here rather than with `sbatch --wait`, whose polling interval grows to tens of seconds."""
     deadline = time.monotonic() + JOB_TIMEOUT
     while cluster.client(["squeue", "--noheader", "--jobs", job], timeout=30).stdout.strip():
         assert time.monotonic() < deadline, f"job {job} still queued or running after {JOB_TIMEOUT} s"
         time.sleep(0.5)
     tasks = cluster.client(["scontrol", "--oneliner", "show", "job", job], timeout=30).stdout.splitlines()
     states = [re.search(r"JobState=(\S+) .*ExitCode=(\S+)", t).groups() for t in tasks]
-    assert states and all(s == ("COMPLETED", "0:0") for s in states), states
+    tails = "\n".join(f"{log}: {log.read_text()[-2000:] if log.exists() else '(none)'}" for log in logs)
+    assert states and all(s == ("COMPLETED", "0:0") for s in states), f"{states}\n{tails}"
 
 
 def _nodes_of(cluster, job: str) -> list[str]:
@@ -138,7 +139,8 @@ def test_suite_as_a_job_array_merges_into_what_one_process_computes(cluster, tin
     job = _submit(cluster, array, _env(gathered, MEDBENCH_SHARD_RESULTS="1"))
     with open(tmp_path / "one.err", "w") as err:
         one_process = subprocess.Popen(["just", "suite", *args], cwd=REPO, env=_env(one), stdout=err, stderr=err)
-    _wait(cluster, job)
+    logs = [tmp_path / f"suite-{i}.out" for i in (0, 1)]
+    _wait(cluster, job, logs)
     assert one_process.wait(timeout=JOB_TIMEOUT) == 0, (tmp_path / "one.err").read_text()[-3000:]
     assert _nodes_of(cluster, job) == ["n0", "n1"]
     for i in (0, 1):
@@ -163,7 +165,7 @@ def test_suite_as_a_job_array_merges_into_what_one_process_computes(cluster, tin
     # The finished array again: every job answers from its cache and leaves its run as it was, so merging
     # again finds the same runs.
     files = {p: p.read_bytes() for p in gathered.rglob("*") if p.is_file() and p.parent.name != "cache"}
-    _wait(cluster, _submit(cluster, array, _env(gathered, MEDBENCH_SHARD_RESULTS="1")))
+    _wait(cluster, _submit(cluster, array, _env(gathered, MEDBENCH_SHARD_RESULTS="1")), logs)
     for i in (0, 1):
         assert "answers computed 0" in " ".join((tmp_path / f"suite-{i}.out").read_text().split())
     assert {p: p.read_bytes() for p in gathered.rglob("*") if p.is_file() and p.parent.name != "cache"} == files
@@ -274,7 +276,7 @@ def test_train_sbatch_trains_once_over_both_nodes_each_with_its_rank(cluster, ti
     args = ["--nodes=2", "--gpus-per-node=0", f"--output={log}", "scripts/slurm/train.sbatch", str(tiny_gemma_dir)]
     args += ["lora", *TRAIN, "--output-dir", str(out_dir)]
     job = _submit(cluster, args, _env(results, MASTER_PORT=str(_port())))
-    _wait(cluster, job)
+    _wait(cluster, job, [log])
     assert _nodes_of(cluster, job) == ["n[0-1]"]
     text = log.read_text()
     launches = re.findall(r"medbench train: \S+ -m accelerate\.commands\.launch (.*?) -m trainers\.sft", text)
