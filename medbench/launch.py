@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import sys
 
+from medbench.machines import Machines
+
 MULTICAST_OFF = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 # Set by a launcher in each process it starts; a launcher started from such a process must not inherit them.
 DISTRIBUTED_ENV = (
@@ -33,8 +35,9 @@ def process_environment(env: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def accelerate_command(num_processes: int, module: str, argv: list[str]) -> list[str]:
-    """`accelerate launch` of `python -m module argv` in `num_processes` processes on this machine.
+def accelerate_command(num_processes: int, module: str, argv: list[str], machines: Machines | None = None) -> list[str]:
+    """`accelerate launch` of `python -m module argv` in `num_processes` processes (over every machine of
+    `machines`, default this one alone).
 
     `--multi_gpu` is explicit so that the same command starts N processes where no GPU is visible
     (torch.distributed with gloo on CPU, with `child_environment(cpu=True)`: how the tests run it); on
@@ -47,8 +50,7 @@ def accelerate_command(num_processes: int, module: str, argv: list[str]) -> list
         "--multi_gpu",
         "--num_processes",
         str(num_processes),
-        "--num_machines",
-        "1",
+        *(machines or Machines()).accelerate_arguments(),
         "--mixed_precision",
         "no",
         "--dynamo_backend",

@@ -22,3 +22,12 @@ fi
 if [ "${MEDBENCH_SKIP_BROWSER:-0}" != "1" ]; then
   bash scripts/install-browser.sh
 fi
+# SLURM, munge and iproute2 for tests/test_cluster.py (a two-node SLURM in network namespaces on this machine):
+# only as root where apt-get is, and only what is missing; MEDBENCH_SKIP_CLUSTER=1 skips this and those tests.
+# Elsewhere the tests skip, saying why.
+if [ "${MEDBENCH_SKIP_CLUSTER:-0}" != "1" ] && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+  if ! command -v slurmctld >/dev/null 2>&1 || ! command -v munged >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1; then
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends slurm-wlm munge iproute2
+  fi
+fi

@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 
 from medbench.launch import process_environment
+from medbench.machines import gloo_environment
 from trainers.arguments import TrainArguments
 from trainers.config import TrainError
 
@@ -57,11 +58,15 @@ def command(args: TrainArguments, argv: list[str]) -> list[str]:
             "--main_process_port",
             str(args.main_process_port),
         ]
-    return [*cmd, "-m", "trainers.sft", *argv]
+    # Explicit: accelerate infers it only from several GPUs on this machine, so one GPU (or CPU) on each of
+    # several machines would otherwise start one independent training per machine.
+    return [*cmd, "--multi_gpu", "-m", "trainers.sft", *argv]
 
 
 def environment(args: TrainArguments, env: dict[str, str]) -> dict[str, str]:
     env = process_environment(env)  # NVLink multicast off (medbench/launch.py)
     if args.gpus <= 1 and args.num_machines <= 1:
         env.setdefault("CUDA_VISIBLE_DEVICES", "0")
+    if args.num_machines > 1:
+        env = gloo_environment(env, args.main_process_ip)  # gloo on the interface that reaches the main machine
     return env

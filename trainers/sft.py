@@ -219,7 +219,9 @@ def preflight(args: TrainArguments) -> Plan:
     if spec.path and (Path(spec.path) / RANDOM_MARKER).exists():
         notes.append(f"random-init weights ({RANDOM_MARKER}): the run measures speed and memory, not learning")
     if not cuda:
-        training.update(bf16=False, fp16=False)
+        # use_cpu: without it accelerate forms no process group on CPU, and each of several processes
+        # (machines, under `accelerate launch`) would train alone as rank 0.
+        training.update(bf16=False, fp16=False, use_cpu=True)
         notes.append(
             "no CUDA: trained on CPU in fp32 (bf16 off)"
             + (f", without DeepSpeed ({ds_path.name} was checked, not used)" if ds_path else "")

@@ -9,6 +9,8 @@ import sys
 from dataclasses import dataclass
 
 from medbench.errors import MedbenchError
+from medbench.machines import DEFAULT_PEER_TIMEOUT, Machines
+from medbench.machines import launch as launch_machines
 from medbench.options import add_arguments, arg, from_args, to_argv
 from medbench.overrides import parse_assignments
 from medbench.settings import EvalSettings
@@ -69,11 +71,32 @@ class LaunchOptions:
     )
 
 
+@dataclass
+class MachineOptions:
+    """Data parallel over several machines: the same command on each, with its own --machine-rank."""
+
+    num_machines: int = arg(1, help="machines in a data-parallel run over several machines, each with --gpus processes")
+    machine_rank: int = arg(0, help="this machine's rank among them (0: the main machine, which writes the record)")
+    main_process_ip: str | None = arg(None, help="the main machine's address, the same on every machine")
+    main_process_port: int | None = arg(None, help="a free port on the main machine, the same on every machine")
+    peer_timeout: float | None = arg(
+        None,
+        help="seconds a machine waits for the others to join, and each process for the others at every exchange, "
+        f"before stopping with an error (default {DEFAULT_PEER_TIMEOUT:g} with --num-machines above 1; none on one)",
+    )
+
+    def machines(self) -> Machines:
+        return Machines(
+            self.num_machines, self.machine_rank, self.main_process_ip, self.main_process_port, self.peer_timeout
+        )
+
+
 def make_parser(sub) -> None:
     p = sub.add_parser("eval", help=HELP, description=HELP)
     add_arguments(p, EvalTarget)
     add_arguments(p, RunOptions)
     add_arguments(p, LaunchOptions)
+    add_arguments(p, MachineOptions)
 
 
 def record_location(record: dict) -> str:
@@ -120,32 +143,39 @@ def run(args) -> int:
     from medbench.eval.runner import run as run_eval
 
     target, opts, launch = from_args(EvalTarget, args), from_args(RunOptions, args), from_args(LaunchOptions, args)
+    machines = from_args(MachineOptions, args).machines()
     if launch.gpus < 1:
         raise MedbenchError(f"--gpus {launch.gpus}: one or more processes")
-    if launch.gpus > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        return launch_processes(launch.gpus, target, opts)
+    machines.check()
+    if (launch.gpus > 1 or machines.count > 1) and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return launch_processes(launch.gpus, target, opts, machines)
     record = run_eval(request(opts, target.model, target.variant, target.prompt))
     if record is not None:  # None: a data-parallel process other than rank 0
         print_table(record, record_location(record))
     return 0
 
 
-def launch_processes(gpus: int, target: EvalTarget, opts: RunOptions) -> int:
-    """`medbench eval` (without --gpus) in `gpus` processes, started by `accelerate launch`."""
+def launch_processes(gpus: int, target: EvalTarget, opts: RunOptions, machines: Machines | None = None) -> int:
+    """`medbench eval` (without --gpus) in `gpus` processes on each of `machines`, started by `accelerate launch`."""
     import torch
 
     from medbench.eval.request import prepare
     from medbench.launch import accelerate_command, child_environment
 
+    machines = machines or Machines()
     prepare(request(opts, target.model, target.variant, target.prompt))  # every refusal here, once
     if torch.cuda.is_available():
         if gpus > torch.cuda.device_count():
             raise MedbenchError(f"--gpus {gpus}, but {torch.cuda.device_count()} GPU(s) are visible")
     else:
-        print(f"medbench eval: no CUDA: {gpus} CPU processes (torch.distributed with gloo)", file=sys.stderr)
-    cmd = accelerate_command(gpus, "medbench.cli", ["eval", *to_argv(target, opts)])
+        here = f" on this machine, {gpus * machines.count} in all" if machines.count > 1 else ""
+        print(f"medbench eval: no CUDA: {gpus} CPU process(es){here} (torch.distributed with gloo)", file=sys.stderr)
+    cmd = accelerate_command(gpus * machines.count, "medbench.cli", ["eval", *to_argv(target, opts)], machines)
     print(f"medbench eval: {shlex.join(cmd)}", file=sys.stderr, flush=True)
-    return subprocess.call(cmd, env=child_environment(os.environ, cpu=not torch.cuda.is_available()))
+    env = machines.environment(child_environment(os.environ, cpu=not torch.cuda.is_available()))
+    if machines.count == 1:
+        return subprocess.call(cmd, env=env)
+    return launch_machines(cmd, env, machines)
 
 
 def _pct(x) -> str:

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from medbench.errors import MedbenchError
 from medbench.eval import response_cache
+from medbench.machines import PEER_TIMEOUT_ENV
 
 
 class ParallelError(MedbenchError):
@@ -131,14 +132,22 @@ def setup() -> Processes:
     from accelerate import Accelerator
     from accelerate.utils import InitProcessGroupKwargs
 
-    # As HFLM does: a long timeout, since ranks wait for each other at the end of every request type.
-    accelerator = Accelerator(kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(weeks=52))])
+    accelerator = Accelerator(kwargs_handlers=[InitProcessGroupKwargs(timeout=peer_timeout())])
     return Processes(
         rank=accelerator.process_index,
         world_size=accelerator.num_processes,
         local_rank=accelerator.local_process_index,
         accelerator=accelerator,
     )
+
+
+def peer_timeout() -> timedelta:
+    """How long a process waits for the others at an exchange: the launcher's --peer-timeout over several
+    machines (medbench/machines.py), where nothing else notices a machine that stopped. On one machine,
+    as HFLM does, a year: ranks wait for each other at the end of every request type, and the launcher
+    stops them all when one fails."""
+    seconds = os.environ.get(PEER_TIMEOUT_ENV)
+    return timedelta(seconds=float(seconds)) if seconds else timedelta(weeks=52)
 
 
 def attach(lm, processes: Processes) -> None:
