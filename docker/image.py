@@ -459,11 +459,13 @@ def render(record: dict) -> dict[str, str]:
     jit = record["gpu_check"]["packages"]["deepspeed"].get("fused_adam_jit_seconds")
     where = f"{host['cpus']} CPU cores, {'no GPU' if not host['gpus'] else str(host['gpus']) + ' GPUs'}"
     date = record["date"][:10]
+    made = build.get("base_seconds")
+    base = f", after {duration(made)} making the Debian base" if made else " (the Debian base already made)"
     docs = (
         f"Measured by `just docker-build && just docker-smoke` ({where}, {date};"
         f" [results/bench/docker-smoke.json](../results/bench/docker-smoke.json),"
         f" {'passed' if record['passed'] else 'FAILED'}): the image is **{size(record['image']['size_bytes'])}**;"
-        f" {build_phrase(build)}, not counting the base; a rebuild after a one-line code change took"
+        f" {build_phrase(build)}{base}; a rebuild after a one-line code change took"
         f" **{duration(rebuild['seconds'])}** ({rebuild['steps'] - rebuild['cached_steps']} of {rebuild['steps']}"
         f" steps rerun). In the image, without a network: `medbench --help` {duration(c['help']['seconds'])},"
         f" `just demo --sample 5` {duration(c['demo']['seconds'])} (converting the GGUF, as on first use),"

@@ -21,7 +21,8 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 
-ROOT = Path(__file__).resolve().parents[1]
+# The clone: the first folder above with pyproject.toml, wherever tests/ puts this file.
+ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").exists())
 DOCKERFILE = ROOT / "Dockerfile"
 SHARED = ROOT / "constraints.txt"
 GPU = ROOT / "docker" / "constraints-gpu.txt"

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 
-ROOT = Path(__file__).resolve().parents[1]
+# The clone: the first folder above with pyproject.toml, wherever tests/ puts this file.
+ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").exists())
 RECORD = ROOT / "results" / "bench" / "docker-smoke.json"
 
 
