@@ -1,25 +1,32 @@
-# medbench on a CUDA GPU: `docker build -t bench .`, then `docker run --gpus all bench` runs the default
-# suite (see README, "Container"). Every version comes from constraints.txt; the image's differences
-# from it are in docker/constraints-gpu.txt. Dependencies are installed before the code is copied, so
-# a code change rebuilds only the last layers.
+# medbench on a CUDA GPU: `just docker-build` (or `docker build -t bench .`), then
+# `docker run --gpus all bench` runs the default suite (see docs/container.md). The base is plain
+# Debian: the CUDA user space (runtime libraries, cuDNN, NCCL, nvcc) comes from the package index as
+# wheels, so every version of the stack is a pin in constraints.txt, and the image builds wherever the
+# package index and a Debian mirror are reachable. The image's differences from constraints.txt are
+# in docker/constraints-gpu.txt. Dependencies are installed before the code is copied, so a code
+# change rebuilds only the last layers.
 #
-# devel, not runtime: DeepSpeed's ops and gptqmodel's kernels are JIT-compiled at run time with this
-# image's nvcc, whose CUDA 12.8 matches the torch build from PyTorch's cu128 index below.
-FROM nvidia/cuda:12.8.1-devel-ubuntu24.04
+# BASE_IMAGE: a public image for machines that reach a registry; `just docker-build` passes the one
+# docker/base.sh makes from a Debian mirror (for machines that reach none). Both are Debian bookworm.
+ARG BASE_IMAGE=debian:bookworm-slim
+FROM ${BASE_IMAGE}
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ARG DEBIAN_FRONTEND=noninteractive
 
-# Python 3.12 is Ubuntu 24.04's python3. Apt versions are not pinned: the base image's exact tag fixes
-# the release, and its security updates should come in.
+# Python 3.11 is bookworm's python3; the compilers and headers are for the kernels that are compiled
+# when first used (DeepSpeed's ops, gptqmodel's, triton's) and for the source distributions below.
+# Apt versions are not pinned: the release is fixed by the base, and its security updates should come in.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 python3-venv python3-dev g++ ca-certificates \
+    && apt-get install -y --no-install-recommends python3 python3-venv python3-dev gcc g++ ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 
-# A virtual environment (Ubuntu's python3 is externally managed); PYTHON is what the justfile calls.
+# A virtual environment (Debian's python3 is externally managed); PYTHON is what the justfile calls.
+# CUDA_HOME is where the nvcc wheel lands (made below), for torch's extension builder and DeepSpeed.
 ENV VIRTUAL_ENV=/opt/venv \
-    PATH=/opt/venv/bin:$PATH \
+    PATH=/opt/venv/bin:/opt/cuda/bin:$PATH \
+    CUDA_HOME=/opt/cuda \
     PYTHON=python3 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -29,16 +36,32 @@ WORKDIR /opt/medbench
 COPY constraints.txt ./
 COPY docker/constraints-gpu.txt docker/merge-constraints.sh ./docker/
 RUN /usr/bin/python3 -m venv /opt/venv \
-    && bash docker/merge-constraints.sh constraints.txt docker/constraints-gpu.txt > /opt/venv/constraints.txt \
+    && bash docker/merge-constraints.sh constraints.txt docker/constraints-gpu.txt > /opt/venv/constraints.txt
+
+# Every step that downloads takes an optional CA bundle as the BuildKit secret `ca`, for networks that
+# intercept TLS (`just docker-build` passes the host's bundle): it is mounted for that step only, so no
+# layer holds it. Without the secret the file is absent and pip uses the image's own certificates.
+RUN --mount=type=secret,id=ca,target=/run/secrets/ca.crt \
+    if [ -s /run/secrets/ca.crt ]; then export PIP_CERT=/run/secrets/ca.crt; fi \
     && python3 -m pip install --no-cache-dir -c /opt/venv/constraints.txt pip setuptools
 
-# torch: the CUDA 12.8 build from PyTorch's index (PyPI's Linux wheel of this torch targets CUDA 13).
-ARG TORCH_INDEX=https://download.pytorch.org/whl/cu128
-RUN python3 -m pip install --no-cache-dir -c /opt/venv/constraints.txt --index-url "$TORCH_INDEX" torch
+# torch's Linux wheel from the package index brings its CUDA runtime libraries (CUDA 13: cuda-toolkit's
+# exact pins); the toolkit's nvcc and CCCL extras, at the same CUDA release, compile kernels at run
+# time. The wheels put the toolkit under site-packages/nvidia/cu13 with lib/ where compilers look for
+# lib64/ and only versioned libraries: /opt/cuda gives the usual layout.
+RUN --mount=type=secret,id=ca,target=/run/secrets/ca.crt \
+    if [ -s /run/secrets/ca.crt ]; then export PIP_CERT=/run/secrets/ca.crt; fi \
+    && python3 -m pip install --no-cache-dir -c /opt/venv/constraints.txt torch "cuda-toolkit[nvcc,cccl]" \
+    && ln -s "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/nvidia/cu13" /opt/cuda \
+    && ln -s lib /opt/cuda/lib64 \
+    && ln -s libcudart.so.13 /opt/cuda/lib/libcudart.so \
+    && nvcc --version | tail -n 2
 
 # medbench's own dependencies, read from pyproject.toml alone (the code comes later).
 COPY pyproject.toml ./
-RUN python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
+RUN --mount=type=secret,id=ca,target=/run/secrets/ca.crt \
+    if [ -s /run/secrets/ca.crt ]; then export PIP_CERT=/run/secrets/ca.crt; fi \
+    && python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
         > /tmp/requirements.txt \
     && python3 -m pip install --no-cache-dir -c /opt/venv/constraints.txt -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
@@ -47,22 +70,26 @@ RUN python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.tom
 # DeepSpeed, installed without prebuilt ops (DS_BUILD_OPS=0; they are JIT-compiled when first used),
 # without build isolation so that its setup records this image's torch, and for CUDA (DS_ACCELERATOR:
 # the build sees no GPU and would otherwise record the CPU accelerator).
-RUN python3 -m pip install --no-cache-dir -c /opt/venv/constraints.txt bitsandbytes compressed-tensors gptqmodel \
+RUN --mount=type=secret,id=ca,target=/run/secrets/ca.crt \
+    if [ -s /run/secrets/ca.crt ]; then export PIP_CERT=/run/secrets/ca.crt; fi \
+    && python3 -m pip install --no-cache-dir -c /opt/venv/constraints.txt bitsandbytes compressed-tensors gptqmodel \
     && DS_BUILD_OPS=0 DS_ACCELERATOR=cuda \
         python3 -m pip install --no-cache-dir --no-build-isolation -c /opt/venv/constraints.txt deepspeed
 
 # flash-attn from upstream's prebuilt wheel for this torch/CUDA/Python/ABI, never a source build.
 # FLASH_ATTN=auto installs it where upstream published that wheel and otherwise says so and goes on
-# (attention then uses sdpa); yes makes a missing wheel fail the build; no skips it.
+# (attention then uses sdpa); yes makes a missing wheel fail the build; no skips it. Its log stays in
+# the image: docker/gpu-check.py reports what the policy did, even when this step came from the cache.
 ARG FLASH_ATTN=auto
 COPY docker/flash-attn.sh ./docker/
-RUN bash docker/flash-attn.sh /opt/venv/constraints.txt "$FLASH_ATTN"
+RUN --mount=type=secret,id=ca,target=/run/secrets/ca.crt \
+    if [ -s /run/secrets/ca.crt ]; then export PIP_CERT=/run/secrets/ca.crt; fi \
+    && bash docker/flash-attn.sh /opt/venv/constraints.txt "$FLASH_ATTN" 2>&1 | tee /opt/venv/flash-attn.log
 
 # A non-root user (uid 1000 unless MEDBENCH_UID says otherwise, e.g. your own `id -u`, so that it can
-# write to a mounted results/). Ubuntu 24.04 images ship a user `ubuntu` with uid 1000: it goes.
+# write to a mounted results/).
 ARG MEDBENCH_UID=1000
-RUN if id -u ubuntu > /dev/null 2>&1; then userdel ubuntu && rm -rf /home/ubuntu; fi \
-    && useradd --create-home --uid "$MEDBENCH_UID" --shell /bin/bash medbench \
+RUN useradd --create-home --uid "$MEDBENCH_UID" --shell /bin/bash medbench \
     && mkdir -p /cache/huggingface /cache/medbench /opt/medbench/results \
     && chown -R medbench:medbench /cache /opt/medbench
 

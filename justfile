@@ -57,9 +57,13 @@ merge *args:
 suite *args:
     {{medbench}} suite "$@"
 
-# Build the GPU image `bench` (arguments go to docker build, e.g. --build-arg FLASH_ATTN=no or MEDBENCH_UID=$(id -u))
+# Build the GPU image `bench`, starting the Docker daemon and making the Debian base if needed (arguments go to docker build, e.g. --no-cache or --build-arg MEDBENCH_UID=$(id -u))
 docker-build *args:
-    docker build --build-arg MEDBENCH_GIT_SHA="$(git rev-parse HEAD 2>/dev/null || true)" -t bench "$@" .
+    {{python}} docker/image.py build "$@"
+
+# Prove `bench` runs: rebuild after a one-line change, medbench --help, the demo, an eval into a mounted results/, the GPU packages' checks; writes results/bench/docker-smoke.json
+docker-smoke:
+    {{python}} docker/image.py smoke
 
 # Run the image on all GPUs with results/ and the caches mounted; no arguments runs `just suite`
 docker-run *args:

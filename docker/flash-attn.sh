@@ -3,7 +3,8 @@
 # The wheel is named the way flash-attn's own setup.py names it: the flash-attn version from the
 # constraints file, then the CUDA major, torch major.minor and C++11 ABI of the torch installed here,
 # and this Python. Usage: flash-attn.sh CONSTRAINTS MODE, where MODE is
-#   auto  install it if upstream published that wheel; if not, say so and go on (attention uses sdpa)
+#   auto  install it if upstream published that wheel; if not, or if upstream cannot be reached, say so
+#         and go on (attention uses sdpa)
 #   yes   the build fails without it
 #   no    skip it
 set -euo pipefail
@@ -35,10 +36,14 @@ wheel = f"flash_attn-{version}+cu{cuda}torch{major}.{minor}cxx11abi{abi}-{py}-{p
 print(f"{releases}/v{version}/{wheel}")
 PY
 )
-# 0: the wheel exists, 3: upstream has no such wheel; anything else is a real error. github.com
-# answers a release download with a redirect when the asset exists and 404 when it does not.
+# 0: the wheel exists, 3: upstream has no such wheel, 4: upstream cannot be reached (no route or name
+# for it: networks that reach only a package index); anything else is a real error. github.com answers a
+# release download with a redirect when the asset exists and 404 when it does not. The CA bundle pip
+# is given (PIP_CERT) verifies this request too.
 status=0
 python3 - "$url" <<'PY' || status=$?
+import os
+import ssl
 import sys
 import urllib.error
 import urllib.request
@@ -49,20 +54,30 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
+context = ssl.create_default_context(cafile=os.environ.get("PIP_CERT") or None)
+opener = urllib.request.build_opener(NoRedirect, urllib.request.HTTPSHandler(context=context))
 try:
-    urllib.request.build_opener(NoRedirect).open(urllib.request.Request(sys.argv[1], method="HEAD"), timeout=60).close()
+    opener.open(urllib.request.Request(sys.argv[1], method="HEAD"), timeout=60).close()
 except urllib.error.HTTPError as err:
     if err.code == 404:
         sys.exit(3)
     if err.code not in (301, 302, 303, 307, 308):
         raise
+except urllib.error.URLError as err:
+    # A certificate that does not verify is a real error (a missing CA bundle), not an absent upstream.
+    if isinstance(err.reason, OSError) and not isinstance(err.reason, ssl.SSLError):
+        print(f"flash-attn: cannot reach {sys.argv[1]}: {err.reason}", file=sys.stderr)
+        sys.exit(4)
+    raise
 PY
 case $status in
   0) python3 -m pip install --no-cache-dir -c "$constraints" "flash-attn @ $url" ;;
-  3) if [ "$mode" = yes ]; then
-       echo "flash-attn: upstream has no prebuilt wheel $url (build with FLASH_ATTN=auto or no)" >&2
+  3 | 4)
+     if [ "$status" = 3 ]; then why="upstream has no prebuilt wheel"; else why="upstream cannot be reached for"; fi
+     if [ "$mode" = yes ]; then
+       echo "flash-attn: $why $url (build with FLASH_ATTN=auto or no)" >&2
        exit 1
      fi
-     echo "flash-attn: WARNING: upstream has no prebuilt wheel $url; not installed, attention will use sdpa" ;;
+     echo "flash-attn: WARNING: $why $url; not installed, attention will use sdpa" ;;
   *) exit "$status" ;;
 esac
