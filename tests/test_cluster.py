@@ -31,7 +31,7 @@ import psutil
 import pytest
 
 from medbench.cli.suite import Job, shard_of
-from medbench.eval.parallel import compare_answers
+from medbench.records.compare import compare_answers
 from medbench.eval.runner import RunRequest, run
 from medbench.settings import EvalSettings
 
