@@ -171,8 +171,12 @@ def sign_flip_exact(differences) -> float | None:
     k = lattice(d)
     if k is None:
         return None
-    units = np.abs(np.round(d * k)).astype(int)
-    observed = int(np.round(d * k).sum())
+    steps = np.round(d * k).astype(int)
+    steps = steps[steps != 0]  # a float difference of ~1e-17 is no difference, and a zero-size step would erase all
+    units = np.abs(steps)
+    observed = int(steps.sum())
+    if units.size == 0:
+        return 1.0
     # The sum of c copies of ±u is u·(2j - c) with probability C(c, j) / 2^c: each distinct size at once.
     total = int(units.sum())
     dist = np.zeros(2 * total + 1)

@@ -174,13 +174,14 @@ def task_record(
 def permutation_summary(samples: list[dict], rotated: dict[str, list[dict]], metric: str, seed: int) -> dict:
     """Per-rotation accuracy, the mean over rotations (debiased) and right-under-every-rotation (circular).
 
-    Intervals are bootstrap intervals over questions of the per-question mean (or all-right) score, so
-    they are paired across rotations as the questions are.
+    The debiased interval is over questions of the per-question mean score (paired across rotations as the
+    questions are); circular accuracy is a proportion, with the proportion's interval (exact at 0 or n, where a
+    bootstrap collapses to a point).
     """
     matrix = rotation_matrix(samples, rotated, metric)
     debiased, circular = matrix.mean(axis=1), matrix.min(axis=1)
-    d_low, d_high = stats.bootstrap_ci(debiased, seed)
-    c_low, c_high = stats.bootstrap_ci(circular, seed)
+    (d_low, d_high), d_method = stats.mean_ci(debiased, seed)
+    (c_low, c_high), c_method = stats.proportion_ci(int(circular.sum()), circular.size)
     return {
         "scheme": "cyclic",
         "rotations": matrix.shape[1],
@@ -190,7 +191,8 @@ def permutation_summary(samples: list[dict], rotated: dict[str, list[dict]], met
         "debiased_ci95": [d_low, d_high],
         "circular_accuracy": float(circular.mean()),
         "circular_ci95": [c_low, c_high],
-        "ci_method": f"bootstrap{stats.RESAMPLES}",
+        "ci_method": d_method,
+        "circular_ci_method": c_method,
     }
 
 

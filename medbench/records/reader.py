@@ -76,6 +76,11 @@ class TaskScores:
     # (position-debiased) and whether it was right under every rotation (circular); else None.
     debiased: np.ndarray | None = None
     circular: np.ndarray | None = None
+    # With permuted options scored by log-likelihood: [question, rotation, position] letter log-likelihoods, the
+    # rotations in order (0 first; rotation k shows original option (j + k) mod n at position j). What score-level
+    # debiasing and the position-lock share are computed from (medbench/report/position_bias.py).
+    rotation_logp: np.ndarray | None = None
+    gold: np.ndarray | None = None  # each question's gold option index in its unrotated order (lm-eval's target)
 
     @property
     def n(self) -> int:
@@ -138,6 +143,8 @@ def pooled_kormedmcqa(tasks) -> TaskScores | None:
         scores=np.concatenate([p.scores for p in parts]),
         debiased=_pooled(parts, "debiased"),
         circular=_pooled(parts, "circular"),
+        rotation_logp=_pooled(parts, "rotation_logp"),
+        gold=_pooled(parts, "gold"),
     )
 
 
@@ -207,7 +214,7 @@ def check_record(record, record_path: Path) -> None:
 
 
 def _task_scores(run_dir: Path, task: dict) -> TaskScores:
-    ids, scores = _sample_scores(run_dir, task["task"], task["metric"])
+    ids, scores, letter_scores, gold = _sample_scores(run_dir, task["task"], task["metric"])
     # A stale or partial samples file would silently change every number derived from it.
     path = io.samples_path(run_dir, task["task"])
     if len(ids) != task["n"]:
@@ -217,17 +224,23 @@ def _task_scores(run_dir: Path, task: dict) -> TaskScores:
             f"{path}: accuracy {sum(scores) / len(ids):.4f} from the samples, "
             f"but record.json says {task['accuracy']:.4f}"
         )
-    debiased = circular = None
+    debiased = circular = rotation_logp = None
     permutation = task.get("permutation")
     if permutation:
         columns = [np.asarray(scores, dtype=float)]
+        logp = [letter_scores]
         for name in permutation["rotated_tasks"]:
-            rot_ids, rot_scores = _sample_scores(run_dir, name, task["metric"])
+            rot_ids, rot_scores, rot_letters, _ = _sample_scores(run_dir, name, task["metric"])
             by_id = dict(zip(rot_ids, rot_scores, strict=True))
             if set(by_id) != set(ids):
                 raise ReportError(f"{io.samples_path(run_dir, name)}: not the questions of {task['task']}")
             columns.append(np.asarray([by_id[i] for i in ids], dtype=float))
+            if rot_letters is not None:
+                index = {doc_id: k for k, doc_id in enumerate(rot_ids)}
+                logp.append(rot_letters[[index[i] for i in ids]])
         matrix = np.stack(columns, axis=1)
+        if all(x is not None for x in logp) and len({x.shape for x in logp}) == 1:
+            rotation_logp = np.stack(logp, axis=1)
         debiased, circular = matrix.mean(axis=1), matrix.min(axis=1)
         if abs(float(debiased.mean()) - permutation["debiased_accuracy"]) > 1e-9:
             raise ReportError(f"{run_dir / 'record.json'}: {task['task']} debiased accuracy disagrees with its samples")
@@ -241,6 +254,8 @@ def _task_scores(run_dir: Path, task: dict) -> TaskScores:
         scores=np.asarray(scores, dtype=float),
         debiased=debiased,
         circular=circular,
+        rotation_logp=rotation_logp,
+        gold=gold,
     )
 
 
@@ -255,11 +270,21 @@ def read_lines(path: Path):
         raise ReportError(f"{path}: unreadable ({type(e).__name__}: {e}); the file is truncated or corrupt") from None
 
 
-def _sample_scores(run_dir: Path, name: str, metric: str) -> tuple[list[str], list[float]]:
+def _letter_scores(sample: dict) -> list[float] | None:
+    """A scored sample's log-likelihood per answer letter (lm-eval's filtered_resps); None for a generation."""
+    filtered = sample.get("filtered_resps")
+    if not filtered or not all(isinstance(f, (list, tuple)) and isinstance(f[0], (int, float)) for f in filtered):
+        return None
+    return [float(f[0]) for f in filtered]
+
+
+def _sample_scores(run_dir: Path, name: str, metric: str):
+    """(question ids, 0/1 scores, [question, letter] log-likelihoods or None, gold index per question or None), in
+    samples order."""
     path = io.samples_path(run_dir, name)
     if not path.exists():
         raise ReportError(f"{path}: samples file missing for task {name} (listed in {run_dir / 'record.json'})")
-    ids, scores = [], []
+    ids, scores, letters, targets = [], [], [], []
     for line_no, line in read_lines(path):
         if not line.strip():
             continue
@@ -267,6 +292,8 @@ def _sample_scores(run_dir: Path, name: str, metric: str) -> tuple[list[str], li
             sample = json.loads(line)
             doc_id = str(sample["doc"]["id"])
             score = float(sample[metric])
+            letters.append(_letter_scores(sample))
+            targets.append(sample.get("target"))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise ReportError(
                 f"{path}:{line_no}: unusable sample, need doc.id and {metric} ({type(e).__name__}: {e})"
@@ -278,4 +305,6 @@ def _sample_scores(run_dir: Path, name: str, metric: str) -> tuple[list[str], li
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise ReportError(f"{path}: question {dup} appears more than once")
-    return ids, scores
+    scored = letters and all(x is not None for x in letters) and len({len(x) for x in letters}) == 1
+    gold = np.asarray(targets, dtype=int) if all(type(t) is int for t in targets) else None
+    return ids, scores, np.asarray(letters, dtype=np.float64) if scored else None, gold

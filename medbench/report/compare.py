@@ -25,6 +25,7 @@ import yaml
 from medbench import stats
 from medbench.records.reader import Run, TaskScores
 from medbench.records.verify import provenance_gaps
+from medbench.report.position_bias import score_debiased
 
 PLAN_PATH = Path(__file__).with_name("plan.yaml")
 COMPARISON_FIELDS = (
@@ -88,8 +89,14 @@ def legacy(run: Run) -> bool:
     return bool(provenance_gaps(run.record))
 
 
+def contaminated(run: Run) -> dict | None:
+    """What test questions the run's weights were trained on, as its training record says (a positive control):
+    {"dataset", "split", "ids"}; None for a run of clean weights."""
+    return (run.record.get("training_record") or {}).get("contaminated") or None
+
+
 def positive_control(run: Run) -> bool:
-    return bool((run.record.get("training_record") or {}).get("contaminated") or "positive-control" in run.run_id)
+    return contaminated(run) is not None
 
 
 def eligible(run: Run, include_legacy: bool = False) -> bool:
@@ -113,7 +120,7 @@ def configuration(runs: list[Run], model: str, variant: str, prompt: str, mode: 
         record = run.record
         if (record["model"], record["variant"], record["prompt"], record["mode"]) != (model, variant, prompt, mode):
             continue
-        if metric == "debiased" and not all(t.debiased is not None for t in run.tasks):
+        if any(metric_values(t, metric) is None for t in run.tasks):
             continue
         chosen[record.get("checkpoint")] = run
     return [chosen[k] for k in sorted(chosen, key=str)]
@@ -127,11 +134,27 @@ def member_scores(members: list[Run], task: str, metric: str) -> tuple[list[str]
     ids = [i for i in tasks[0].ids if all(i in set(t.ids) for t in tasks[1:])]
     columns = []
     for t in tasks:
-        values = t.debiased if metric == "debiased" else t.scores
+        values = metric_values(t, metric)
         index = {doc_id: k for k, doc_id in enumerate(t.ids)}
         columns.append(values[[index[i] for i in ids]])
     matrix = np.stack(columns, axis=1)
     return ids, matrix.mean(axis=1), [float(c.mean()) for c in columns]
+
+
+METRICS = ("standard", "debiased", "score_debiased")
+
+
+def metric_values(task: TaskScores, metric: str):
+    """Per-question scores under a plan metric (None where the run cannot give them): `standard` the 0/1
+    correctness, `debiased` correctness averaged over option rotations, `score_debiased` the 0/1 correctness of the
+    argmax of option probabilities averaged over rotations."""
+    if metric == "debiased":
+        return task.debiased
+    if metric == "score_debiased":
+        return score_debiased(task)
+    if metric == "standard":
+        return task.scores
+    raise ValueError(f"unknown metric {metric!r}; one of {', '.join(METRICS)}")
 
 
 def metric_of(a: TaskScores, b: TaskScores) -> str:
@@ -224,3 +247,63 @@ def comparisons(
 def most_significant(rows: list[dict]) -> dict | None:
     """The comparison with the smallest Holm-adjusted p-value (the first in table order on a tie)."""
     return min(rows, key=lambda r: r["holm_p"], default=None)
+
+
+POSITIVE_CONTROL_FIELDS = (
+    "run",
+    "dataset",
+    "half",
+    "metric",
+    "base_runs",
+    "n_paired",
+    "acc_a",
+    "acc_b",
+    "difference",
+    "diff_ci95_low",
+    "diff_ci95_high",
+    "mdd80",
+    "test",
+    "p_value",
+)
+
+
+def positive_control_rows(runs: list[Run], seed: int, resamples: int = stats.RESAMPLES) -> list[dict]:
+    """Each positive control against its model's base run (same prompt and mode), on the test questions it was
+    trained on and on the others, under every metric both runs have: the seen half must move, the unseen one not."""
+    pool = [r for r in runs if eligible(r) or positive_control(r)]
+    rows = []
+    for run in pool:
+        seen = contaminated(run)
+        if not seen:
+            continue
+        seen_ids = {str(i) for i in seen.get("ids", [])}
+        dataset = seen.get("dataset")
+        task = DATASET_TASKS.get(dataset)
+        for metric in METRICS:
+            base = configuration(
+                [r for r in pool if not positive_control(r)],
+                run.record["model"],
+                "base",
+                run.record["prompt"],
+                run.record["mode"],
+                metric,
+            )
+            a, b = member_scores(base, task, metric), member_scores([run], task, metric)
+            if a is None or b is None:
+                continue
+            for half, keep in (("seen", True), ("unseen", False)):
+                ids_b = [i for i in b[0] if (i in seen_ids) is keep]
+                index_b = {doc_id: k for k, doc_id in enumerate(b[0])}
+                scores_b = b[1][[index_b[i] for i in ids_b]]
+                result = compare_scores(a[0], a[1], ids_b, scores_b, 0.02, seed, resamples)
+                rows.append(
+                    {
+                        "run": run.run_id,
+                        "dataset": dataset,
+                        "half": half,
+                        "metric": metric,
+                        "base_runs": " ".join(r.run_id for r in base),
+                        **{k: result[k] for k in POSITIVE_CONTROL_FIELDS if k in result},
+                    }
+                )
+    return rows

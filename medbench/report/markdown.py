@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import html
 import math
+import re
+
+# Inline syntax a name or path could carry; `|` is the table's to escape (cell), `<`/`>`/`&` become entities.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]~])")
 
 
 def num(x, fmt: str) -> str:
     """A number in `fmt`, or a dash for a missing or NaN value."""
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
+
+
+def escape(text) -> str:
+    """Text from a record or a path as plain Markdown text: HTML and Markdown syntax shown, never interpreted (a
+    folder named `<img src=x onerror=…>` is text in the README, as it is in the explorer)."""
+    flat = " ".join(str(text).split())
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(flat, quote=False))
+
+
+def code(text) -> str:
+    """Text from a record as a code span: inside one nothing is interpreted but a backtick, which is replaced."""
+    return "`" + " ".join(str(text).split()).replace("`", "'") + "`"
 
 
 def cell(text) -> str:

@@ -35,6 +35,18 @@ def test_exact_sign_flip_equals_enumerating_every_sign():
         assert stats.sign_flip_exact(d) == pytest.approx(expected, abs=1e-12)
 
 
+def test_float_noise_differences_count_as_ties_in_the_exact_test():
+    """Means over seeds of means over rotations differ by ~1e-17 where they are equal: such a difference is a tie,
+    not a zero-size step (one of which once made every p exactly 0)."""
+    rng = np.random.default_rng(1)
+    d = rng.integers(-3, 4, 300) / 15
+    noisy = d.copy()
+    noisy[d == 0] = 1e-17
+    assert stats.sign_flip_exact(noisy) == pytest.approx(stats.sign_flip_exact(d), rel=1e-9)
+    assert 0 < stats.sign_flip_exact(noisy) <= 1
+    assert stats.sign_flip_exact(np.full(5, 1e-17)) == 1.0
+
+
 def test_the_exact_test_resolves_p_values_no_resampling_could():
     """10,000 resamples cannot give a p below 1e-4; the exact test gives the true, far smaller one."""
     d = np.full(200, 0.2)
