@@ -16,7 +16,7 @@ setup:
 data *args:
     {{medbench}} data "$@"
 
-# The embedded Gemma 3 270M on a seeded sample of every task (about 5 minutes on 2 CPU cores)
+# The embedded Gemma 3 270M on a seeded sample of every task (--model smollm2-135m: the second real model)
 demo *args:
     {{medbench}} demo "$@"
 
@@ -45,9 +45,17 @@ lint:
     {{python}} -m ruff check medbench trainers tests scripts tasks
     {{python}} -m ruff format --check medbench trainers tests scripts tasks
 
-# Tables, paired comparisons, contamination and the chart, from results/ only (seconds)
+# Tables, the plan's paired comparisons, position bias, contamination and the chart, from records only; rewrites the README's results block and docs/results.md
 report *args:
     {{medbench}} report "$@"
+
+# Re-check records against what they say they measured: data hashes, the code's fingerprint, the weights where present
+verify *args:
+    {{medbench}} verify "$@"
+
+# Compare the answers of runs of the same tasks question by question: just compare RUN_A RUN_B…
+compare *args:
+    {{medbench}} compare "$@"
 
 # Merge results folders gathered from several machines into results/ (run ids unique; identical runs once, differing ones refused)
 merge *args:

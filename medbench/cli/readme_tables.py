@@ -1,6 +1,6 @@
-"""README tables generated from their source of truth (settings, variants, methods, models).
+"""Documentation tables generated from their source of truth (settings, variants, methods, models).
 
-Each sits between `<!-- table:NAME:start -->` and `<!-- table:NAME:end -->` in README.md;
+Each sits between `<!-- table:NAME:start -->` and `<!-- table:NAME:end -->` in docs/configuration.md (and docs/evaluation.md, docs/training.md);
 `just tasks-readme` rewrites them and a test checks they are current. The methods table reads
 trainers/methods/, which is why this lives in the CLI layer.
 """
@@ -113,4 +113,4 @@ def render(text: str) -> str:
 
 
 def readme_paths() -> list[Path]:
-    return [REPO_ROOT / "README.md", REPO_ROOT / "docs" / "evaluation.md", REPO_ROOT / "docs" / "training.md"]
+    return [REPO_ROOT / "docs" / "configuration.md", REPO_ROOT / "docs" / "evaluation.md", REPO_ROOT / "docs" / "training.md"]

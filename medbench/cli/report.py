@@ -17,8 +17,9 @@ HELP = "tables, paired comparisons, contamination check and the chart, from resu
 class ReportArguments:
     results: str | None = arg(
         None,
-        help="results folder the report reads and writes (default: results/, the "
-        "committed records; your own runs in results/local/ are read too)",
+        help="results folder the report reads and writes (default: results/, the committed records, whose report "
+        "also rewrites the README's results block and docs/results.md; where results/local/ holds runs of your "
+        "own, a second report beside them reads both)",
     )
     seed: int = arg(DEFAULT_SEED, help=f"bootstrap seed (default {DEFAULT_SEED})")
     resamples: int = arg(RESAMPLES, help=f"bootstrap resamples (default {RESAMPLES})")
@@ -44,25 +45,32 @@ def run(args) -> int:
     from medbench.report.build import ReportError, build_report, describe
 
     opts = from_args(ReportArguments, args)
-    results = Path(opts.results) if opts.results else published_results_dir()
-    also = () if opts.results else tuple(d for d in {results_dir()} if d.resolve() != results.resolve())
     if opts.readme is not None and not Path(opts.readme).exists():
         raise ReportError(f"{opts.readme}: no such README")
-    readme = Path(opts.readme) if opts.readme else results.resolve().parent / "README.md"
     if opts.merge:
         from medbench.records.merge import merge
 
         target = results_dir()  # where `just merge` writes: never the committed results/ unless MEDBENCH_RESULTS says
-        print(f"merge into {target}: {merge([Path(d) for d in opts.merge], target).summary()}")
-        also = tuple(dict.fromkeys((*also, target)))
-    out = build_report(results, opts.seed, opts.resamples, readme, also, bench_sections(results))
-    for path in out["written"]:
-        print(f"wrote {_shown(path)}")
-    best = out["most_significant"]
-    print(
-        f"{len(out['runs'])} run(s), {len(out['rows'])} summary row(s), {len(out['comparisons'])} paired comparison(s)"
-    )
-    print("smallest p: " + describe(best) if best else "no paired comparisons (no model has two configurations)")
+        print(f"merge into {_shown(target)}: {merge([Path(d) for d in opts.merge], target).summary()}")
+    results = Path(opts.results) if opts.results else published_results_dir()
+    readme = Path(opts.readme) if opts.readme else results.resolve().parent / "README.md"
+    docs = readme.parent / "docs" / "results.md" if (readme.parent / "docs").is_dir() else None
+    # The committed report (README, docs, results/) holds the published records only; a user's own runs get a
+    # report of their own, beside them, with the published ones for comparison.
+    reports = [(results, (), readme, docs)]
+    local = results_dir()
+    if not opts.results and local.resolve() != results.resolve() and any(local.glob("runs/*/record.json")):
+        reports.append((local, (results,), None, None))
+    for folder, also, readme_path, docs_path in reports:
+        out = build_report(folder, opts.seed, opts.resamples, readme_path, also, bench_sections(folder), docs_path)
+        for path in out["written"]:
+            print(f"wrote {_shown(path)}")
+        print(
+            f"{len(out['runs'])} run(s) with full provenance, {len(out['legacy'])} legacy, "
+            f"{len(out['comparisons'])} planned comparison(s)"
+        )
+        best = out["most_significant"]
+        print("smallest Holm p: " + describe(best) if best else "no planned comparison has runs yet")
     return 0
 
 

@@ -28,13 +28,13 @@ from medbench.errors import MedbenchError
 from medbench.options import add_arguments, arg, from_args, to_argv
 
 HELP = "the benchmark suite (model x variant x prompt), or one shard of it (--shard I/N)"
-DEFAULT_MODEL = "gemma3-270m"
+DEFAULT_MODELS = ("gemma3-270m", "smollm2-135m")  # the two models whose real weights install from the package index
 
 
 @dataclass
 class SuiteOptions:
     models: str | None = arg(
-        None, help="comma-separated models (default: gemma3-270m and each alias in MEDBENCH_SUITE)"
+        None, help="comma-separated models (default: gemma3-270m, smollm2-135m and each alias in MEDBENCH_SUITE)"
     )
     variants: str = arg("base", help="comma-separated variants (default base)")
     prompts: str = arg("zeroshot", help="comma-separated prompts (default zeroshot)")
@@ -79,7 +79,7 @@ def _split(text: str) -> list[str]:
 
 def all_jobs(opts: SuiteOptions, env: dict[str, str] | None = None) -> list[Job]:
     env = os.environ if env is None else env
-    models = _split(opts.models) if opts.models else [DEFAULT_MODEL, *_split(env.get("MEDBENCH_SUITE", ""))]
+    models = _split(opts.models) if opts.models else [*DEFAULT_MODELS, *_split(env.get("MEDBENCH_SUITE", ""))]
     models = list(dict.fromkeys(models))
     return [Job(*combo) for combo in itertools.product(models, _split(opts.variants), _split(opts.prompts))]
 

@@ -204,13 +204,7 @@ def comparisons(
     for family in plan["families"]:
         family_rows = []
         metric, margin = family["metric"], family["margin"]
-        if "against_model" in family:
-            pairs = [
-                ((family["against_model"], family["variant"]), (model, family["variant"])) for model in family["models"]
-            ]
-        else:
-            pairs = [((family["model"], family["against"]), (family["model"], v)) for v in family["members"]]
-        for (model_a, variant_a), (model_b, variant_b) in pairs:
+        for (model_a, variant_a), (model_b, variant_b) in _pairs(family):
             config = (family["prompt"], family["mode"], metric)
             runs_a = configuration(pool, model_a, variant_a, *config)
             runs_b = configuration(pool, model_b, variant_b, *config)
@@ -242,6 +236,28 @@ def comparisons(
             row["family_size"] = len(family_rows)
         rows += family_rows
     return rows
+
+
+def _pairs(family: dict) -> list[tuple[tuple[str, str], tuple[str, str]]]:
+    if "against_model" in family:
+        return [((family["against_model"], family["variant"]), (m, family["variant"])) for m in family["models"]]
+    return [((family["model"], family["against"]), (family["model"], v)) for v in family["members"]]
+
+
+def planned_missing(runs: list[Run], plan: dict | None = None) -> list[dict]:
+    """The plan's comparisons that have no eligible run on one side: {family, member, why}."""
+    plan = plan or load_plan()
+    pool = [r for r in runs if eligible(r)]
+    out = []
+    for family in plan["families"]:
+        config = (family["prompt"], family["mode"], family["metric"])
+        for (model_a, variant_a), (model_b, variant_b) in _pairs(family):
+            member = variant_b if model_a == model_b else model_b
+            for model, variant in ((model_a, variant_a), (model_b, variant_b)):
+                if not configuration(pool, model, variant, *config):
+                    out.append({"family": family["name"], "member": member, "why": f"no run of {model} {variant}"})
+                    break
+    return out
 
 
 def most_significant(rows: list[dict]) -> dict | None:

@@ -202,6 +202,8 @@ def _comparison_row(row: dict) -> dict:
         "diff": (
             f"{100 * row['difference']:+.1f} ({100 * row['diff_ci95_low']:+.1f} to {100 * row['diff_ci95_high']:+.1f})"
         ),
+        "mdd": f"{100 * row['mdd80']:.2f}",
+        "tost": f"{row['tost_p']:.3g}",
         "p": f"{row['p_value']:.3g}",
         "holm": f"{row['holm_p']:.3g}",
     }

@@ -28,7 +28,9 @@ SUMMARY_FIELDS = (
     "invalid_rate",
     "truncated_prompts",
     "questions_per_second",
-    "peak_memory_gib",
+    "scorings_per_second",
+    "peak_gpu_gib",
+    "peak_rss_gib",
     "params_b",
     "device",
     "gpu",
@@ -50,7 +52,7 @@ def summary_rows(runs: list[Run], seed: int, resamples: int = stats.RESAMPLES) -
 
 def _summary_row(run: Run, task: TaskScores, seed: int, resamples: int) -> dict:
     record, t = run.record, task.record
-    low, high = stats.bootstrap_ci(task.scores, seed, resamples)
+    (low, high), method = stats.mean_ci(task.scores, seed, resamples)
     stderr = t["stderr"] if t.get("stderr") is not None else stats.mean_stderr(task.scores)
     row = {
         "run_id": run.run_id,
@@ -66,12 +68,15 @@ def _summary_row(run: Run, task: TaskScores, seed: int, resamples: int) -> dict:
         "stderr": stderr,
         "ci95_low": low,
         "ci95_high": high,
-        "ci_method": f"bootstrap{resamples}",
+        "ci_method": method,
         "invalid": t["invalid"],
         "invalid_rate": t["invalid_rate"],
         "truncated_prompts": t["truncated_prompts"],
+        # A permuted run scores each question once per rotation: questions/s counts questions, scorings/s scorings.
         "questions_per_second": record["timing"]["questions_per_second"],
-        "peak_memory_gib": record["memory"]["peak_gib"],
+        "scorings_per_second": record["timing"].get("scorings_per_second"),
+        "peak_gpu_gib": record["memory"].get("peak_gpu_gib"),
+        "peak_rss_gib": record["memory"].get("peak_rss_gib"),
         "params_b": record["params_b"],
         "device": record["device"],
         "gpu": record["hardware"].get("gpu"),

@@ -153,16 +153,18 @@ const hideTip = () => { $("#tooltip").hidden = true; };
 // ---- comparisons, letters, contamination ---------------------------------------------------------
 
 function comparisonTable() {
-  const task = $("#comparison-task").value;
-  const shown = S.comparisons.filter((r) => !task || r.task === task).sort((a, b) => a.p_value - b.p_value);
+  const family = $("#comparison-family").value;
+  const shown = S.comparisons.filter((r) => !family || r.family === family);
   $("#comparison-count").textContent = `${shown.length} comparison(s)`;
-  fillTable($("#comparison-table"), ["model", "task", "a", "b", "metric", "n paired", "a %", "b %", "b − a (95% CI)", "p", "Holm p"],
-    shown.map((r) => el("tr", {}, el("td", {}, r.model), el("td", {}, r.task),
-      el("td", {}, el("code", {}, r.run_a), el("div", { class: "muted" }, `${r.variant_a} ${r.prompt_a}/${r.mode_a}`)),
-      el("td", {}, el("code", {}, r.run_b), el("div", { class: "muted" }, `${r.variant_b} ${r.prompt_b}/${r.mode_b}`)),
+  fillTable($("#comparison-table"), ["family (m)", "dataset", "baseline", "member", "metric", "n paired", "baseline %", "member %",
+    "b − a (95% CI)", "MDD80", "TOST p", "p", "Holm p"],
+    shown.map((r) => el("tr", {}, el("td", {}, `${r.family} (${r.family_size})`), el("td", {}, r.dataset),
+      el("td", {}, `${r.model_a} ${r.variant_a}`, el("div", { class: "muted" }, r.runs_a)),
+      el("td", {}, `${r.model_b} ${r.variant_b}`, el("div", { class: "muted" }, r.runs_b)),
       el("td", {}, r.metric), el("td", { class: "num" }, r.n_paired), el("td", { class: "num" }, r.pct_a), el("td", { class: "num" }, r.pct_b),
-      el("td", { class: `num ${r.holm_p < 0.05 ? (r.difference > 0 ? "up" : "down") : ""}` }, r.diff), el("td", { class: "num" }, `${r.p} (${r.test})`),
-      el("td", { class: "num" }, r.holm))));
+      el("td", { class: `num ${r.holm_p < 0.05 ? (r.difference > 0 ? "up" : "down") : ""}` }, r.diff),
+      el("td", { class: "num" }, r.mdd), el("td", { class: "num" }, r.tost),
+      el("td", { class: "num" }, `${r.p} (${r.test})`), el("td", { class: "num" }, r.holm))));
 }
 
 function letterBar(counts, letters, n) {
@@ -290,8 +292,8 @@ async function start() {
   accuracyTable();
   chartControls();
   drawChart();
-  options($("#comparison-task"), [["", "all"], ...[...new Set(S.comparisons.map((r) => r.task))].sort().map((t) => [t, t])], "");
-  $("#comparison-task").addEventListener("change", comparisonTable);
+  options($("#comparison-family"), [["", "all"], ...[...new Set(S.comparisons.map((r) => r.family))].map((t) => [t, t])], "");
+  $("#comparison-family").addEventListener("change", comparisonTable);
   comparisonTable();
   letterTable();
   contaminationTable();
