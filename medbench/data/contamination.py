@@ -1,27 +1,42 @@
 """Training/test overlap that sees every test item, the one-line Korean stems included.
 
 The first version looked for shared word 13-grams, which a stem of fewer than 13 words cannot have on its
-own: 59% of the nurse and 70% of the dentist test stems are that short. Each test item is now compared
-with every item of each source that reaches a model before the test, three ways:
+own, and most nurse and dentist test stems are that short. Each test item is now compared with every item
+of each source that reaches a model before the test, four ways:
 
   exact_stem          the normalised stems are equal
   exact_stem_options  ... and so are the option sets, in any order (a copy with shuffled options counts)
   near_duplicate      neither, but the items' similarity is at least NEAR_DUPLICATE
+  option_pool         none of these, but the items share at least POOL_OPTIONS options (any order) and the
+                      correct option is the same option: a question reworded past NEAR_DUPLICATE that kept
+                      its options and its key
+
+Every count is a floor of what these rules look for: a copy reworded below NEAR_DUPLICATE that also changed
+its options, or one translated from the other language, is missed. It is not a count of copies either way: a
+match is a pair to read, and some are not the same question (a generic stem over other options, a stock pool
+of options such as numbers of days or payment systems shared by different questions). docs/contamination.md
+reads a seeded sample of the matches by hand.
+
+Options and answers are compared by identity, i.e. by their normalised text (text_key), never by letter: the
+same option sits at another letter when the options are shuffled, and the same letter holds another option
+when they are not. same_answer says whether the two gold options are the same option in this sense.
 
 Similarity is an IDF-weighted Jaccard of character 5-grams of the whole item, the stem and each option
 shingled on its own (so the option order does not matter), on normalize()d text without spaces. Character
 n-grams need no tokenizer and work alike for Korean and English; a text shorter than 5 characters is its
 own single shingle. The IDF weight, log((N + 1) / df) over all N distinct items checked, keeps exam
-boilerplate from making everything similar: "which of the following" is in 84% of MedQA stems and
-"…으로 옳은 것은?" in one KorMedMCQA stem in seven, so their 5-grams weigh a sixth to a quarter of a rare
-one's. With no cut-off to tune it works the same on the 10,000 real items and on a test's dozen.
+boilerplate from making everything similar: "which of the following" is in most MedQA stems and
+"…으로 옳은 것은?" ends many KorMedMCQA stems, so their 5-grams weigh far less than a rare one. With no
+cut-off to tune it works the same on the real items and on a test's dozen.
 
 Why the whole item and not the stem alone: many Korean stems are one short sentence whose topic recurs
-every year, and a one-word change asks another question over other options: "기체크로마토그래피에 대한
-설명으로 옳은 것은?" vs "순상 액체크로마토그래피에 …" scores 0.72 on stems, 0.04 as items; "상황위기에
-해당되는 사건은?" vs "성숙위기에 …" 0.56 and 0.27. A copied question whose stem was reworded but whose five
-options were kept ("고등학생이 … 소문난 약을 복용한 후 …" vs "고등학교 학생이 …") scores 0.36 on stems and 0.41
-as items. Equal stems are still reported (exact_stem) whatever the options, with how many the two share.
+every year, and a one-word change asks another question over other options ("기체크로마토그래피에 대한
+설명으로 옳은 것은?" vs "순상 액체크로마토그래피에 …"; "상황위기에 해당되는 사건은?" vs "성숙위기에 …"):
+their stems are close, the items are not. A copied question whose stem was reworded but whose options were
+kept ("고등학생이 … 소문난 약을 복용한 후 …" vs "고등학교 학생이 …") is closer as an item than as a stem.
+Equal stems are still reported (exact_stem) whatever the options, with how many options the two share and
+whether the answer is the same: a generic stem ("사후처치 간호중재로 옳은 것은?", "유치의 유착에 관한 설명으로
+옳은 것은?") recurs over other options with another key, and such a match is not a copy.
 """
 
 from __future__ import annotations
@@ -37,17 +52,20 @@ from medbench.data.loader import KORMEDMCQA_EXAMS, LETTERS, DataError, load_rows
 
 NGRAM = 13  # the old check's word n-gram; kept to show which matches it could not see
 CHAR_NGRAM = 5
-# Calibrated on the real data (each test item's best similarity per source, the pairs read by hand). At
-# 0.4 and above (21 pairs) all but one are the same question again: a reworded stem keeping 2–5 of its
-# options, or the same stem over new options; 10 keep the very same correct answer. The exception asks
-# another question over the same five options. Of the 20 pairs between 0.3 and 0.4 about half are that
-# too and half are new questions on a recurring topic or over a shared option pool ("the nerve supplying
-# the muscle that …", 4 options shared), so 0.4 keeps the near-duplicate count free of false alarms and
-# makes it a floor.
+# Calibrated on the real data (each test item's best similarity per source, the pairs read by hand): at 0.4
+# and above nearly every pair is the same question again (a reworded stem keeping most of its options, or the
+# same stem over new options), and below it the same-question pairs mix with new questions on a recurring
+# topic or over a shared option pool. 0.4 keeps the near-duplicate count nearly free of false alarms (the odd
+# one asks another question over the same options), which makes it a floor; option_pool picks up the copies
+# below it that kept their options and key.
 NEAR_DUPLICATE = 0.4
+# Four of five KorMedMCQA options (all four of MedQA's) and the same key: one option swapped for a new
+# distractor still counts, while a shared pair or triple of stock options ("없음", drug names) does not.
+POOL_OPTIONS = 4
 STEM_CHARS = 80
 ALL_SOURCES = "all sources"
-EXACT_STEM, EXACT_STEM_OPTIONS, NEAR = "exact_stem", "exact_stem_options", "near_duplicate"
+EXACT_STEM, EXACT_STEM_OPTIONS, NEAR, OPTION_POOL = "exact_stem", "exact_stem_options", "near_duplicate", "option_pool"
+MATCHES = (EXACT_STEM, EXACT_STEM_OPTIONS, NEAR, OPTION_POOL)
 CONTAMINATION_FIELDS = (
     "test",
     "test_id",
@@ -57,6 +75,8 @@ CONTAMINATION_FIELDS = (
     "similarity",
     "shared_options",
     "same_answer",
+    "test_answer",
+    "source_answer",
     "stem_words",
     "shares_13gram",
     "test_stem",
@@ -76,7 +96,7 @@ class Split:
 class Contamination:
     pairs: list[dict]  # every matched (test item, source item), sorted
     summary: list[dict]  # per test and source, plus per test against all its sources
-    notes: list[str]  # sources that could not be checked
+    notes: list[str]  # what the counts cannot see: that they are a floor, and sources that could not be checked
 
 
 class _PunctuationToSpace(dict):  # a str.translate table filled as characters are met: 3x faster than per char
@@ -198,6 +218,16 @@ def contamination_pairs(
         stem = text_key(items[i]["question"])
         if stem:  # a stem of punctuation only would equal every other one
             candidates[i].update(by_stem.get(stem, []))
+    # An option-pool match needs the same gold option, so only source items whose key is the test item's
+    # key are counted against: far fewer than all those sharing some stock option.
+    options = {i: option_keys(items[i]) for i in (*left, *right)}
+    by_gold = defaultdict(list)
+    for i in right:
+        if (gold := gold_option(items[i])) is not None:
+            by_gold[gold].append(i)
+    for i in left:
+        if (gold := gold_option(items[i])) is not None:
+            candidates[i].update(j for j in by_gold.get(gold, []) if len(options[i] & options[j]) >= POOL_OPTIONS)
 
     out = []
     for test, members in test_items.items():
@@ -205,16 +235,32 @@ def contamination_pairs(
             for s in sorted(candidates.get(t, ())):
                 for src in plan.get(test, []):
                     if s in source_items[src]:
-                        out.append(_pair(test, src, items[t], items[s], float(sim[row_of[t], col_of[s]])))
+                        pair = _pair(test, src, items[t], items[s], float(sim[row_of[t], col_of[s]]))
+                        if pair is not None:  # match_kind alone decides; the candidate search only narrows
+                            out.append(pair)
     return sorted(out, key=lambda p: (p["test"], p["test_id"], p["source"], p["source_id"]))
 
 
-def _pair(test: str, source: str, t: dict, s: dict, similarity: float) -> dict:
-    t_opts, s_opts = [text_key(o) for o in t["options"]], [text_key(o) for o in s["options"]]
-    if text_key(t["question"]) != text_key(s["question"]):
-        match = NEAR
-    else:
-        match = EXACT_STEM_OPTIONS if sorted(t_opts) == sorted(s_opts) else EXACT_STEM
+def match_kind(t: dict, s: dict, similarity: float) -> str | None:
+    """Which rule the pair meets, the first in MATCHES order (exact_stem_options before exact_stem), or None."""
+    stem = text_key(t["question"])
+    if stem and stem == text_key(s["question"]):
+        return (
+            EXACT_STEM_OPTIONS
+            if sorted(map(text_key, t["options"])) == sorted(map(text_key, s["options"]))
+            else EXACT_STEM
+        )
+    if similarity >= NEAR_DUPLICATE:
+        return NEAR
+    if same_answer(t, s) and len(option_keys(t) & option_keys(s)) >= POOL_OPTIONS:
+        return OPTION_POOL
+    return None
+
+
+def _pair(test: str, source: str, t: dict, s: dict, similarity: float) -> dict | None:
+    match = match_kind(t, s, similarity)
+    if match is None:
+        return None
     return {
         "test": test,
         "test_id": t["id"],
@@ -222,8 +268,10 @@ def _pair(test: str, source: str, t: dict, s: dict, similarity: float) -> dict:
         "source_id": s["id"],
         "match": match,
         "similarity": round(similarity, 4),
-        "shared_options": len(set(t_opts) & set(s_opts)),
-        "same_answer": _answer(t) is not None and _answer(t) == _answer(s),
+        "shared_options": len(option_keys(t) & option_keys(s)),
+        "same_answer": same_answer(t, s),
+        "test_answer": _short(gold_text(t) or ""),
+        "source_answer": _short(gold_text(s) or ""),
         "stem_words": len(t["question"].split()),
         "shares_13gram": not ngram_hashes(row_text(t)).isdisjoint(ngram_hashes(row_text(s))),
         "test_stem": _short(t["question"]),
@@ -231,9 +279,27 @@ def _pair(test: str, source: str, t: dict, s: dict, similarity: float) -> dict:
     }
 
 
-def _answer(row: dict) -> str | None:
-    i = {letter: i for i, letter in enumerate(LETTERS)}.get(row.get("answer"), len(row["options"]))
-    return text_key(row["options"][i]) if i < len(row["options"]) else None
+def option_keys(row: dict) -> set[str]:
+    """The item's options by identity (text_key), in no order; an option of punctuation only is no option."""
+    return {k for k in map(text_key, row["options"]) if k}
+
+
+def gold_text(row: dict) -> str | None:
+    """The correct option as written, or None if the answer letter names no option."""
+    i = LETTERS.find(row.get("answer") or "?")
+    return row["options"][i] if 0 <= i < len(row["options"]) else None
+
+
+def gold_option(row: dict) -> str | None:
+    """The correct option's identity (its text_key), or None if there is none to compare."""
+    text = gold_text(row)
+    return (text_key(text) or None) if text is not None else None
+
+
+def same_answer(t: dict, s: dict) -> bool:
+    """Whether the two correct options are the same option, wherever each sits: the letters are not compared."""
+    gold = gold_option(t)
+    return gold is not None and gold == gold_option(s)
 
 
 def _short(text: str) -> str:
@@ -246,10 +312,15 @@ def contamination_summary(
 ) -> list[dict]:
     """Counts of test items (not pairs) per test and source, then per test against all its sources.
 
-    exact_stem includes exact_stem_options; near_duplicate counts items with no exact stem match, so
-    matched = exact_stem + near_duplicate. under_13_words: matched items whose stem has fewer than 13 words;
-    no_shared_13gram: matched items sharing no word 13-gram (question + options) with any item they matched,
-    i.e. what the first version could not see.
+    Each count is a floor of what the rules look for (a copy reworded past every rule is missed) and not a count
+    of copies (some matches are other questions). An item is counted under the first kind it meets with any source item, so
+    matched = exact_stem + near_duplicate + option_pool, and exact_stem includes exact_stem_options.
+    exact_stem_other_answer: exact-stem items none of whose equal-stem matches has the same correct option
+    (a generic stem asking about something else, or the same question over new options with another key).
+    same_answer: matched items with a match whose correct
+    option is the same. under_13_words: matched items whose stem has fewer than 13 words; no_shared_13gram:
+    matched items sharing no word 13-gram (question + options) with any item they matched, i.e. what the
+    first version could not see.
     """
     by: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for p in pairs:
@@ -259,8 +330,16 @@ def contamination_summary(
     for test, test_rows in tests.items():
         for source in [*plan.get(test, []), ALL_SOURCES]:
             ps = by.get((test, source), [])
+
+            def ids(*kinds: str, ps=ps) -> set[str]:
+                return {p["test_id"] for p in ps if p["match"] in kinds}
+
+            def same(*kinds: str, ps=ps) -> set[str]:
+                return {p["test_id"] for p in ps if p["match"] in kinds and p["same_answer"]}
+
             matched = {p["test_id"] for p in ps}
-            exact = {p["test_id"] for p in ps if p["match"] != NEAR}
+            exact = ids(EXACT_STEM, EXACT_STEM_OPTIONS)
+            near = ids(NEAR) - exact
             n_source = (
                 len({r["id"] for s in plan.get(test, []) for r in sources[s]})
                 if source == ALL_SOURCES
@@ -273,9 +352,12 @@ def contamination_summary(
                     "source_rows": n_source,
                     "test_rows": len(test_rows),
                     "exact_stem": len(exact),
-                    "exact_stem_options": len({p["test_id"] for p in ps if p["match"] == EXACT_STEM_OPTIONS}),
-                    "near_duplicate": len(matched - exact),
+                    "exact_stem_options": len(ids(EXACT_STEM_OPTIONS)),
+                    "exact_stem_other_answer": len(exact - same(EXACT_STEM, EXACT_STEM_OPTIONS)),
+                    "near_duplicate": len(near),
+                    "option_pool": len(ids(OPTION_POOL) - exact - near),
                     "matched": len(matched),
+                    "same_answer": len(same(*MATCHES)),
                     "under_13_words": len({p["test_id"] for p in ps if p["stem_words"] < NGRAM}),
                     "no_shared_13gram": len(matched - {p["test_id"] for p in ps if p["shares_13gram"]}),
                 }
@@ -283,8 +365,15 @@ def contamination_summary(
     return out
 
 
+FLOOR_NOTE = (
+    "The counts are a floor: a copy reworded below the similarity threshold that also changed its options, or one "
+    "in the other language, is not found. Not every match is a copy (a generic stem over other options, a stock "
+    "option pool shared by different questions): docs/contamination.md reads a sample by hand"
+)
+
+
 def contamination(loader=load_rows) -> Contamination:
     """The whole check over the data on disk (DataError if a required split is missing)."""
     tests, sources, plan, notes = load_plan(loader)
     pairs = contamination_pairs(tests, sources, plan)
-    return Contamination(pairs, contamination_summary(pairs, tests, sources, plan), notes)
+    return Contamination(pairs, contamination_summary(pairs, tests, sources, plan), [FLOOR_NOTE, *notes])

@@ -3,7 +3,7 @@
 import pytest
 
 from medbench.data import contamination as c
-from medbench.data.loader import DataError
+from medbench.data.loader import DataError, load_rows
 
 # MedQA-style boilerplate: the same vitals and closing question around a one-sentence case.
 VITALS = (
@@ -199,6 +199,80 @@ def test_reworded_long_item_is_a_near_duplicate_and_shared_boilerplate_is_not():
     assert (summary["train"]["near_duplicate"], summary[c.ALL_SOURCES]["matched"]) == (1, 1)
 
 
+# A nursing-management item and a rewording of it: another stem, the same five options in another order.
+POOL = ["해임", "구두경고", "무급정직", "부서 이동", "징계위원회 회부"]
+POOL_TEST = (
+    "간호관리자가 여러 차례 지각하는 간호사를 면담하여 출근 시간을 준수하라고 하였다. 이후에도 지각을 계속한다면, "
+    "다음 단계로 고려할 수 있는 관리방안은?"
+)
+POOL_SOURCE = "병동 수간호사가 반복해서 늦게 오는 직원과 상담을 마쳤으나 같은 행동이 이어진다. 취할 조치로 옳은 것은?"
+
+
+def test_reworded_item_keeping_four_options_and_its_key_is_an_option_pool_match():
+    test = kor("t1", POOL_TEST, POOL, answer="B")  # 구두경고
+    # Four of the five options kept (one distractor replaced), shuffled: the key moves from B to D.
+    reworded = kor("s1", POOL_SOURCE, ["무급정직", "해임", "전보 발령", "구두 경고!", "징계위원회회부"], answer="D")
+    pairs, summary = check([test], [reworded])
+    assert [(p["source_id"], p["match"], p["shared_options"], p["same_answer"]) for p in pairs] == [
+        ("s1", "option_pool", 4, True)
+    ]
+    assert pairs[0]["similarity"] < c.NEAR_DUPLICATE  # the rewording is beyond the near-duplicate rule
+    assert (pairs[0]["test_answer"], pairs[0]["source_answer"]) == ("구두경고", "구두 경고!")
+    row_ = summary["train"]
+    assert (row_["exact_stem"], row_["near_duplicate"], row_["option_pool"], row_["matched"], row_["same_answer"]) == (
+        0,
+        0,
+        1,
+        1,
+        1,
+    )
+
+
+def test_shared_options_with_another_key_or_too_few_shared_are_no_match():
+    test = kor("t1", POOL_TEST, POOL, answer="B")
+    other_key = kor("s1", POOL_SOURCE, ["무급정직", "해임", "전보 발령", "구두경고", "징계위원회 회부"], answer="A")
+    three_shared = kor(
+        "s2", POOL_SOURCE + " (2)", ["무급정직", "서면경고", "전보 발령", "구두경고", "해임"], answer="D"
+    )
+    assert len(c.option_keys(test) & c.option_keys(other_key)) == 4 and not c.same_answer(test, other_key)
+    assert c.same_answer(test, three_shared) and len(c.option_keys(test) & c.option_keys(three_shared)) == 3
+    pairs, summary = check([test], [other_key, three_shared])
+    assert pairs == [] and summary["train"]["matched"] == 0
+
+
+def test_same_answer_compares_the_gold_options_not_the_letters():
+    test = kor("t1", "질문?", ["가 약물", "나 약물", "다 약물", "라 약물", "마 약물"], answer="C")
+    moved = kor("s1", "질문?", ["다 약물", "가 약물", "나 약물", "라 약물", "마 약물"], answer="A")
+    same_letter = kor("s2", "질문?", ["가 약물", "나 약물", "바 약물", "라 약물", "마 약물"], answer="C")
+    respelled = kor("s3", "질문?", ["ＤＡ", "다약물.", "x", "y", "z"], answer="B")
+    assert c.same_answer(test, moved) and c.same_answer(test, respelled)
+    assert not c.same_answer(test, same_letter)
+    # No gold option to compare (no letter, or a letter past the options): never the same answer.
+    assert not c.same_answer({**test, "answer": None}, {**moved, "answer": None})
+    assert not c.same_answer({**test, "answer": "E", "options": test["options"][:4]}, moved)
+    # An option of punctuation only has no identity, so two such keys are not the same option.
+    dash = kor("t2", "질문?", ["—", "a", "b", "c", "d"], answer="A")
+    assert c.gold_option(dash) is None and not c.same_answer(dash, {**dash, "id": "s4"})
+
+
+def test_exact_stem_reports_whether_the_answer_is_the_same_and_takes_precedence():
+    stem = "사후처치 간호중재로 옳은 것은?"
+    test = kor("t1", stem, ["의치를 다시 끼운다.", "a", "b", "c", "d"])
+    other_answer = kor("s1", stem, ["둔부 밑에 패드를 대 준다.", "e", "f", "g", "h"])
+    # Also four shared options and the same key: still counted once, as an exact-stem match.
+    same = kor("s2", stem, ["b", "의치를 다시 끼운다", "a", "c", "z"], answer="B")
+    pairs, summary = check([test], [other_answer, same])
+    assert [(p["source_id"], p["match"], p["same_answer"]) for p in pairs] == [
+        ("s1", "exact_stem", False),
+        ("s2", "exact_stem", True),
+    ]
+    assert (summary["train"]["exact_stem"], summary["train"]["exact_stem_other_answer"]) == (1, 0)
+    assert summary["train"]["option_pool"] == 0 and summary["train"]["matched"] == 1
+    pairs, summary = check([test], [other_answer])
+    assert (summary["train"]["exact_stem"], summary["train"]["exact_stem_other_answer"]) == (1, 1)
+    assert summary["train"]["same_answer"] == 0
+
+
 def test_plan_skips_only_a_missing_medqa_train():
     def loader(dataset, exam, split):
         if split == "train" and dataset == "medqa":
@@ -222,8 +296,13 @@ def test_plan_skips_only_a_missing_medqa_train():
         c.load_plan(broken)
 
 
-def test_vendored_data_runs_and_counts_are_consistent():
-    out = c.contamination()
+@pytest.fixture(scope="module")
+def vendored():
+    return c.contamination()
+
+
+def test_vendored_data_runs_and_counts_are_consistent(vendored):
+    out = vendored
     keys = [(p["test"], p["test_id"], p["source"], p["source_id"]) for p in out.pairs]
     assert keys == sorted(keys) and len(set(keys)) == len(keys)
     for p in out.pairs:
@@ -232,9 +311,13 @@ def test_vendored_data_runs_and_counts_are_consistent():
             assert p["shared_options"] in (4, 5) and p["similarity"] == pytest.approx(1)
         elif p["match"] == "near_duplicate":
             assert p["similarity"] >= c.NEAR_DUPLICATE
+        elif p["match"] == "option_pool":
+            assert p["similarity"] < c.NEAR_DUPLICATE and p["shared_options"] >= c.POOL_OPTIONS and p["same_answer"]
+            assert c.text_key(p["test_stem"]) != c.text_key(p["source_stem"])
     for s in out.summary:
         assert s["exact_stem_options"] <= s["exact_stem"] <= s["matched"] <= s["test_rows"]
-        assert s["matched"] == s["exact_stem"] + s["near_duplicate"]
+        assert s["matched"] == s["exact_stem"] + s["near_duplicate"] + s["option_pool"]
+        assert s["exact_stem_other_answer"] <= s["exact_stem"] and s["same_answer"] <= s["matched"]
         assert s["under_13_words"] <= s["matched"] and s["no_shared_13gram"] <= s["matched"]
     totals = {s["test"]: s for s in out.summary if s["source"] == c.ALL_SOURCES}
     assert set(totals) == {
@@ -255,3 +338,39 @@ def test_vendored_data_runs_and_counts_are_consistent():
         False,
     )
     assert totals["kormedmcqa/nurse test"]["under_13_words"] > 0
+    assert out.notes[0] == c.FLOOR_NOTE and "floor" in c.FLOOR_NOTE
+
+
+def test_vendored_same_answer_is_the_gold_option_of_each_row(vendored):
+    """Recomputed from the rows themselves: the pair's same_answer is whether the two gold options' texts agree."""
+    rows = {
+        r["id"]: r
+        for e in c.KORMEDMCQA_EXAMS
+        for split in ("train", "valid", "test", "fewshot")
+        for r in load_rows("kormedmcqa", e, split)
+    }
+    rows.update({r["id"]: r for split in ("dev", "test") for r in load_rows("medqa", None, split)})
+    for p in vendored.pairs:
+        t, s = rows[p["test_id"]], rows[p["source_id"]]
+        gold_t = t["options"]["ABCDE".index(t["answer"])]
+        gold_s = s["options"]["ABCDE".index(s["answer"])]
+        assert p["same_answer"] == (c.text_key(gold_t) == c.text_key(gold_s)), (p["test_id"], p["source_id"])
+
+
+def test_vendored_option_pool_finds_the_reworded_nurse_management_item(vendored):
+    # nurse-2023-3-22 (test) rewords nurse-2020-3-22 (train): the late nurse after a talk, the same five
+    # options in the same order, key B "구두경고" in both; too reworded for a near-duplicate.
+    pair = next(p for p in vendored.pairs if (p["test_id"], p["source_id"]) == ("nurse-2023-3-22", "nurse-2020-3-22"))
+    assert (pair["test"], pair["source"]) == ("kormedmcqa/nurse test", "kormedmcqa/nurse train+valid")
+    assert (pair["match"], pair["shared_options"], pair["same_answer"]) == ("option_pool", 5, True)
+    assert pair["test_answer"] == pair["source_answer"] == "구두경고"
+    assert pair["similarity"] < c.NEAR_DUPLICATE
+
+
+def test_vendored_generic_exact_stem_with_another_answer_is_counted(vendored):
+    # The one-line stem "사후처치 간호중재로 옳은 것은?" recurs with another key: "의치를 다시 끼운다." in the
+    # test, "둔부 밑에 패드를 대 준다." in train.
+    pair = next(p for p in vendored.pairs if p["test_id"] == "nurse-2024-3-52")
+    assert (pair["source_id"], pair["match"], pair["same_answer"]) == ("nurse-2020-3-52", "exact_stem", False)
+    nurse = next(s for s in vendored.summary if (s["test"], s["source"]) == ("kormedmcqa/nurse test", c.ALL_SOURCES))
+    assert nurse["exact_stem_other_answer"] >= 1 and nurse["option_pool"] >= 1

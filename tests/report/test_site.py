@@ -274,7 +274,7 @@ def test_explorer_in_a_real_browser(tmp_path, browser):
     assert len(contamination_rows) == len(shown)
     first = [td.get_attribute("textContent") for td in contamination_rows[0].find_elements("css selector", "td")]
     assert first[:3] == [shown[0]["test"], shown[0]["source"], str(shown[0]["test_rows"])]
-    assert first[6] == str(shown[0]["matched"])
+    assert (first[6], first[7]) == (str(shown[0]["option_pool"]), str(shown[0]["matched"]))
     assert len(_css(browser, "#comparison-table tbody tr")) == len(out["comparisons"])
 
     # Question browser: outcome filters.

@@ -187,9 +187,10 @@ function letterTable() {
 function contaminationTable() {
   const num = (x) => el("td", { class: "num" }, x);
   fillTable($("#contamination-table"), ["test", "source", "test questions", "exact stem", "exact stem + options",
-    "near-duplicate", "matched", "share", "stem under 13 words"],
+    "near-duplicate", "option pool", "matched", "share", "same answer", "stem under 13 words"],
     S.contamination.map((r) => [r.test, r.source, num(r.test_rows), num(r.exact_stem), num(r.exact_stem_options),
-      num(r.near_duplicate), num(r.matched), num(`${pct(r.matched / r.test_rows)}%`), num(r.under_13_words)]));
+      num(r.near_duplicate), num(r.option_pool), num(r.matched), num(`${pct(r.matched / r.test_rows)}%`),
+      num(r.same_answer), num(r.under_13_words)]));
 }
 
 // ---- question browser ----------------------------------------------------------------------------
