@@ -113,4 +113,8 @@ def render(text: str) -> str:
 
 
 def readme_paths() -> list[Path]:
-    return [REPO_ROOT / "docs" / "configuration.md", REPO_ROOT / "docs" / "evaluation.md", REPO_ROOT / "docs" / "training.md"]
+    return [
+        REPO_ROOT / "docs" / "configuration.md",
+        REPO_ROOT / "docs" / "evaluation.md",
+        REPO_ROOT / "docs" / "training.md",
+    ]

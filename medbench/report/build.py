@@ -35,6 +35,7 @@ from medbench.report.compare import (
     planned_missing,
     positive_control_rows,
 )
+from medbench.report.contamination import contamination_section
 from medbench.report.position_bias import position_bias_rows
 from medbench.report.reference import load_paper
 from medbench.report.site import write_site
@@ -101,6 +102,7 @@ def build_report(
         measurements=measurements,
         legacy_records=_legacy_records(results_dir),
         train_records=_train_records(results_dir),
+        contamination=contamination_section(overlap),
     )
 
     texts: dict[Path, str] = {}

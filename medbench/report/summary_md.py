@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from medbench.data.loader import KORMEDMCQA_EXAMS
 from medbench.records.reader import Run
-from medbench.report.compare import positive_control, run_order
+from medbench.report.compare import contaminated, positive_control, run_order
 from medbench.report.markdown import code, device, escape, num, table
 from medbench.report.position_bias import position_bias_section
 
@@ -248,6 +248,21 @@ def tasks_table(rows: list[dict]) -> str:
     return table(header, body) if rows else "(no results yet)"
 
 
+def trained_on_test(runs: list[Run]) -> str:
+    """Runs whose weights saw test questions, as their training records declare: flagged, out of every family."""
+    flagged = [(run, contaminated(run)) for run in runs if positive_control(run)]
+    if not flagged:
+        return "No run's training record declares test questions in its training data."
+    body = [
+        [code(run.run_id), escape(seen.get("dataset", "?")), escape(seen.get("split", "?")), len(seen.get("ids", []))]
+        for run, seen in flagged
+    ]
+    return (
+        "**Trained on test questions** (declared by the run's training record; kept out of every family and shown "
+        "in the positive-control section):\n\n" + table(["run", "dataset", "split", "questions seen"], body)
+    )
+
+
 def legacy_section(data: ReportData) -> str:
     entries = [(code(run.run_id), gaps) for run, gaps in data.legacy]
     entries += [(code(name), gaps) for name, gaps in data.legacy_records]
@@ -311,7 +326,7 @@ def render_summary_md(data: ReportData) -> str:
     if data.measurements:
         parts += ["", "## Speed and memory", "", data.measurements.rstrip()]
     if data.contamination:
-        parts += ["", "## Contamination check", "", data.contamination.rstrip()]
+        parts += ["", "## Contamination check", "", data.contamination.rstrip(), "", trained_on_test(data.runs)]
     parts += ["", "## Legacy records", "", legacy_section(data), ""]
     return "\n".join(parts)
 

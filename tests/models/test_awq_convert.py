@@ -227,7 +227,9 @@ def test_load_converts_an_official_awq_source_and_records_the_route(awq_checkpoi
     _word_tokenizer(base)
     monkeypatch.setenv("MEDBENCH_CACHE", str(tmp_path / "cache"))
     # The awq variant's plan names the AWQ checkpoint; its CUDA refusal is plan()'s own test.
-    monkeypatch.setattr(loading, "plan", lambda spec, variant, cuda_available, checkpoint=None: LoadPlan(variant, str(src), None, None))
+    monkeypatch.setattr(
+        loading, "plan", lambda spec, variant, cuda_available, checkpoint=None: LoadPlan(variant, str(src), None, None)
+    )
     loaded = loading.load(ModelSpec(alias="tiny", path=str(base)), "awq", EvalSettings(device="cpu"))
     assert loaded.awq_route == "dequantized" and loaded.quantization is None and loaded.dtype == "float16"
     assert loaded.source.startswith(str(tmp_path / "cache" / "awq"))
