@@ -7,6 +7,17 @@ import json
 from medbench.records import io
 
 
+# The fields of a record with full provenance (records/verify.py), made up but well formed.
+PROVENANCE = {
+    "medbench_version": "0.0.0",
+    "source_fingerprint": {"sha256": "0" * 64, "files": 1},
+    "git_sha_status": "read from the tree's git",
+    "git_dirty": [],
+    "data_files": {"kormedmcqa/doctor/test.jsonl": "0" * 64},
+    "weights_fingerprint": {"model": {"sha256": "0" * 64}},
+}
+
+
 def write_run(
     results,
     run_id,
@@ -17,9 +28,14 @@ def write_run(
     prompt="zeroshot",
     mode="mc",
     params_b=0.27,
+    checkpoint=None,
+    limit=None,
+    provenance=True,
+    extra=None,
     drop=(),
 ):
-    """A run folder as medbench.eval.runner writes it. scores: {exam: [(doc id, 0/1), ...]}; exam 'usmle' is MedQA."""
+    """A run folder as medbench.eval.runner writes it. scores: {exam: [(doc id, 0/1), ...]}; exam 'usmle' is MedQA.
+    provenance: the fields a record with full provenance has (records/verify.py), made up but well formed."""
     run_dir = results / "runs" / run_id
     run_dir.mkdir(parents=True)
     metric = "acc" if mode == "mc" else "exact_match"
@@ -72,7 +88,8 @@ def write_run(
         "variant": variant,
         "prompt": prompt,
         "mode": mode,
-        "limit": None,
+        "checkpoint": checkpoint,
+        "limit": limit,
         "sample": None,
         "settings": {},
         "generation_kwargs": None,
@@ -98,6 +115,11 @@ def write_run(
         "git_sha": "abc",
         "hardware": {"gpu": None},
     }
+    if provenance:
+        record.update(PROVENANCE)
+        if variant in ("full", "lora", "qlora"):
+            record["training_record"] = {"sha256": "0" * 64, "published_as": f"{model}-{variant}.json"}
+    record.update(extra or {})
     for key in drop:
         del record[key]
     (run_dir / "record.json").write_text(json.dumps(record, indent=2))

@@ -421,10 +421,11 @@ def test_suite_evaluates_the_default_model_and_every_alias_in_medbench_suite():
 
     assert dry("--limit", "2", MEDBENCH_SUITE="qwen3  exaone3.5") == [
         "eval gemma3-270m base zeroshot --limit 2",
+        "eval smollm2-135m base zeroshot --limit 2",
         "eval qwen3 base zeroshot --limit 2",
         "eval exaone3.5 base zeroshot --limit 2",
     ]
-    assert dry(MEDBENCH_SUITE="") == ["eval gemma3-270m base zeroshot"]
+    assert dry(MEDBENCH_SUITE="") == ["eval gemma3-270m base zeroshot", "eval smollm2-135m base zeroshot"]
 
 
 def test_every_recipe_has_a_doc_comment():

@@ -13,6 +13,7 @@ resampling: the same records give the same bytes.
 from __future__ import annotations
 
 import csv
+import functools
 import os
 import shutil
 import tempfile
@@ -69,6 +70,7 @@ def build_report(
     also: tuple[Path, ...] = (),
     measurements: str = "",
     docs: Path | None = None,
+    plan: dict | None = None,
 ) -> dict:
     """Write every output into results_dir from its runs and those of the `also` folders, then the README's results
     block (`readme`) and the findings (`docs`, docs/results.md) where given. Returns what was written."""
@@ -80,11 +82,11 @@ def build_report(
     every = load_runs(results_dir, *(Path(a) for a in also if Path(a).is_dir()))
     gaps = {run.run_id: provenance_gaps(run.record) for run in every}
     runs = [run for run in every if not gaps[run.run_id]]
-    plan = load_plan()
+    plan = plan or load_plan()
     rows = summary_rows(runs, seed, resamples)
     pairs = comparisons(runs, seed, resamples, plan)
     try:
-        overlap = contamination()
+        overlap = _contamination()
     except DataError as e:
         raise ReportError(f"contamination check: {e}") from None
     data = ReportData(
@@ -140,6 +142,20 @@ def build_report(
         "contamination": overlap,
         "most_significant": most_significant(pairs),
     }
+
+
+def _contamination():
+    """The contamination check, computed once per state of the data files (it reads only them)."""
+    from medbench.paths import data_dir
+
+    root = data_dir()
+    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+    return _contamination_of(str(root), tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files))
+
+
+@functools.lru_cache(maxsize=2)
+def _contamination_of(root: str, state: tuple):
+    return contamination()
 
 
 def _train_records(results_dir: Path) -> list[dict]:

@@ -54,6 +54,7 @@ def _sha(text):
 def test_default_jobs_and_shard_arguments():
     assert all_jobs(SuiteOptions(), env={"MEDBENCH_SUITE": "qwen3  gemma3-270m"}) == [
         Job("gemma3-270m", "base", "zeroshot"),
+        Job("smollm2-135m", "base", "zeroshot"),
         Job("qwen3", "base", "zeroshot"),
     ]
     assert parse_shard(None) == (0, 1) and parse_shard("3/4") == (3, 4)
@@ -74,7 +75,7 @@ def test_suite_runs_its_shard_and_fails_after_the_rest_when_a_job_fails(monkeypa
     assert main(["suite", "--prompts", "zeroshot,cot", "--limit", "2", "--batch-size", "2"]) == 1
     assert calls == [
         [m, "base", p, "--limit", "2", "--batch-size", "2"]
-        for m in ("gemma3-270m", "broken", "qwen3")
+        for m in ("gemma3-270m", "smollm2-135m", "broken", "qwen3")
         for p in ("zeroshot", "cot")
     ]
     assert "suite: failed: broken base zeroshot, broken base cot" in capsys.readouterr().err
@@ -188,9 +189,9 @@ def test_report_merges_before_it_reads(tmp_path, monkeypatch):
     _run(other, "remote")
     seen = {}
 
-    def fake_build(results, seed, resamples, readme, also=(), measurements=""):
+    def fake_build(results, seed, resamples, readme, also=(), measurements="", docs=None):
         seen["runs"] = [r.run_id for r in load_runs(results)]
-        return {"written": [], "runs": [], "rows": [], "comparisons": [], "most_significant": None}
+        return {"written": [], "runs": [], "legacy": [], "rows": [], "comparisons": [], "most_significant": None}
 
     monkeypatch.setattr(build, "build_report", fake_build)
     monkeypatch.setenv("MEDBENCH_RESULTS", str(here))  # where `just merge` writes

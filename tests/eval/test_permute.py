@@ -46,6 +46,9 @@ def test_cyclic_run_records_debiased_and_circular_accuracy(tiny_gemma_dir, resul
     scores = loaded.tasks[0]
     assert scores.debiased.mean() == pytest.approx(perm["debiased_accuracy"])
     assert scores.circular.mean() == pytest.approx(perm["circular_accuracy"])
+    # Every rotation's letter scores come back too, in rotation order: rotation k's argmax is its sample's answer.
+    assert scores.rotation_logp.shape == (3, 4, 4) and scores.gold is not None
+    assert ((scores.rotation_logp[:, 0].argmax(1) == scores.gold) == (scores.scores == 1)).all()
 
 
 def _scores(values, debiased=None):
@@ -67,7 +70,7 @@ def test_comparisons_use_the_debiased_metric_when_both_runs_have_it():
     a = _scores([0, 0, 0, 0, 1, 1], debiased=[0.25, 0.25, 0.5, 0.25, 0.5, 0.75])
     b = _scores([1, 1, 1, 1, 1, 1], debiased=[0.25, 0.25, 0.5, 0.25, 0.5, 0.75])
     result = compare_tasks(a, b, seed=1, resamples=200)
-    assert result["metric"] == "debiased" and result["test"] == "sign_flip"
+    assert result["metric"] == "debiased" and result["test"] == "sign_flip_exact"
     assert result["difference"] == 0 and result["p_value"] == 1.0
     plain = compare_tasks(_scores(a.scores), _scores(b.scores), seed=1, resamples=200)
     assert plain["metric"] == "standard" and plain["difference"] == pytest.approx(4 / 6)

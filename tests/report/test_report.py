@@ -14,7 +14,8 @@ from medbench.records import io
 from medbench.records.reader import load_runs
 from medbench.report import summary
 from medbench.report.build import ReportError, build_report, replace_readme_block, summary_rows
-from medbench.report.compare import compare_tasks, comparisons, most_significant
+from medbench.report import build
+from medbench.report.compare import compare_tasks, comparisons, most_significant, planned_missing
 from medbench.report.reference import load_paper, weighted_average
 from tests.run_folders import write_run
 
@@ -24,6 +25,7 @@ OUTPUTS = (
     "summary.md",
     "summary.csv",
     "comparisons.csv",
+    "positive_control.csv",
     "contamination.csv",
     "accuracy_vs_params.png",
     "accuracy_vs_params.svg",
@@ -35,16 +37,37 @@ def exam_scores(rng, n_per_exam, p):
     return {exam: [(f"{exam}-2024-1-{i}", int(rng.random() < p)) for i in range(n_per_exam)] for exam in EXAMS}
 
 
+PLAN = {
+    "families": [
+        {
+            "name": "primary",
+            "description": "each fine-tune against the base model",
+            "model": "gemma3-270m",
+            "prompt": "zeroshot",
+            "mode": "mc",
+            "against": "base",
+            "members": ["lora", "qlora"],
+            "datasets": ["kormedmcqa", "medqa"],
+            "metric": "standard",
+            "margin": 0.02,
+        }
+    ],
+    "alpha": 0.05,
+}
+
+
 @pytest.fixture
 def results(tmp_path):
-    """Two configurations of one model (every exam + MedQA) and one run of another model."""
+    """The base model and a fine-tune trained under two seeds (every exam + MedQA), a run of another model, and a
+    legacy run (no provenance)."""
     rng = np.random.default_rng(0)
     results = tmp_path / "results"
-    zero = exam_scores(rng, 30, 0.3) | {"usmle": [(f"medqa-{i:04d}", int(rng.random() < 0.3)) for i in range(40)]}
-    few = exam_scores(rng, 30, 0.6)
-    write_run(results, "a-zeroshot", zero)
-    write_run(results, "a-fewshot", few, prompt="fewshot", mode="gen")
+    medqa = {"usmle": [(f"medqa-{i:04d}", int(rng.random() < 0.3)) for i in range(40)]}
+    write_run(results, "a-base", exam_scores(rng, 30, 0.3) | medqa)
+    for seed in (1, 2):
+        write_run(results, f"a-lora-s{seed}", exam_scores(rng, 30, 0.6) | medqa, variant="lora", checkpoint=f"s{seed}")
     write_run(results, "b-zeroshot", exam_scores(rng, 20, 0.5), model="qwen3-0.6b", params_b=0.6)
+    write_run(results, "old", exam_scores(rng, 20, 0.5), provenance=False)
     (tmp_path / "README.md").write_text(README)
     return results
 
@@ -93,22 +116,39 @@ def test_paired_comparison_matches_questions_by_id(tmp_path):
     b = [(i, int(k < 10)) for k, i in reversed(list(enumerate(ids)))] + [("doctor-2024-2-1", 0), ("doctor-2024-2-2", 1)]
     write_run(results, "a", {"doctor": a})
     write_run(results, "b", {"doctor": b}, prompt="fewshot", mode="gen")
-    write_run(results, "a-again", {"doctor": a})  # same configuration as a: not compared
-    write_run(results, "other", {"doctor": a}, model="other", variant="sft")  # another model: not compared
     runs = {r.run_id: r for r in load_runs(results)}
 
     result = compare_tasks(runs["a"].tasks[0], runs["b"].tasks[0], seed=3)
     assert result["n_paired"] == 12
     assert result["acc_a"] == pytest.approx(4 / 12) and result["acc_b"] == pytest.approx(10 / 12)
     assert result["difference"] == pytest.approx(6 / 12)
-    assert (result["only_a_correct"], result["only_b_correct"]) == (0, 6)
     assert result["p_value"] == pytest.approx(2 * 0.5**6) and result["test"] == "mcnemar_exact"
     assert result["diff_ci95_low"] <= 0.5 <= result["diff_ci95_high"] and result["diff_ci95_low"] > 0
+    assert result["mdd80"] > 0 and result["equivalent"] is False  # a half-point gain is no equivalence
 
-    rows = comparisons(list(runs.values()), seed=3)
-    assert {(r["run_a"], r["run_b"]) for r in rows} == {("a", "b"), ("a-again", "b")}
-    assert all(r["task"] == "kormedmcqa_doctor" for r in rows)
-    assert most_significant(rows)["p_value"] == pytest.approx(2 * 0.5**6)
+
+def test_families_pool_seeds_and_admit_only_full_runs_with_provenance(results):
+    rng = np.random.default_rng(5)
+    everything = exam_scores(rng, 30, 0.9) | {"usmle": [(f"medqa-{i:04d}", 1) for i in range(40)]}
+    write_run(results, "a-lora-limit", everything, variant="lora", checkpoint="s9", limit=5)  # a subset
+    write_run(results, "a-lora-legacy", everything, variant="lora", checkpoint="s8", provenance=False)
+    seen = {"dataset": "medqa", "split": "test", "ids": ["medqa-0000"]}
+    write_run(results, "a-lora-control", everything, variant="lora", checkpoint="pc",
+              extra={"training_record": {"sha256": "0" * 64, "contaminated": seen}})  # fmt: skip
+    runs = {r.run_id: r for r in load_runs(results)}
+    rows = comparisons(list(runs.values()), seed=3, resamples=200, plan=PLAN)
+    assert [(r["dataset"], r["variant_b"]) for r in rows] == [("kormedmcqa", "lora"), ("medqa", "lora")]
+    assert all(r["family_size"] == 2 and r["runs_b"] == "a-lora-s1 a-lora-s2" for r in rows)
+    kor = rows[0]
+    seeds = [runs[f"a-lora-s{k}"].scored_tasks()["kormedmcqa_average"].scores for k in (1, 2)]
+    assert kor["acc_b"] == pytest.approx(np.mean(seeds))  # each question averaged over the seeds
+    assert kor["seed_accuracies_b"] == " ".join(f"{s.mean():.4f}" for s in seeds)
+    assert kor["test"] == "sign_flip_exact"  # seed means lie on a lattice of halves
+    assert kor["holm_p"] == pytest.approx(min(1.0, 2 * min(r["p_value"] for r in rows)))
+    assert planned_missing(list(runs.values()), PLAN) == [
+        {"family": "primary", "member": "qlora", "why": "no run of gemma3-270m qlora"}
+    ]
+    assert most_significant(rows) is kor
 
 
 def test_exam_average_pools_questions(tmp_path):
@@ -148,45 +188,84 @@ def test_ngrams_need_thirteen_shared_words():
 # ---- the whole report -----------------------------------------------------------------------------
 
 
-def test_report_writes_every_output_and_is_idempotent(results, capsys):
+def test_report_writes_every_output_and_is_idempotent(results, capsys, monkeypatch):
+    monkeypatch.setattr(build, "load_plan", lambda: PLAN)
     assert main(["--results", str(results), "--seed", "7", "--resamples", "300"]) == 0
     out = capsys.readouterr().out
-    assert "smallest p: gemma3-270m" in out
+    assert "4 run(s) with full provenance, 1 legacy, 2 planned comparison(s)" in out
+    assert "smallest Holm p: family primary (m=2)" in out
     for name in OUTPUTS:
         assert (results / name).stat().st_size > 0, name
     assert (results / "accuracy_vs_params.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(results.glob(".report-*"))  # the staging folder is gone
 
     summary = read_csv(results / "summary.csv")
-    assert len(summary) == (5 + 1) + (4 + 1) + (4 + 1)  # tasks + one exam average per run
-    avg = next(r for r in summary if r["run_id"] == "a-zeroshot" and r["task"] == "kormedmcqa_average")
+    assert len(summary) == 3 * (5 + 1) + (4 + 1)  # tasks + one exam average per run; the legacy run left out
+    assert "old" not in {r["run_id"] for r in summary}
+    avg = next(r for r in summary if r["run_id"] == "a-base" and r["task"] == "kormedmcqa_average")
     assert avg["n"] == "120" and avg["ci_method"] == "bootstrap300"
     assert float(avg["ci95_low"]) <= float(avg["accuracy"]) <= float(avg["ci95_high"])
 
     comp = read_csv(results / "comparisons.csv")
-    assert {r["task"] for r in comp} == {f"kormedmcqa_{e}" for e in EXAMS} | {"kormedmcqa_average"}
-    assert all(r["run_a"] == "a-zeroshot" and r["run_b"] == "a-fewshot" for r in comp)  # the plainer one is a
-    assert {r["n_paired"] for r in comp} == {"30", "120"}
+    assert [(r["family"], r["dataset"], r["variant_b"], r["n_paired"]) for r in comp] == [
+        ("primary", "kormedmcqa", "lora", "120"),
+        ("primary", "medqa", "lora", "40"),
+    ]
 
     contamination = read_csv(results / "contamination.csv")  # every matched pair of the vendored data
     assert contamination and list(contamination[0]) == list(CONTAMINATION_FIELDS)
     assert {r["match"] for r in contamination} <= set(MATCHES)
 
     md = (results / "summary.md").read_text()
-    assert "## Paired comparisons" in md and "## Contamination check" in md and "| gemma3-270m | 0.27 |" in md
+    for section in ("## Comparison families", "### Family `primary` (m = 2)", "## Position bias",
+                    "## Contamination check", "## Legacy records"):  # fmt: skip
+        assert section in md, section
+    assert "Planned but not run: qlora (no run of gemma3-270m qlora)" in md
+    assert "| `old` | " in md.split("## Legacy records")[1]  # listed apart, with what it lacks
     assert "| kormedmcqa/nurse test | all sources (" in md
 
     readme = (results.parent / "README.md").read_text()
     assert readme.startswith("# medbench\n\nintro\n\n<!-- results:start -->\n")
     assert readme.endswith("<!-- results:end -->\n\n## After\ntail\n")
-    assert "(no results yet)" not in readme
+    assert "(no results yet)" not in readme and str(results.parent) not in readme  # no absolute path
     assert "![accuracy vs parameters](results/accuracy_vs_params.png)" in readme
-    assert "| qwen3-0.6b | 0.6 | base | zeroshot/mc | all |" in readme
+    assert "| KorMedMCQA | lora | 120 |" in readme
 
     # Idempotent: a second report over the same results changes no byte (chart and README included).
     first = outputs(results)
     assert main(["--results", str(results), "--seed", "7", "--resamples", "300"]) == 0
     assert outputs(results) == first
     assert (results.parent / "README.md").read_text() == readme
+
+
+def test_a_bad_input_or_a_failed_output_leaves_the_previous_report_whole(results, monkeypatch):
+    readme = results.parent / "README.md"
+    build_report(results, resamples=50, readme=readme)
+    before, readme_before = outputs(results), readme.read_text()
+    bad = write_run(results, "zz-broken", {"doctor": [("doctor-1-1-1", 1)]}, drop=("params_b",))
+    with pytest.raises(ReportError, match="zz-broken/record.json: missing field"):
+        build_report(results, resamples=50, readme=readme)
+    assert outputs(results) == before and readme.read_text() == readme_before
+    (bad / "record.json").unlink()
+    write_run(results, "c-new", exam_scores(np.random.default_rng(1), 10, 0.5), model="qwen3-1.7b", params_b=1.7)
+
+    def fails(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(build, "write_site", fails)  # the last output to render
+    with pytest.raises(OSError, match="disk full"):
+        build_report(results, resamples=50, readme=readme)
+    assert outputs(results) == before and readme.read_text() == readme_before
+    assert not list(results.glob(".report-*"))
+
+
+def test_names_from_records_are_escaped_in_markdown(results):
+    write_run(results, "x-evil", exam_scores(np.random.default_rng(2), 5, 0.5),
+              model="<img src=x onerror=alert(1)>", variant="*bold*_")  # fmt: skip
+    build_report(results, resamples=50)
+    md = (results / "summary.md").read_text()
+    assert "<img" not in md and "&lt;img src=x onerror=alert(1)&gt;" in md
+    assert "\\*bold\\*\\_" in md
 
 
 def test_chart_renders_with_reference_points_only(tmp_path):
@@ -217,14 +296,14 @@ def test_record_missing_a_field_is_refused_with_its_path(results, capsys):
 
 
 def test_missing_samples_file_is_refused_with_its_path(results):
-    samples = io.samples_path(results / "runs" / "a-fewshot", "medbench_kormedmcqa_nurse_fewshot")
+    samples = io.samples_path(results / "runs" / "a-lora-s1", "medbench_kormedmcqa_nurse")
     samples.unlink()
     with pytest.raises(ReportError, match=f"{samples}: samples file missing"):
         build_report(results)
 
 
 def test_samples_that_disagree_with_the_record_are_refused(results):
-    samples = io.samples_path(results / "runs" / "a-zeroshot", "medbench_medqa_usmle")
+    samples = io.samples_path(results / "runs" / "a-base", "medbench_medqa_usmle")
     kept = [json.loads(line) for _, line in io.read_samples(samples)][:-1]
     io.write_samples(samples, kept)
     with pytest.raises(ReportError, match=f"{samples}: 39 questions, but record.json says n=40"):
@@ -237,7 +316,9 @@ def test_the_report_is_the_one_writer_of_summary_csv(results):
     summary.write_summary_csv(results / "summary.csv", summary_rows(load_runs(results), seed=1, resamples=50))
     after_report = read_csv(results / "summary.csv")
     assert list(after_report[0]) == list(summary.SUMMARY_FIELDS)
-    assert {r["ci_method"] for r in after_report} == {"bootstrap50"}
+    # A bootstrap from 100 questions, Wilson below (an exam of 20 or 30 questions).
+    assert {r["ci_method"] for r in after_report if int(r["n"]) >= 100} == {"bootstrap50"}
+    assert {r["ci_method"] for r in after_report if int(r["n"]) < 100} == {"wilson"}
 
 
 def test_training_tables_come_from_train_and_bench_records(tmp_path):
@@ -262,6 +343,16 @@ def test_training_tables_come_from_train_and_bench_records(tmp_path):
         "final_train_loss": 0.5,
         "final_eval_loss": None,
         "hardware": {"gpu": "NVIDIA H100 80GB HBM3"},
+        "training_arguments": {"seed": 3},
+        "best_checkpoint": {"checkpoint": "checkpoint-4", "step": 4, "eval_loss": 0.9},
+        "loss_floor": {"per_token": 0.8},
+        "loss_history": [{"step": 4, "eval_loss": 0.9}, {"step": 5, "eval_loss": 0.95}],
+        # full provenance (records/verify.py); a record without it is listed apart, not in this table
+        "medbench_version": "0.0.0",
+        "source_fingerprint": {"sha256": "0" * 64, "files": 1},
+        "git_sha_status": "read from the tree's git",
+        "git_dirty": [],
+        "data_files": {"kormedmcqa/doctor/train.jsonl": "0" * 64},
     }
     (tmp_path / "train" / "m-lora.json").write_text(json.dumps(train))
     config = {
@@ -286,8 +377,11 @@ def test_training_tables_come_from_train_and_bench_records(tmp_path):
     (tmp_path / "bench" / "train-m-H200.json").write_text(json.dumps(bench))
     text = training_section(tmp_path) + "\n" + bench_sections(tmp_path)
     rows = {line.split(" | ")[2]: line for line in text.splitlines() if line.startswith("| `")}
-    # Steady-state figures win over whole-run ones; a missing eval loss is a dash, not 0.
-    assert rows["lora"].split(" | ")[7:14] == ["zero2 x1", "100", "2.00", "1.50", "0.500", "–", "H100 80GB HBM3 |"]
+    # Steady-state figures win over whole-run ones; the best step, its loss, the last one and the floor beside.
+    assert rows["lora"].split(" | ")[3:] == [
+        "study", "3", "5", "4.00", "–", "4", "0.900", "0.950", "0.800", "0.500", "100", "2.00", "1.50",
+        "H100 80GB HBM3 |",
+    ]  # fmt: skip
     assert rows["full@2"].split(" | ")[3:9] == ["4000", "1374", "0.600", "1.25", "20.50", "2.00"]
     assert "failed (exit 1) disk full" in rows["full-zero3@1"]
     assert "not measured: cut by a time limit" in rows["lora@2"]

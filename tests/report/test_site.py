@@ -16,6 +16,7 @@ import pytest
 from medbench.data.contamination import ALL_SOURCES, Contamination
 from medbench.records import io
 from medbench.report.build import build_report
+from tests.run_folders import PROVENANCE
 
 LETTERS = "ABCDE"
 # Two exams with known answers per run. KorMedMCQA doctor: 7 questions, 5 options; MedQA: 5, 4 options.
@@ -126,6 +127,8 @@ def write_run(results, run_id: str, answers: dict, *, variant: str = "base", mod
         "memory": {"peak_gib": 1.0},
         "hardware": {"gpu": None},
         "git_sha": "abc",
+        **PROVENANCE,
+        "training_record": {"sha256": "0" * 64} if variant != "base" else None,
     }
     (run_dir / "record.json").write_text(json.dumps(record))
 
