@@ -6,7 +6,6 @@ import json
 
 from medbench.records import io
 
-
 # The fields of a record with full provenance (records/verify.py), made up but well formed.
 PROVENANCE = {
     "medbench_version": "0.0.0",

@@ -31,8 +31,8 @@ import psutil
 import pytest
 
 from medbench.cli.suite import Job, shard_of
-from medbench.records.compare import compare_answers
 from medbench.eval.runner import RunRequest, run
+from medbench.records.compare import compare_answers
 from medbench.settings import EvalSettings
 
 REPO = Path(__file__).resolve().parents[1]

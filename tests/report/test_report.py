@@ -12,9 +12,8 @@ from medbench.cli import main as cli_main
 from medbench.data.contamination import CONTAMINATION_FIELDS, MATCHES, NGRAM, ngram_hashes
 from medbench.records import io
 from medbench.records.reader import load_runs
-from medbench.report import summary
+from medbench.report import build, summary
 from medbench.report.build import ReportError, build_report, replace_readme_block, summary_rows
-from medbench.report import build
 from medbench.report.compare import compare_tasks, comparisons, most_significant, planned_missing
 from medbench.report.reference import load_paper, weighted_average
 from tests.run_folders import write_run
