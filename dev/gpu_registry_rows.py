@@ -14,7 +14,7 @@ The tokenizer is the embedded 270M's (the only one at hand offline). Its ids are
 published vocabulary (id mod vocab_size) so that a 102k-vocabulary EXAONE embeds them: prompt lengths are the
 real questions' lengths under Gemma's tokenizer, token identities do not matter for random weights.
 
-    python dev/gpu_registry_rows.py                 # on one GPU, every entry (about 5 minutes on an H100)
+    python dev/gpu_registry_rows.py                 # on one GPU, every entry (minutes on an H100)
     python dev/gpu_registry_rows.py --tiny          # CPU: each architecture scaled down (the test path)
 """
 

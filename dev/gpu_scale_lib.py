@@ -32,14 +32,14 @@ EMBEDDED = "gemma3-270m"
 # Expected seconds per unit on H100s (process start, load, work, save), to leave a unit for the next call
 # rather than overrun this one. The train units run 6 steps (2 warm-up) on 256 examples.
 EXPECTED = {
-    "dp": 110,  # 4,282 questions of the 270M: ~15 s start, ~10 s load, ~40 s on one GPU, less on several
+    "dp": 110,  # 4,282 questions of the 270M: start, load and one GPU's pass; less on several
     "sharded-270m": 200,  # two evaluations: one GPU, then sharded
     "oversize-bf16": 200,
     "oversize-nf4": 200,
-    "8b-checkpoint": 120,  # the random Qwen3-8B-shape checkpoint, 18 GB written (once per machine)
+    "8b-checkpoint": 120,  # the random Qwen3-8B-shape checkpoint written (once per machine)
     "8b-lora": 100,
     "8b-lora-fast": 100,
-    "8b-full": 170,  # ZeRO-3 start, 6 steps, the 18 GB save
+    "8b-full": 170,  # ZeRO-3 start, 6 steps, the checkpoint save
     "8b-qlora": 120,
     "batch-8b": 150,
     "1b": 80,

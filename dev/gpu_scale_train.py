@@ -64,7 +64,7 @@ def model_dir_1b(args) -> Path:
 
 def work_root() -> Path:
     """Where a run's output goes (and is removed from): memory (/dev/shm) where it has room for a full 8B
-    checkpoint, so that the 18 GB save at the end of `full` costs seconds; else the scratch disk."""
+    checkpoint, so that the checkpoint save at the end of `full` costs seconds; else the scratch disk."""
     shm = Path("/dev/shm")
     try:
         if shm.is_dir() and shutil.disk_usage(shm).free > 48 * 2**30:
@@ -120,7 +120,7 @@ def train_once(model_dir: Path, name: str, gpus: int, plan: dict, extra: list[st
             params=r.get("params"),
             final_train_loss=r["final_train_loss"],
         )
-    shutil.rmtree(work, ignore_errors=True)  # a full 8B checkpoint is ~18 GB: the next run needs the disk
+    shutil.rmtree(work, ignore_errors=True)  # a full 8B checkpoint is the model's size again: the next run needs the disk
     return out
 
 

@@ -42,6 +42,7 @@ def test_sample_is_seeded_distinct_and_spread_over_kinds(sample_script):
     assert min(kinds.count(k) for k in ("exact_stem", "near_duplicate", "option_pool")) >= 5
 
 
+@pytest.mark.slow  # reads every record, the whole data or a browser: seconds
 def test_doc_block_is_up_to_date_and_every_sampled_pair_has_a_verdict(sample_script):
     # Fails when the data, the rules or the verdicts changed and the script was not rerun.
     assert sample_script.main(["--check"]) == 0

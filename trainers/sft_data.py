@@ -49,8 +49,8 @@ def eval_tasks() -> dict:
     from medbench.paths import tasks_dir
     from medbench.prompts import templates
 
-    # lm-eval compiles a task's Jinja template once per row; compiled once, the texts are the same (13 s of a
-    # 270M fast-profile run's 208 s went to 4,698 compilations: results/bench/profile-train-*.txt).
+    # lm-eval compiles a task's Jinja template once per row; compiled once, the texts are the same and
+    # the compilations, a visible part of a short run's time, are gone.
     templates.install()
     manager = TaskManager(include_path=str(tasks_dir()), include_defaults=False)
     names = [*KOREAN_TASKS.values(), ENGLISH_TASK]
@@ -235,7 +235,7 @@ def without_build_copies(tokenizer):
 
     transformers 5 tokenizers keep `_vocab` and `_merges` (262k entries and the BPE merges for Gemma 3) after
     building the Rust tokenizer from them, and nothing reads them again; `datasets` pickles the whole object,
-    entry by entry, to fingerprint TRL's tokenizing `map` (4.2 s a hash on 2 CPU cores, two hashes a run; 0.6 s
+    entry by entry, to fingerprint TRL's tokenizing `map` (seconds a hash, two hashes a run; a fraction
     without them). The Rust tokenizer keeps its own copy, so encoding, saving and the fingerprint are unchanged
     in what they cover (tests/test_trainers.py)."""
     for name, empty in (("_vocab", {}), ("_merges", [])):

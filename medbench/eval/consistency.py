@@ -86,7 +86,7 @@ def write_hub_files(exam: str, out_dir: Path) -> dict[str, str]:
 
 @functools.cache
 def task_manager():
-    """lm-eval's built-in tasks plus ours (indexing the built-ins takes ~20 s on 2 busy cores: once)."""
+    """lm-eval's built-in tasks plus ours (indexing the built-ins is slow: done once)."""
     from lm_eval.tasks import TaskManager
 
     return TaskManager(include_path=str(tasks_dir()), include_defaults=True)

@@ -2,9 +2,8 @@
 
 Stock `HFLM` computes logits over the whole vocabulary (262k for Gemma 3) at every position.
 When every continuation of a context is a single token (answer letters " A" … " E"), one forward
-pass with `logits_to_keep=1` gives all of that context's choices; measured on 2 CPU cores this
-is ~3.6× faster. Everything else (batching order, multi-token continuations, metrics) stays
-lm-eval's; greedy generation goes through medbench/eval/generation/ (the `fast_gen` setting, mixed
+pass with `logits_to_keep=1` gives all of that context's choices (`just bench eval` measures the gain).
+Everything else (batching order, multi-token continuations, metrics) stays lm-eval's; greedy generation goes through medbench/eval/generation/ (the `fast_gen` setting, mixed
 in below), whose answers reach the response cache as stock `generate_until`'s do.
 
 Prompts longer than `prompt_max_tokens` (the study's 3,500) are truncated from the left, so the
@@ -169,7 +168,7 @@ class MedbenchLM(FastGenerationMixin, HFLM):
         """Each task's questions in batches of that task only, tasks in name order.
 
         Batches that mix tasks make a task's padding, and so its rounding on a GPU, depend on what ran
-        beside it (MedQA's bf16 accuracy moved by 0.5 points that way); per task, a task's numbers are
+        beside it (a bf16 accuracy moved that way); per task, a task's numbers are
         its own.
         """
         by_task: dict[str, list[int]] = defaultdict(list)

@@ -1,8 +1,8 @@
 """lm-eval's Jinja templates, compiled once per template instead of once per document.
 
 lm-eval 0.4.13's `utils.apply_template` calls `env.from_string(template)` for every document: for
-4,282 questions that is 4,282 compilations of the same prompt template, measured at 2.6 ms each on
-2 CPU cores (a third of the host time of a zero-shot `mc` run). The same environment renders the
+4,282 questions that is 4,282 compilations of the same prompt template, a large share of the host
+time of a zero-shot `mc` run. The same environment renders the
 same template, so the text is unchanged (tests/test_mc_host.py checks every prompt).
 """
 

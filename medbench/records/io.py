@@ -19,7 +19,7 @@ class RecordError(MedbenchError):
 
 
 def samples_path(run_dir: Path, task: str) -> Path:
-    """lm-eval's per-question log of one task, gzipped (full test sets are ~10× smaller so)."""
+    """lm-eval's per-question log of one task, gzipped (repetitive JSON compresses well)."""
     return run_dir / f"samples_{task}.jsonl.gz"
 
 

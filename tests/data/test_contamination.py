@@ -301,6 +301,7 @@ def vendored():
     return c.contamination()
 
 
+@pytest.mark.slow  # reads every record, the whole data or a browser: seconds
 def test_vendored_data_runs_and_counts_are_consistent(vendored):
     out = vendored
     keys = [(p["test"], p["test_id"], p["source"], p["source_id"]) for p in out.pairs]

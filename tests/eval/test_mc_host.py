@@ -16,6 +16,7 @@ def _stock_render(template, doc):
     return lm_utils.env.from_string(template).render(**doc)
 
 
+@pytest.mark.slow  # reads every record, the whole data or a browser: seconds
 def test_cached_templates_render_every_prompt_as_lm_eval_does(monkeypatch):
     tasks = TaskManager(include_path=str(tasks_dir()), include_defaults=False).load(TASKS)["tasks"]
     for name in TASKS:

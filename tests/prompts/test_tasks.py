@@ -140,6 +140,7 @@ def test_task_selection():
         task_names("zeroshot", "mc", ["kormedmcqa_surgeon"])
 
 
+@pytest.mark.slow  # reads every record, the whole data or a browser: seconds
 def test_tasks_readme_is_current():
     assert readme_path().read_text() == render_readme(), "run `just tasks-readme`"
 

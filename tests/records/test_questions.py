@@ -148,6 +148,7 @@ def test_letter_distribution_and_baselines():
     assert letter_distribution([])["majority_baseline"] is None
 
 
+@pytest.mark.slow  # reads every record, the whole data or a browser: seconds
 def test_rows_agree_with_lm_eval_metric_on_every_committed_run():
     # lm-eval's own metric (kept in each compacted sample) and this module's argmax over the letter scores must
     # never disagree, on every committed run and task; fp32 letter scores leave no exact tie to break.

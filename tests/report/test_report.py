@@ -187,6 +187,7 @@ def test_ngrams_need_thirteen_shared_words():
 # ---- the whole report -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # reads every record, the whole data or a browser: seconds
 def test_report_writes_every_output_and_is_idempotent(results, capsys, monkeypatch):
     monkeypatch.setattr(build, "load_plan", lambda: PLAN)
     assert main(["--results", str(results), "--seed", "7", "--resamples", "300"]) == 0
@@ -237,6 +238,7 @@ def test_report_writes_every_output_and_is_idempotent(results, capsys, monkeypat
     assert (results.parent / "README.md").read_text() == readme
 
 
+@pytest.mark.slow  # reads every record, the whole data or a browser: seconds
 def test_a_bad_input_or_a_failed_output_leaves_the_previous_report_whole(results, monkeypatch):
     readme = results.parent / "README.md"
     build_report(results, resamples=50, readme=readme)
@@ -258,6 +260,7 @@ def test_a_bad_input_or_a_failed_output_leaves_the_previous_report_whole(results
     assert not list(results.glob(".report-*"))
 
 
+@pytest.mark.slow  # reads every record, the whole data or a browser: seconds
 def test_names_from_records_are_escaped_in_markdown(results):
     write_run(results, "x-evil", exam_scores(np.random.default_rng(2), 5, 0.5),
               model="<img src=x onerror=alert(1)>", variant="*bold*_")  # fmt: skip
@@ -267,6 +270,7 @@ def test_names_from_records_are_escaped_in_markdown(results):
     assert "\\*bold\\*\\_" in md
 
 
+@pytest.mark.slow  # reads every record, the whole data or a browser: seconds
 def test_chart_renders_with_reference_points_only(tmp_path):
     results = tmp_path / "results"
     (results / "runs").mkdir(parents=True)

@@ -216,6 +216,7 @@ def _open_questions(driver, run_id: str) -> None:
     _wait(driver, lambda d: f"A: {run_id}" in d.find_element("id", "q-count").text, f"run {run_id} in the browser")
 
 
+@pytest.mark.slow  # reads every record, the whole data or a browser: seconds
 def test_explorer_in_a_real_browser(tmp_path, browser):
     results = tmp_path / "results"
     write_run(results, "m-base-mc", BASE_MC)
