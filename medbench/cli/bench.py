@@ -182,7 +182,7 @@ def bench_eval(opts: EvalBenchArguments, out_dir: Path) -> int:
             raise MedbenchError("--decode-shape builds a random model on the GPU: it needs CUDA")
         batches = [int(b) for b in opts.decode_batches.split(",") if b.strip()]
         result = bench.fixed_length_decode(opts.decode_shape, batches, opts.decode_prompt, opts.decode_new)
-        result.update(bench="decode", hardware=provenance.hardware(), versions=provenance.package_versions())
+        result.update(bench="decode", **provenance.provenance())  # the code, versions and hardware that ran
         gpu = result["hardware"]["gpu"].replace(" ", "-")
         path = out_dir / f"decode-{opts.decode_shape}-p{opts.decode_prompt}-n{opts.decode_new}-{gpu}.json"
         write_json(path, result)
