@@ -41,7 +41,7 @@ def make_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from medbench.bench.report import bench_sections
+    from medbench.bench.report import bench_sections, eval_speed_table
     from medbench.report.build import ReportError, build_report, describe
 
     opts = from_args(ReportArguments, args)
@@ -62,7 +62,16 @@ def run(args) -> int:
     if not opts.results and local.resolve() != results.resolve() and any(local.glob("runs/*/record.json")):
         reports.append((local, (results,), None, None))
     for folder, also, readme_path, docs_path in reports:
-        out = build_report(folder, opts.seed, opts.resamples, readme_path, also, bench_sections(folder), docs_path)
+        out = build_report(
+            folder,
+            opts.seed,
+            opts.resamples,
+            readme_path,
+            also,
+            bench_sections(folder),
+            docs_path,
+            speed=eval_speed_table(folder) or "",
+        )
         for path in out["written"]:
             print(f"wrote {_shown(path)}")
         print(

@@ -71,9 +71,12 @@ def build_report(
     measurements: str = "",
     docs: Path | None = None,
     plan: dict | None = None,
+    speed: str = "",
 ) -> dict:
     """Write every output into results_dir from its runs and those of the `also` folders, then the README's results
-    block (`readme`) and the findings (`docs`, docs/results.md) where given. Returns what was written."""
+    block (`readme`) and the findings (`docs`, docs/results.md) where given. `measurements`: the bench tables
+    (medbench/bench/report.py) for summary.md; `speed`: the end-to-end speed table the README shows. Returns what was
+    written."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise ReportError(f"{results_dir}: no such results folder")
@@ -122,7 +125,7 @@ def build_report(
             chart = _relative(results_dir / f"{CHART_NAME}.png", readme.parent)
             summary = _relative(results_dir / "summary.md", readme.parent)
             details = _relative(docs, readme.parent) if docs is not None else summary
-            block = readme_block(data, chart, details, summary)
+            block = readme_block(data, chart, details, summary, speed)
             texts[readme] = replace_readme_block(readme.read_text(encoding="utf-8"), block, readme)
         if docs is not None:
             chart = _relative(results_dir / f"{CHART_NAME}.png", docs.parent)

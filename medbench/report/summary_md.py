@@ -452,8 +452,8 @@ def render_results_doc(data: ReportData, chart: str, summary: str) -> str:
     )
 
 
-def readme_block(data: ReportData, chart: str, details: str, summary: str) -> str:
-    """The README's results block: the findings and the primary family, linking to the rest."""
+def readme_block(data: ReportData, chart: str, details: str, summary: str, speed: str = "") -> str:
+    """The README's results block: the findings, the primary family and the end-to-end speed, linking to the rest."""
     primary = data.plan["families"][0]
     rows = [r for r in data.comparisons if r["family"] == primary["name"]]
     return "\n".join(
@@ -468,6 +468,17 @@ def readme_block(data: ReportData, chart: str, details: str, summary: str) -> st
             f"Primary family, {escape(primary['description'])}:",
             "",
             family_table(rows, data.plan.get("alpha", 0.05)) if rows else "(no runs yet)",
+            *(
+                [
+                    "",
+                    "Speed end to end: the command a user types, timed from start to exit, beside stock lm-eval "
+                    f"(the warm figures and the decode step in [{summary}]({summary})):",
+                    "",
+                    speed,
+                ]
+                if speed
+                else []
+            ),
             "",
             f"![accuracy vs parameters]({chart})",
         ]
