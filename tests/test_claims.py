@@ -65,9 +65,14 @@ def _hardware(text: str, match: re.Match) -> bool:
     )
 
 
-def comment_measurements(source: str) -> list[tuple[int, str]]:
-    """(line, text) of every measurement in a Python file's comments and docstrings."""
+def comment_measurements(source: str, yaml: bool = False) -> list[tuple[int, str]]:
+    """(line, text) of every measurement in a Python file's comments and docstrings (a YAML file's comments)."""
     out = []
+    if yaml:
+        for number, line in enumerate(source.splitlines(), 1):
+            comment = line[line.index("#") :] if "#" in line else ""
+            out += [(number, m.group(0)) for m in MEASUREMENT.finditer(comment) if not _hardware(comment, m)]
+        return out
     for token in tokenize.generate_tokens(io.StringIO(source).readline):
         docstring = token.type == tokenize.STRING and token.string.lstrip("rbuRBUf").startswith(('"""', "'''"))
         if token.type != tokenize.COMMENT and not docstring:
@@ -113,7 +118,8 @@ def test_no_comment_quotes_a_measurement():
     found = []
     for path in _code():
         name = path.relative_to(ROOT).as_posix()
-        found += [f"{name}:{n}: {m!r}" for n, m in comment_measurements(path.read_text()) if not _allowed(name, m)]
+        measured = comment_measurements(path.read_text(), yaml=path.suffix == ".yaml")
+        found += [f"{name}:{n}: {m!r}" for n, m in measured if not _allowed(name, m)]
     assert not found, "comments and docstrings that quote measurements:\n" + "\n".join(found)
 
 

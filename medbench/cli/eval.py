@@ -38,7 +38,10 @@ class RunOptions:
         None, help="full/lora/qlora: the folder in checkpoints/ to load (another seed or profile; default MODEL-METHOD)"
     )
     force: bool = arg(False, help="discard the run id's cached answers and start again")
-    batch_size: int | None = arg(None, help="questions per forward pass (default 8)")
+    batch_size: int | None = arg(
+        None,
+        help="mc: questions per forward pass; gen: the decode step's slots (default: the batch_size setting, auto)",
+    )
     chat: str | None = arg(
         None,
         choices=("auto", "on", "off"),
