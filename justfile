@@ -28,7 +28,7 @@ eval *args:
 tasks-readme *args:
     {{medbench}} tasks-readme "$@"
 
-# Run the test suite (CPU, tiny models and the embedded 270M)
+# Run the test suite (CPU, tiny models and the two real small models)
 test *args:
     {{python}} -m pytest "$@"
 
@@ -61,7 +61,7 @@ compare *args:
 merge *args:
     {{medbench}} merge "$@"
 
-# The benchmark suite: gemma3-270m plus every alias in MEDBENCH_SUITE, x --variants x --prompts; --shard I/N runs one machine's share; other arguments go to each eval
+# The benchmark suite: gemma3-270m, smollm2-135m and every alias in MEDBENCH_SUITE, x --variants x --prompts; --shard I/N runs one machine's share; other arguments go to each eval
 suite *args:
     {{medbench}} suite "$@"
 
@@ -90,7 +90,7 @@ bench *args:
 quantize-awq *args:
     {{medbench}} quantize-awq "$@"
 
-# Fine-tune: just train MODEL METHOD (full|lora|qlora) [--profile study|fast] [--mix english|korean|both] [--deepspeed zero2|zero3|none] [--gpus N] [--max-steps N] [--force]
+# Fine-tune: just train MODEL METHOD (full|lora|qlora) [--profile study|fast|protocol] [--seed N] [--positive-control DATASET] [--mix english|korean|both] [--deepspeed zero2|zero3|none] [--gpus N] [--max-steps N] [--force]
 train *args:
     {{medbench}} train "$@"
 
