@@ -28,6 +28,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 START = time.monotonic()
+
+
+def elapsed_since_start() -> float:
+    """Seconds since this script started: the clock a Budget reads unless it is given one (tests give one at 0)."""
+    return time.monotonic() - START
+
+
 EMBEDDED = "gemma3-270m"
 # Expected seconds per unit on H100s (process start, load, work, save), to leave a unit for the next call
 # rather than overrun this one. The train units run 6 steps (2 warm-up) on 256 examples.
@@ -47,17 +54,20 @@ EXPECTED = {
 
 
 def log(message: str) -> None:
-    print(f"[gpu_scale {time.monotonic() - START:6.0f}s] {message}", file=sys.stderr, flush=True)
+    print(f"[gpu_scale {elapsed_since_start():6.0f}s] {message}", file=sys.stderr, flush=True)
 
 
 class Budget:
-    """No new unit after `budget` seconds, nor one expected to end after `limit` (EXPECTED's estimates)."""
+    """No new unit after `budget` seconds, nor one expected to end after `limit` (EXPECTED's estimates).
 
-    def __init__(self, budget: float, limit: float, clock=time.monotonic):
+    `clock` gives the seconds elapsed since the start (0 at the start): by default this script's own, and in a test
+    one it sets, so no decision depends on the machine's uptime or on floating-point sums of its monotonic clock."""
+
+    def __init__(self, budget: float, limit: float, clock=elapsed_since_start):
         self.budget, self.limit, self.clock, self.left_over = budget, limit, clock, []
 
     def allows(self, unit: str, kind: str) -> bool:
-        elapsed = self.clock() - START
+        elapsed = self.clock()
         if elapsed > self.budget or elapsed + EXPECTED[kind] > self.limit:
             self.left_over.append(unit)
             return False
@@ -65,7 +75,7 @@ class Budget:
 
     def child_timeout(self) -> float:
         """Seconds a child process may run: until 60 s past the hard limit, so that the call ends in time."""
-        return max(30.0, self.limit + 60 - (self.clock() - START))
+        return max(30.0, self.limit + 60 - self.clock())
 
 
 class GpuMemoryPoller:

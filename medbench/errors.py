@@ -8,3 +8,7 @@ from __future__ import annotations
 
 class MedbenchError(Exception):
     """A request medbench refuses; the message says what is wrong and what to do."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with what was kept: the CLI prints the message in one line (exit status 130), never a traceback."""

@@ -3,15 +3,84 @@
 `add_arguments(parser, Cls)` adds one option per field (`positional=True` in the metadata for
 positional ones, `choices` for a closed set); `from_args(Cls, namespace)` builds the dataclass back;
 `to_argv(*objects)` writes them as a command line again, for a process started with the same options.
+
+Numbers are checked while the command line is parsed, by one set of argument types that every command shares
+(`positive_int`, `non_negative_int`, `positive_float`, `port_number`, `seed_number`, `positive_int_or_auto`; `checked_int` for a bound of its own): a
+value out of range is refused before anything loads or starts, in one line, with exit status 2 (`ArgumentParser`).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import typing
 
 from medbench.overrides import field_types
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, whose refusals are one line (`medbench eval: error: argument --limit: ...`), exit status 2:
+    the usage it would print first runs to dozens of lines, and pushes the reason off a small screen or a log's tail.
+    Subcommands' parsers are of this class too (argparse makes them of their parent's)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (--help lists the options)\n")
+
+
+def _whole(text: str) -> int | None:
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def checked_int(minimum: int, maximum: int | None = None, hint: str = ""):
+    """An argument type: a whole number from `minimum` (to `maximum`); `hint` says what to do instead."""
+    bounds = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+    why = f"; {hint}" if hint else ""
+
+    def whole_number(text: str) -> int:
+        value = _whole(text)
+        if value is None:
+            raise argparse.ArgumentTypeError(f"expected a whole number {bounds}, got {text!r}{why}")
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"must be a whole number {bounds}, got {value}{why}")
+        return value
+
+    return whole_number
+
+
+def checked_float(above: float = 0.0, hint: str = ""):
+    """An argument type: a finite number above `above`."""
+    why = f"; {hint}" if hint else ""
+
+    def number(text: str) -> float:
+        try:
+            value = float(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"expected a number > {above:g}, got {text!r}{why}") from None
+        if not math.isfinite(value) or value <= above:
+            raise argparse.ArgumentTypeError(f"must be a number > {above:g}, got {text}{why}")
+        return value
+
+    return number
+
+
+def positive_int_or_auto(text: str) -> str:
+    """An argument type: `auto` or a whole number >= 1, kept as text (the command reads either)."""
+    value = _whole(text)
+    if text != "auto" and (value is None or value < 1):
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1 or auto, got {text!r}")
+    return text
+
+
+# The types every command's options use: the same number is checked the same way, whichever command takes it.
+positive_int = checked_int(1)
+non_negative_int = checked_int(0)
+positive_float = checked_float(0.0)
+port_number = checked_int(1, 65535)
+seed_number = checked_int(0, 2**32 - 1)
 
 
 def arg(
@@ -22,10 +91,12 @@ def arg(
     choices=None,
     metavar=None,
     flag: str | None = None,
+    type=None,
     default_factory=dataclasses.MISSING,
 ):
-    """A dataclass field with its command-line description."""
-    meta = {"help": help, "positional": positional, "choices": choices, "metavar": metavar, "flag": flag}
+    """A dataclass field with its command-line description; `type` checks the value as it is parsed (the types
+    above), else the field's annotation converts it (int, float) or it stays text."""
+    meta = {"help": help, "positional": positional, "choices": choices, "metavar": metavar, "flag": flag, "type": type}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -42,14 +113,13 @@ def add_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = 
         has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
         default = f.default if f.default is not dataclasses.MISSING else None
         kwargs = {"help": meta["help"]}
+        convert = meta.get("type") or _converter(base)
         if meta["choices"]:
             kwargs["choices"] = meta["choices"]
         if meta["metavar"]:
             kwargs["metavar"] = meta["metavar"]
         if meta["positional"]:
-            parser.add_argument(
-                f.name, nargs="?" if has_default else None, default=default, type=_converter(base), **kwargs
-            )
+            parser.add_argument(f.name, nargs="?" if has_default else None, default=default, type=convert, **kwargs)
         elif base is bool:
             parser.add_argument(
                 meta["flag"] or f"--{f.name.replace('_', '-')}", dest=f.name, action="store_true", **kwargs
@@ -63,7 +133,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = 
                 meta["flag"] or f"--{f.name.replace('_', '-')}",
                 dest=f.name,
                 default=default,
-                type=_converter(base),
+                type=convert,
                 required=not has_default,
                 **kwargs,
             )

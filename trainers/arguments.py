@@ -5,7 +5,18 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from medbench.options import add_arguments, arg, from_args
+from medbench.options import (
+    ArgumentParser,
+    add_arguments,
+    arg,
+    checked_float,
+    checked_int,
+    from_args,
+    non_negative_int,
+    port_number,
+    positive_int,
+    seed_number,
+)
 
 MIXES = ("english", "korean", "both")
 DEEPSPEED_CHOICES = ("zero2", "zero3", "none")
@@ -33,16 +44,32 @@ class TrainArguments:
         "DeepSpeed on one GPU (trainers/profiles/fast.yaml); protocol: the same optimizer steps for every method, "
         "held-out loss every 50 steps, the best checkpoint kept (trainers/profiles/protocol.yaml)",
     )
-    gpus: int = arg(1, help="GPUs on this machine (one process each, started through `accelerate launch`)")
-    num_machines: int = arg(1, help="machines in a multi-node run (accelerate launch --num_machines)")
-    machine_rank: int = arg(0, help="this machine's rank in a multi-node run (0 is the main machine)")
+    gpus: int = arg(
+        1, type=positive_int, help="GPUs on this machine (one process each, started through `accelerate launch`)"
+    )
+    num_machines: int = arg(
+        1, type=positive_int, help="machines in a multi-node run (accelerate launch --num_machines)"
+    )
+    machine_rank: int = arg(
+        0, type=non_negative_int, help="this machine's rank in a multi-node run (0 is the main machine)"
+    )
     main_process_ip: str | None = arg(None, help="the main machine's address in a multi-node run")
-    main_process_port: int | None = arg(None, help="the main machine's port in a multi-node run")
-    max_steps: int | None = arg(None, help="stop after this many optimizer steps (overrides epochs)")
-    epochs: float | None = arg(None, help="override the method's num_train_epochs")
-    limit: int | None = arg(None, help="train on a seeded sample of N examples (smoke runs)")
+    main_process_port: int | None = arg(None, type=port_number, help="the main machine's port in a multi-node run")
+    max_steps: int | None = arg(
+        None,
+        type=checked_int(1, hint="leave it out to train by epochs"),
+        help="stop after this many optimizer steps (overrides epochs; at least 1: leave it out to train by epochs)",
+    )
+    epochs: float | None = arg(
+        None,
+        type=checked_float(0.0, hint="leave it out for the method's"),
+        help="override the method's num_train_epochs (above 0; a fraction trains part of an epoch)",
+    )
+    limit: int | None = arg(None, type=positive_int, help="train on a seeded sample of N examples (smoke runs)")
     seed: int | None = arg(
-        None, help="the training seed (default: the method's); the checkpoint folder and record take an -sSEED suffix"
+        None,
+        type=seed_number,
+        help="the training seed (default: the method's); the checkpoint folder and record take an -sSEED suffix",
     )
     positive_control: str | None = arg(
         None,
@@ -52,7 +79,9 @@ class TrainArguments:
         "the comparisons between variants)",
     )
     eval_limit: int | None = arg(
-        None, help="evaluate on a seeded sample of N KorMedMCQA valid examples (0: no evaluation)"
+        None,
+        type=non_negative_int,
+        help="evaluate on a seeded sample of N KorMedMCQA valid examples (0: no evaluation)",
     )
     output_dir: str | None = arg(None, help="default: checkpoints/<alias>-<method>/ (MEDBENCH_CHECKPOINTS)")
     force: bool = arg(False, help="delete the output directory's run and train again")
@@ -64,7 +93,7 @@ class TrainArguments:
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(prog="medbench train")
+    parser = parser or ArgumentParser(prog="medbench train")
     add_arguments(parser, TrainArguments)
     return parser
 

@@ -37,7 +37,7 @@ from medbench.models.loading import base_weights
 from medbench.models.registry import resolve
 from medbench.models.shapes import RANDOM_MARKER
 from medbench.paths import checkpoints_dir
-from medbench.records.io import claim_dir, config_changes
+from medbench.records.io import RecordError, claim_dir, config_changes, read_json
 from medbench.settings import DEFAULT_SEED
 from trainers import record as rec
 from trainers import sft_data
@@ -100,22 +100,10 @@ def train(args: TrainArguments, callbacks: tuple = ()) -> dict:
     """One training run; returns its train record (the existing one for a finished run of the same arguments)."""
     started = time.perf_counter()
     plan = preflight(args)
-    record_path = plan.output_dir / TRAIN_RECORD
+    finished = finished_record(args, plan)
+    if finished is not None:
+        return finished
     config = {**plan.run_config, **data_config(args)}
-    if record_path.exists() and not args.force:
-        previous = (
-            json.loads((plan.output_dir / TRAIN_CONFIG).read_text())
-            if (plan.output_dir / TRAIN_CONFIG).exists()
-            else {}
-        )
-        changed = config_changes(previous, json.loads(json.dumps(config, default=str)))
-        if changed:
-            raise TrainError(
-                f"{plan.output_dir} already holds a finished training run with other {', '.join(changed)}; "
-                f"--force trains it again with these arguments, or --output-dir keeps both"
-            )
-        print(f"medbench train: {plan.output_dir.name} is already trained ({record_path}); --force trains it again")
-        return json.loads(record_path.read_text())
     # The data verified against SHA256SUMS before the run claims its folder or loads a model.
     data_files = verify_splits(sft_data.splits_read(args.mix, args.positive_control))
     if is_rank0():
@@ -155,6 +143,32 @@ def train(args: TrainArguments, callbacks: tuple = ()) -> dict:
     return record
 
 
+def finished_record(args: TrainArguments, plan: Plan) -> dict | None:
+    """The record of a finished run of these very arguments in the plan's output folder, or None (nothing finished
+    there, or --force). A finished run of other arguments is refused with the remedy: it is never taken for this
+    one, and never trained over without --force."""
+    record_path = plan.output_dir / TRAIN_RECORD
+    if args.force or not record_path.exists():
+        return None
+    config_path = plan.output_dir / TRAIN_CONFIG
+    try:
+        previous = read_json(config_path) if config_path.exists() else {}
+        record = read_json(record_path)
+    except RecordError as e:
+        raise TrainError(f"{e}; --force trains it again") from None
+    config = {**plan.run_config, **data_config(args)}
+    changed = config_changes(
+        previous if isinstance(previous, dict) else {}, json.loads(json.dumps(config, default=str))
+    )
+    if changed:
+        raise TrainError(
+            f"{plan.output_dir} already holds a finished training run with other {', '.join(changed)}; "
+            f"--force trains it again with these arguments, or --output-dir keeps both"
+        )
+    print(f"medbench train: {plan.output_dir.name} is already trained ({record_path}); --force trains it again")
+    return record
+
+
 def data_config(args: TrainArguments) -> dict:
     """What the examples are, as train_config.json records it (a finished run is only reused for the same)."""
     return {
@@ -189,8 +203,11 @@ def check_arguments(args: TrainArguments) -> None:
         raise TrainError(f"--seed {args.seed}: a whole number from 0 to 2**32 - 1")
 
 
-def preflight(args: TrainArguments) -> Plan:
-    """Every refusal (unknown model or method, no CUDA for QLoRA, a contradicting DeepSpeed config)."""
+def preflight(args: TrainArguments, launching: bool = False) -> Plan:
+    """Every refusal (unknown model or method, no CUDA for QLoRA, a contradicting DeepSpeed config).
+
+    `launching`: checked by `medbench train` before it starts the training processes, for the world size they will
+    have (--gpus x --num-machines), saying nothing that the processes will say again."""
     check_arguments(args)
     spec = resolve(args.model)
     method = load_method(args.method, spec.alias)
@@ -200,7 +217,7 @@ def preflight(args: TrainArguments) -> Plan:
             f"method {method.name!r} ({method.description}) needs a CUDA GPU, and none is visible; "
             f"run it on a GPU machine, or use `lora` here"
         )
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = args.gpus * args.num_machines if launching else int(os.environ.get("WORLD_SIZE", "1"))
     if args.gpus > 1 and world_size == 1:
         raise TrainError(
             f"--gpus {args.gpus} needs one process per GPU: run `just train {args.model} {args.method} "
@@ -226,7 +243,8 @@ def preflight(args: TrainArguments) -> Plan:
             "no CUDA: trained on CPU in fp32 (bf16 off)"
             + (f", without DeepSpeed ({ds_path.name} was checked, not used)" if ds_path else "")
         )
-        print(f"medbench train: {notes[-1]}", file=sys.stderr)
+        if not launching:
+            print(f"medbench train: {notes[-1]}", file=sys.stderr)
     # A profile's, seed's or positive control's checkpoint sits beside the study's, never over it.
     output_dir = (
         Path(args.output_dir) if args.output_dir else checkpoints_dir() / checkpoint_name(args, spec.alias, method.name)

@@ -12,6 +12,7 @@ import importlib
 import sys
 
 from medbench.errors import MedbenchError
+from medbench.options import ArgumentParser
 
 COMMANDS = (
     "eval",
@@ -35,7 +36,7 @@ def _module(command: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="medbench",
         description=(
             "Small LLMs on medical licensing exams (MedQA, KorMedMCQA): evaluation, fine-tuning, quantization."
@@ -54,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     except MedbenchError as e:
         print(f"medbench {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:  # Ctrl-C: what was kept, in one line (medbench.errors.Interrupted), no traceback
+        print(f"medbench {args.command}: interrupted{f': {e}' if str(e) else ''}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

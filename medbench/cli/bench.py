@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medbench.errors import MedbenchError
-from medbench.options import add_arguments, arg, from_args
+from medbench.options import add_arguments, arg, from_args, non_negative_int, positive_int, positive_int_or_auto
 from medbench.paths import results_dir
 
 HELP = (
@@ -28,9 +28,9 @@ HELP = (
 @dataclass
 class QuantBenchArguments:
     shape: str = arg("gemma3-1b", help="random-init model at this registry alias's shape")
-    batch: int = arg(64, help="sequences per forward pass")
-    seq: int = arg(320, help="tokens per sequence")
-    repeats: int = arg(10, help="timed forward passes per precision")
+    batch: int = arg(64, type=positive_int, help="sequences per forward pass")
+    seq: int = arg(320, type=positive_int, help="tokens per sequence")
+    repeats: int = arg(10, type=positive_int, help="timed forward passes per precision")
 
 
 @dataclass
@@ -40,7 +40,7 @@ class TrainBenchArguments:
     configs: str | None = arg(
         None, help="comma separated; NAME@G runs NAME on G GPUs (default: medbench/bench/train.py's DEFAULT_CONFIGS)"
     )
-    steps: int = arg(30, help="optimizer steps per configuration")
+    steps: int = arg(30, type=positive_int, help="optimizer steps per configuration")
     fresh: bool = arg(
         False,
         help="measure every configuration again (default: continue a record cut short on the same machine and code)",
@@ -55,18 +55,27 @@ class EvalBenchArguments:
         "mc,gen,cot",
         help="comma separated: mc (zero-shot letters), gen (zero-shot generation), cot (5-shot chain of thought)",
     )
-    limit: int | None = arg(None, help="questions per task, every method (default: all)")
+    limit: int | None = arg(None, type=positive_int, help="questions per task, every method (default: all)")
     baseline_limit: int | None = arg(
-        None, help="questions per task for stock lm-eval's generate_until (default: --limit; 0 skips it)"
+        None,
+        type=non_negative_int,
+        help="questions per task for stock lm-eval's generate_until (default: --limit; 0 skips it)",
     )
-    study_limit: int = arg(20, help="questions per task for the study's batch-1 loop (0 skips it)")
+    study_limit: int = arg(
+        20, type=non_negative_int, help="questions per task for the study's batch-1 loop (0 skips it)"
+    )
     flip_sample: int = arg(
         50,
+        type=non_negative_int,
         help="mc: a seeded sample of questions per task also scored at batch size 1, to "
         "count the answers batching flips (0 skips it)",
     )
-    batch_size: int = arg(64, help="questions per batch for mc and stock lm-eval's generation")
-    slots: str = arg("auto", help="gen/cot: the engine's slots, a number or auto (the batch_size setting of a run)")
+    batch_size: int = arg(64, type=positive_int, help="questions per batch for mc and stock lm-eval's generation")
+    slots: str = arg(
+        "auto",
+        type=positive_int_or_auto,
+        help="gen/cot: the engine's slots, a number or auto (the batch_size setting of a run)",
+    )
     device: str = arg("auto", help="cuda where visible, else cpu")
     attn_implementation: str = arg(
         "auto",
@@ -84,16 +93,20 @@ class EvalBenchArguments:
         help="also time `medbench eval` itself per mode, as a user types it (load and graph capture included), and "
         "lm-eval's own CLI with its hf model beside it",
     )
-    end_to_end_limit: int | None = arg(None, help="--end-to-end: questions per task for medbench (default: all)")
+    end_to_end_limit: int | None = arg(
+        None, type=positive_int, help="--end-to-end: questions per task for medbench (default: all)"
+    )
     stock_limit: int | None = arg(
-        None, help="--end-to-end: questions per task for lm-eval's CLI (default: --end-to-end-limit; 0 skips it)"
+        None,
+        type=non_negative_int,
+        help="--end-to-end: questions per task for lm-eval's CLI (default: --end-to-end-limit; 0 skips it)",
     )
     decode_shape: str | None = arg(
         None, help="instead: fixed-length decode throughput at this registry shape, random weights (e.g. qwen3-8b)"
     )
     decode_batches: str = arg("64,128,256", help="--decode-shape: comma-separated batch sizes")
-    decode_prompt: int = arg(256, help="--decode-shape: prompt tokens per sequence")
-    decode_new: int = arg(256, help="--decode-shape: new tokens per sequence (EOS ignored)")
+    decode_prompt: int = arg(256, type=positive_int, help="--decode-shape: prompt tokens per sequence")
+    decode_new: int = arg(256, type=positive_int, help="--decode-shape: new tokens per sequence (EOS ignored)")
 
 
 def make_parser(sub) -> None:
@@ -172,7 +185,7 @@ def bench_eval(opts: EvalBenchArguments, out_dir: Path) -> int:
     from medbench.records.io import write_json
 
     slots = int(opts.slots) if opts.slots.isdigit() else opts.slots
-    if slots != "auto" and slots < 1:
+    if slots != "auto" and (isinstance(slots, str) or slots < 1):
         raise MedbenchError(f"--slots {opts.slots}: a whole number >= 1, or auto")
     out_dir.mkdir(parents=True, exist_ok=True)
     if opts.decode_shape:

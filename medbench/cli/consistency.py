@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from medbench.data.loader import KORMEDMCQA_EXAMS
 from medbench.errors import MedbenchError
-from medbench.options import add_arguments, arg, from_args
+from medbench.options import add_arguments, arg, from_args, positive_int
 from medbench.overrides import parse_assignments
 from medbench.settings import EvalSettings
 
@@ -17,9 +17,11 @@ HELP = "our 5-shot KorMedMCQA vs lm-eval's built-in kormedmcqa: same model, rows
 class ConsistencyArguments:
     model: str = arg(positional=True, help="a registry alias, family, local directory or hub id (as `just eval`)")
     exams: str = arg(",".join(KORMEDMCQA_EXAMS), help="comma-separated: doctor,nurse,pharm,dentist")
-    limit: int | None = arg(None, help="the first N questions of each exam")
-    sample: int | None = arg(None, help="a seeded sample of N questions per exam (as `just eval --sample`)")
-    batch_size: int | None = arg(None, help="questions per forward pass (default 8)")
+    limit: int | None = arg(None, type=positive_int, help="the first N questions of each exam")
+    sample: int | None = arg(
+        None, type=positive_int, help="a seeded sample of N questions per exam (as `just eval --sample`)"
+    )
+    batch_size: int | None = arg(None, type=positive_int, help="questions per forward pass (default 8)")
     set: list[str] = arg(
         default_factory=list,
         metavar="KEY=VALUE",
@@ -35,7 +37,7 @@ def run(args) -> int:
     from medbench.eval.consistency import check_consistency
 
     opts = from_args(ConsistencyArguments, args)
-    if opts.limit and opts.sample:
+    if opts.limit is not None and opts.sample is not None:
         raise MedbenchError("--limit and --sample exclude each other")
     overrides = parse_assignments(opts.set)
     if opts.batch_size is not None:
@@ -56,13 +58,24 @@ def _short(value, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def print_report(result: dict) -> None:
-    from rich.console import Console
+def print_report(result: dict, file=None) -> None:
+    """The comparison laid out for 80 columns (medbench.cli.console.rich_console); the result's path printed whole."""
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=f"{result['model']} · ours (5-shot) vs lm-eval built-in kormedmcqa · {result['subset']}")
-    for col in ("exam", "n", "ours acc", "upstream acc", "answers agree", "same generation", "same prompt"):
-        table.add_column(col, justify="left" if col == "exam" else "right")
+    from medbench.cli.console import rich_console
+    from medbench.cli.eval import model_label
+
+    # ours/lm-eval: accuracy of our 5-shot task and of lm-eval's built-in one; agree: the same answer; gen: the same
+    # raw generation; prompt: the same prompt sent.
+    table = Table(
+        title=f"{model_label(result['model'])} · ours (5-shot) vs lm-eval's kormedmcqa · {result['subset']}",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        padding=(0, 1),
+    )
+    for col in ("exam", "n", "ours", "lm-eval", "agree", "same gen", "same prompt"):
+        table.add_column(col, justify="left" if col == "exam" else "right", no_wrap=True)
     rows = list(result["per_exam"].items()) + [
         (
             "all",
@@ -86,7 +99,7 @@ def print_report(result: dict) -> None:
             f"{e['same_raw_generation']}/{e['n']}",
             f"{e['identical_prompts']}/{e['n']}",
         )
-    console = Console()
+    console = rich_console(file)
     console.print(table)
     diffs = Table(title="differences between the tasks (first request; ours → upstream)")
     diffs.add_column("aspect", no_wrap=True)
@@ -102,4 +115,4 @@ def print_report(result: dict) -> None:
         f"sent prompts identical for {result['overall']['identical_prompts']}/{result['overall']['n']} "
         f"questions"
     )
-    console.print(f"result: {result['path']}")
+    print(f"result: {result['path']}", file=file, flush=True)  # printed whole: a path folded mid-word cannot be pasted

@@ -1,4 +1,5 @@
-"""What a run prints: known-harmless library messages filtered by name, one progress bar per phase.
+"""What a run prints: known-harmless library messages filtered by name, one progress bar per phase, and tables
+laid out for 80 columns wherever the output is not a terminal.
 
 `--verbose` shows everything the libraries say; the default drops only the messages listed in
 HARMLESS (each with the reason it does not apply to medbench) and lm-eval's one-bar-per-task
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from functools import partial
 
 LEVELS = ("quiet", "normal", "verbose")
@@ -65,3 +67,17 @@ def configure(level: str = "normal") -> None:
 
 def progress_enabled(level: str) -> bool:
     return level != "quiet"
+
+
+WIDTH = 80  # a fresh shell has no COLUMNS, and logs, CI, SLURM and docker output are no terminal
+
+
+def rich_console(file=None):
+    """A rich console for tables: a terminal's own width, else WIDTH columns whatever COLUMNS says, so what is
+    printed (and every test of it) never depends on the environment it ran in. Paths are printed with print()
+    beside it, never through it: rich folds a long word, and a path folded mid-word cannot be pasted."""
+    from rich.console import Console
+
+    target = sys.stdout if file is None else file
+    terminal = file is None and hasattr(target, "isatty") and target.isatty()
+    return Console(file=file, width=None if terminal else WIDTH)

@@ -11,7 +11,16 @@ from dataclasses import dataclass
 from medbench.errors import MedbenchError
 from medbench.machines import DEFAULT_PEER_TIMEOUT, Machines
 from medbench.machines import launch as launch_machines
-from medbench.options import add_arguments, arg, from_args, to_argv
+from medbench.options import (
+    add_arguments,
+    arg,
+    from_args,
+    non_negative_int,
+    port_number,
+    positive_float,
+    positive_int,
+    to_argv,
+)
 from medbench.overrides import parse_assignments
 from medbench.settings import EvalSettings
 
@@ -29,8 +38,8 @@ class RunOptions:
         "length-normalised (lm-eval's acc_norm) (default: mc for zeroshot)",
     )
     tasks: str = arg("", help="comma-separated: kormedmcqa_doctor,…,kormedmcqa,medqa_usmle,medqa (default: all)")
-    limit: int | None = arg(None, help="the first N questions of each task (smoke runs)")
-    sample: int | None = arg(None, help="a seeded random sample of N questions per task")
+    limit: int | None = arg(None, type=positive_int, help="the first N questions of each task (smoke runs)")
+    sample: int | None = arg(None, type=positive_int, help="a seeded random sample of N questions per task")
     run_id: str | None = arg(
         None, help="results/runs/<run-id>; re-running an id resumes it (default: a name and a hash of the arguments)"
     )
@@ -40,6 +49,7 @@ class RunOptions:
     force: bool = arg(False, help="discard the run id's cached answers and start again")
     batch_size: int | None = arg(
         None,
+        type=positive_int,
         help="mc: questions per forward pass; gen: the decode step's slots (default: the batch_size setting, auto)",
     )
     chat: str | None = arg(
@@ -69,6 +79,7 @@ class EvalTarget:
 class LaunchOptions:
     gpus: int = arg(
         1,
+        type=positive_int,
         help="data parallel: one process per GPU (accelerate launch), each scoring its share of the "
         "questions; rank 0 writes the record (without CUDA: N CPU processes, for tests)",
     )
@@ -78,12 +89,19 @@ class LaunchOptions:
 class MachineOptions:
     """Data parallel over several machines: the same command on each, with its own --machine-rank."""
 
-    num_machines: int = arg(1, help="machines in a data-parallel run over several machines, each with --gpus processes")
-    machine_rank: int = arg(0, help="this machine's rank among them (0: the main machine, which writes the record)")
+    num_machines: int = arg(
+        1, type=positive_int, help="machines in a data-parallel run over several machines, each with --gpus processes"
+    )
+    machine_rank: int = arg(
+        0, type=non_negative_int, help="this machine's rank among them (0: the main machine, which writes the record)"
+    )
     main_process_ip: str | None = arg(None, help="the main machine's address, the same on every machine")
-    main_process_port: int | None = arg(None, help="a free port on the main machine, the same on every machine")
+    main_process_port: int | None = arg(
+        None, type=port_number, help="a free port on the main machine, the same on every machine"
+    )
     peer_timeout: float | None = arg(
         None,
+        type=positive_float,
         help="seconds a machine waits for the others to join, and each process for the others at every exchange, "
         f"before stopping with an error (default {DEFAULT_PEER_TIMEOUT:g} with --num-machines above 1; none on one)",
     )
@@ -190,15 +208,25 @@ def task_label(task: dict) -> str:
     return "MedQA" if task.get("dataset") == "medqa" else str(task.get("exam") or task["task"])
 
 
+def model_label(model: str) -> str:
+    """The model as the table's title names it: a local directory by its folder name (a long path in a title would be
+    folded mid-word; the record's path, printed whole below the table, says where the run is)."""
+    from pathlib import Path
+
+    path = Path(model)
+    return path.name if len(model) > 40 and path.name and path.is_dir() else model
+
+
 def print_table(record: dict, record_path: str, file=None) -> None:
     """The run's table, laid out for 80 columns (a fresh shell, a log, CI, SLURM and docker output are no terminal:
     rich then renders 80 columns), and the record's path on a line of its own that nothing wraps."""
     from rich import box
-    from rich.console import Console
     from rich.table import Table
 
+    from medbench.cli.console import rich_console
+
     permuted = any("permutation" in t for t in record["tasks"])
-    title = f"{record['model']} · {record['variant']} · {record['prompt']} · {record['mode']}"
+    title = f"{model_label(record['model'])} · {record['variant']} · {record['prompt']} · {record['mode']}"
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
     # acc%: accuracy; inv: no parsable answer; cut: prompts cut from the left; top: the most answered letter (⚠ over
     # half of the answers); deb%/circ%: the mean over option rotations and right under every rotation.
@@ -226,7 +254,7 @@ def print_table(record: dict, record_path: str, file=None) -> None:
         table.add_row(*row)
     if record.get("kormedmcqa_average") is not None:
         table.add_row("KorMedMCQA", "", _pct(record["kormedmcqa_average"]), *[""] * (len(columns) - 3))
-    console = Console(file=file, width=80 if file is None and not sys.stdout.isatty() else None)
+    console = rich_console(file)
     console.print(table)
     timing, responses = record["timing"], record["responses"]
     speed = (

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from medbench.options import add_arguments, arg, from_args
+from medbench.options import add_arguments, arg, from_args, positive_int, seed_number
 
 HELP = "make checkpoints/MODEL-awq with llmcompressor AWQ (run in its own environment)"
 
@@ -18,12 +18,12 @@ class QuantizeAwqArguments:
     model: str = arg(positional=True, help="registry alias (names the output checkpoints/<alias>-awq)")
     source: str = arg(help="bf16/fp32 weights to quantize (local dir or hub id)")
     out: str | None = arg(None, help="output directory (default checkpoints/<alias>-awq)")
-    samples: int = arg(256, help="calibration questions (training rows only)")
-    max_seq_length: int = arg(512, help="calibration sequence length")
+    samples: int = arg(256, type=positive_int, help="calibration questions (training rows only)")
+    max_seq_length: int = arg(512, type=positive_int, help="calibration sequence length")
     # Symmetric 4-bit, group 128. The asymmetric W4A16_ASYM packs its zero points, and transformers
     # 5.24 with compressed-tensors 0.19 then refuses the checkpoint (zero-point shape mismatch, seen on GPU).
     scheme: str = arg("W4A16", help="compressed-tensors preset scheme (default W4A16, symmetric)")
-    seed: int = arg(0, help="calibration sample seed")
+    seed: int = arg(0, type=seed_number, help="calibration sample seed")
 
 
 def make_parser(sub) -> None:

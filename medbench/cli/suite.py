@@ -38,7 +38,12 @@ class SuiteOptions:
     )
     variants: str = arg("base", help="comma-separated variants (default base)")
     prompts: str = arg("zeroshot", help="comma-separated prompts (default zeroshot)")
-    shard: str | None = arg(None, help="I/N: only the jobs whose key hashes to I modulo N (I from 0 to N-1)")
+    shard: str | None = arg(
+        None,
+        type=lambda text: shard_text(text),
+        metavar="I/N",
+        help="only the jobs whose key hashes to I modulo N (I from 0 to N-1)",
+    )
     dry_run: bool = arg(False, help="print the jobs (of this shard) as commands, run nothing")
 
 
@@ -67,6 +72,17 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     if not sep or not index.isdigit() or not count.isdigit() or int(count) < 1 or int(index) >= int(count):
         raise MedbenchError(f"--shard {text!r}: expected I/N with 0 <= I < N, e.g. 0/4")
     return int(index), int(count)
+
+
+def shard_text(text: str) -> str:
+    """The argument type of --shard: checked as it is parsed, kept as text (parse_shard reads it)."""
+    import argparse
+
+    try:
+        parse_shard(text)
+    except MedbenchError as e:
+        raise argparse.ArgumentTypeError(f"{str(e).removeprefix(f'--shard {text!r}: ')}; got {text!r}") from None
+    return text
 
 
 def shard_of(job: Job, count: int) -> int:

@@ -32,10 +32,19 @@ def run(args) -> int:
         if opts.gpus > visible:
             from medbench.errors import MedbenchError
 
-            raise MedbenchError(f"--gpus {opts.gpus}: {visible} GPU(s) visible here; use --gpus {max(visible, 1)}")
-    from trainers.sft import check_arguments
+            if visible == 0:
+                raise MedbenchError(
+                    f"--gpus {opts.gpus}: no CUDA GPU is visible here; leave --gpus out to train in one process "
+                    f"(on CPU), or run on a machine with {opts.gpus} GPUs"
+                )
+            raise MedbenchError(f"--gpus {opts.gpus}: {visible} GPU(s) visible here; use --gpus {visible} or fewer")
+    from trainers.sft import finished_record, preflight
 
-    check_arguments(opts)  # before any process starts
+    # Every refusal before any process starts or anything loads: the arguments, the model, the method, the
+    # DeepSpeed config for the processes' world size, and a finished run in the output folder.
+    plan = preflight(opts, launching=True)
+    if finished_record(opts, plan) is not None:
+        return 0  # already trained with these arguments (said above): nothing to start
     cmd = launch.command(opts, to_argv(opts))
     print(f"medbench train: {shlex.join(cmd)}", file=sys.stderr, flush=True)
     return subprocess.call(cmd, env=launch.environment(opts, os.environ))

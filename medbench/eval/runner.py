@@ -8,7 +8,9 @@ Everything that can be refused is refused before the run claims its folder (medb
 the run id (a name, never a path), every number and setting, the model directory, the machine, the data
 (verified against SHA256SUMS) and a cache whose weights, data or versions changed. A start that fails
 before any answer is computed leaves no folder behind; a run id in use by another process is refused
-(a lock beside the folder).
+(a lock beside the folder). An interruption never removes the folder: every answer is committed to the cache
+as its batch is scored, so SIGKILL loses at most the batch in flight, and Ctrl-C says how many answers were
+kept (exit status 130); the same command resumes, computing only what is missing.
 
 Started by `just eval --gpus N` (accelerate launch), every process runs this with its share of the
 questions (medbench/eval/parallel.py); rank 0 checks, claims, gathers the answers and alone writes the
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medbench import paths
-from medbench.errors import MedbenchError
+from medbench.errors import Interrupted, MedbenchError
 from medbench.eval import parallel, permute, response_cache
 from medbench.eval.request import RUN_CONFIG, Prepared, RunRequest, check_resumable, prepare, seeded_sample
 from medbench.eval.run_record import build_run_record
@@ -79,11 +81,18 @@ def _claim(req: RunRequest, prepared: Prepared) -> bool:
 @contextlib.contextmanager
 def _answers_kept(run_dir: Path, created: bool):
     """The run's response cache. On any failure the answers already computed stay, to resume from; a folder this
-    start created and that holds no answer is removed (nothing was computed, nothing is lost)."""
+    start created and that holds no answer is removed (nothing was computed, nothing is lost). An interruption
+    (Ctrl-C) removes nothing: the folder and every answer written stay, and the same command resumes."""
     store = None
     try:
         store = response_cache.ResponseStore(run_dir / "cache" / response_cache.FILENAME)
         yield store
+    except KeyboardInterrupt:
+        kept = _answers(store)
+        if kept == 0:
+            raise Interrupted(f"no answer computed yet; {run_dir} is kept, and the same command starts it") from None
+        count = "the answers computed so far" if kept is None else f"{kept} answer(s)"
+        raise Interrupted(f"{count} kept in {run_dir}; the same command resumes the run from them") from None
     except BaseException:
         if created and _no_answers(store):
             if store is not None:
@@ -100,6 +109,13 @@ def _no_answers(store: response_cache.ResponseStore | None) -> bool:
         return store is None or store.count() == 0
     except MedbenchError:
         return False  # an unreadable cache is kept for the user to look at
+
+
+def _answers(store: response_cache.ResponseStore | None) -> int | None:
+    try:
+        return 0 if store is None else store.count()
+    except MedbenchError:
+        return None
 
 
 @dataclass

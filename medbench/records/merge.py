@@ -7,9 +7,11 @@ runs/<run-id>/, train/*.json and *-loss.png, bench/*.json. Nothing from a source
   the merge before anything is copied (a link would copy a file from outside the folder, a device file would write
   until the disk is full);
 - every run is read as the report reads it (records/reader.py: its record.json against the schema, its samples
-  against the record), and keyed by the run id inside its record, which must be its folder's name;
+  against the record), and keyed by the run id inside its record, as the report keys runs: it is merged into
+  runs/<that id>/ whatever its folder is called, and the runs already here are keyed by the ids inside theirs;
 - a run id already here (or in two sources) with the same content (its record.json and samples, byte for byte) is
-  the same run and is counted once; with other content, nothing is merged and both places are named;
+  the same run and is counted once; with other content, nothing is merged and both places are named; so is a
+  runs/<id>/ here that holds no finished run of that id (a run in progress, another run's folder);
 - train/ and bench/ files are JSON records that must parse (and their loss-curve PNGs), compared the same way.
 
 The merge is staged in a hidden folder beside runs/ and each run renamed into place; a failure part-way removes
@@ -25,7 +27,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medbench.records.io import RecordError, read_json
+from medbench.records.io import RecordError, check_run_id, read_json
 
 RUN_CONTENT = ("record.json",)  # with samples_*.jsonl.gz: what makes a run the same run
 FILE_FOLDERS = ("train", "bench")
@@ -74,7 +76,8 @@ def results_folders(source: Path) -> list[Path]:
         raise MergeError(f"{source}: not a folder")
 
     def is_results(p: Path) -> bool:
-        return any((p / name).is_dir() and not (p / name).is_symlink() for name in ("runs", *FILE_FOLDERS))
+        # A linked runs/ makes a results folder too: plan_merge then refuses the link, never follows it.
+        return any((p / name).is_symlink() or (p / name).is_dir() for name in ("runs", *FILE_FOLDERS))
 
     if is_results(source):
         return [source]
@@ -105,16 +108,38 @@ def run_content(run_dir: Path) -> dict[str, bytes]:
 
 
 def _checked_run(run_dir: Path) -> str:
-    """The run's id, after reading it as the report does; refuses a run whose folder is not named by its id."""
+    """The run's id, after reading it as the report does; an id that cannot name a folder is refused."""
     from medbench.records.reader import load_run
 
     run = load_run(run_dir)
-    if run.run_id != run_dir.name:
-        raise MergeError(
-            f"{run_dir / 'record.json'}: run id {run.run_id!r}, but the folder is named {run_dir.name!r}; a run is "
-            f"merged under its own id: rename the folder to it"
-        )
-    return run.run_id
+    try:
+        return check_run_id(run.run_id)
+    except RecordError as e:
+        raise MergeError(f"{run_dir / 'record.json'}: {e}") from None
+
+
+def _run_id_here(run_dir: Path) -> str | None:
+    """The id inside a run folder already in the target (None: no finished run, or a record that names none)."""
+    try:
+        record = read_json(run_dir / "record.json")
+    except (OSError, RecordError):
+        return None
+    run_id = record.get("run_id") if isinstance(record, dict) else None
+    return run_id if isinstance(run_id, str) else None
+
+
+def runs_here(into: Path) -> dict[str, Path]:
+    """The target's runs keyed by the run id inside each record (as the report keys them), not by folder name."""
+    runs = Path(into) / "runs"
+    if not runs.is_dir():
+        return {}
+    found: dict[str, Path] = {}
+    for run_dir in sorted(runs.iterdir()):
+        if not run_dir.is_symlink() and run_dir.is_dir():
+            run_id = _run_id_here(run_dir)
+            if run_id is not None:
+                found.setdefault(run_id, run_dir)
+    return found
 
 
 def _checked_file(path: Path) -> None:
@@ -129,37 +154,48 @@ def plan_merge(sources: list[Path], into: Path) -> MergePlan:
     """What merging `sources` into `into` would do, every incoming file checked; conflicts are collected."""
     into = Path(into)
     plan = MergePlan()
-    claimed: dict[Path, Path] = {}  # destination -> the source it will come from (two sources may clash too)
+    here_runs = runs_here(into)  # run id (inside its record) -> its folder here
+    claimed: dict[str, Path] = {}  # run id -> the incoming run it will come from (two sources may clash too)
+    claimed_files: dict[Path, Path] = {}  # destination -> the incoming file
     for folder in [f for s in sources for f in results_folders(s)]:
         if folder.resolve() == into.resolve():
             continue
+        for name in ("runs", *FILE_FOLDERS):
+            if os.path.lexists(folder / name):
+                _plain(folder / name)  # a linked runs/, train/ or bench/ is refused, never followed
         runs = folder / "runs"
-        for run_dir in sorted(runs.iterdir()) if runs.is_dir() and not runs.is_symlink() else []:
+        for run_dir in sorted(runs.iterdir()) if runs.is_dir() else []:
             run_files(run_dir)
             if not run_dir.is_dir():
                 continue
             if not (run_dir / "record.json").exists():
                 plan.unfinished.append(str(run_dir))
                 continue
-            dest = into / "runs" / _checked_run(run_dir)
-            other = claimed.get(dest, dest if (dest / "record.json").exists() else None)
-            if other is None:
-                claimed[dest] = run_dir
+            run_id = _checked_run(run_dir)
+            dest = into / "runs" / run_id
+            other = claimed.get(run_id) or here_runs.get(run_id)
+            if other is None and os.path.lexists(dest):
+                plan.conflicts.append(
+                    f"run {run_id}: {dest} is here without a finished run of that id (a run in progress, or "
+                    f"another run's folder), so {run_dir} cannot be merged into it"
+                )
+            elif other is None:
+                claimed[run_id] = run_dir
                 plan.copy_runs.append((run_dir, dest))
             elif run_content(other) == run_content(run_dir):
-                plan.identical.append(run_dir.name)
+                plan.identical.append(run_id)
             else:
-                plan.conflicts.append(f"run {run_dir.name}: {run_dir} and {other} differ")
+                plan.conflicts.append(f"run {run_id}: {run_dir} and {other} differ")
         for sub in FILE_FOLDERS:
             here = folder / sub
-            if not here.is_dir() or here.is_symlink():
+            if not here.is_dir():
                 continue
             for path in sorted(here.iterdir()):
                 _checked_file(path)
                 dest = into / sub / path.name
-                other = claimed.get(dest, dest if dest.exists() else None)
+                other = claimed_files.get(dest, dest if dest.exists() else None)
                 if other is None:
-                    claimed[dest] = path
+                    claimed_files[dest] = path
                     plan.copy_files.append((path, dest))
                 elif other.read_bytes() == path.read_bytes():
                     plan.identical.append(f"{sub}/{path.name}")
@@ -200,12 +236,17 @@ def merge(sources: list[Path], into: Path) -> MergePlan:
             dest.parent.mkdir(parents=True, exist_ok=True)
             (staging / "files" / str(k)).rename(dest)
             placed.append(dest)
-    except BaseException:
+    except BaseException as e:
         for dest in placed:  # rolled back: the results are as they were before this merge
             if dest.is_dir():
                 shutil.rmtree(dest)
             else:
                 dest.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise MergeError(
+                f"nothing merged: {e} (what this merge had copied is removed; {into} is as it was); free space or "
+                f"make {into} writable, then merge again"
+            ) from None
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -3,7 +3,9 @@ message that says what to do (exit status 2), or the run completes with nothing 
 
 Refusals run `medbench.cli.main` in this process (the same parsing, checks and error printing as
 `python -m medbench.cli`, seconds each); faults that need a process of their own (a run holding its
-id, an unwritable or full results folder) start `python -m medbench.cli eval` with the tiny model.
+id, an unwritable or full results folder, a run killed or interrupted mid-task) start
+`python -m medbench.cli eval` with the tiny model. Merge (tests/records/test_merge.py), training arguments
+(tests/trainers/test_arguments.py) and the console at 80 columns (tests/cli/test_console.py) have their own files.
 """
 
 from __future__ import annotations
@@ -378,12 +380,12 @@ def test_finished_runs_keep_their_record_and_corrupt_ones_are_named(done, tiny_g
 # --- numbers, settings and model directories: refused before anything loads ------------------------------
 
 REFUSED = [
-    (
-        ["--sample", "0"],
-        "--sample must be a whole number >= 1 (N questions drawn per task), got 0; leave it out to run every question",
-    ),
-    (["--limit", "0"], "--limit must be a whole number >= 1 (the first N questions of each task), got 0"),
-    (["--limit", "-3"], "--limit must be a whole number >= 1 (the first N questions of each task), got -3"),
+    # Numbers out of range are refused as the command line is parsed (medbench/options.py, shared by every command).
+    (["--sample", "0"], "argument --sample: must be a whole number >= 1, got 0"),
+    (["--limit", "0"], "argument --limit: must be a whole number >= 1, got 0"),
+    (["--limit", "-3"], "argument --limit: must be a whole number >= 1, got -3"),
+    (["--batch-size", "0"], "argument --batch-size: must be a whole number >= 1, got 0"),
+    (["--gpus", "0"], "argument --gpus: must be a whole number >= 1, got 0"),
     (
         ["--sample", "2", "--limit", "2"],
         "--sample and --limit exclude each other: --limit takes the first N questions "
@@ -399,7 +401,7 @@ REFUSED = [
         ["--tasks", "kormedmcqa", "--limit", "500"],
         "--limit 500 is more than the 435 questions of kormedmcqa_doctor's test set",
     ),
-    (["--batch-size", "0"], "setting batch_size must be a whole number >= 1, got 0"),
+    (["--set", "batch_size=0"], "setting batch_size must be a whole number >= 1, got 0"),
     (["--set", "prompt_max_tokens=0"], "setting prompt_max_tokens must be a whole number >= 1, got 0"),
     (["--set", "max_gen_toks=-1"], "setting max_gen_toks must be a whole number >= 1, got -1"),
     (["--set", "repetition_penalty=0"], "setting repetition_penalty must be > 0 (1.0: none), got 0.0"),
@@ -590,3 +592,190 @@ def test_run_lock_is_exclusive_and_leaves_nothing(tmp_path):
     ):
         pass
     assert list((tmp_path / "runs").iterdir()) == []
+
+
+# --- every command: the same checked argument types as eval, refused as the command line is parsed -----------
+
+PARSE_REFUSED = [
+    (["consistency", "gemma3-270m", "--sample", "0"], "argument --sample: must be a whole number >= 1, got 0"),
+    (["consistency", "gemma3-270m", "--limit", "-5"], "argument --limit: must be a whole number >= 1, got -5"),
+    (["consistency", "gemma3-270m", "--batch-size", "0"], "argument --batch-size: must be a whole number >= 1, got 0"),
+    (["eval", "gemma3-270m", "--limit", "-5"], "argument --limit: must be a whole number >= 1, got -5"),
+    (["demo", "--sample", "0"], "argument --sample: must be a whole number >= 1, got 0"),
+    (["suite", "--limit", "-1"], "argument --limit: must be a whole number >= 1, got -1"),
+    (["suite", "--gpus", "0"], "argument --gpus: must be a whole number >= 1, got 0"),
+    (["suite", "--shard", "4/4"], "argument --shard: expected I/N with 0 <= I < N, e.g. 0/4; got '4/4'"),
+    (["bench", "eval", "--limit", "0"], "argument --limit: must be a whole number >= 1, got 0"),
+    (["bench", "eval", "--study-limit", "-1"], "argument --study-limit: must be a whole number >= 0, got -1"),
+    (["bench", "eval", "--batch-size", "many"], "argument --batch-size: expected a whole number >= 1, got 'many'"),
+    (["bench", "eval", "--slots", "0"], "argument --slots: must be a whole number >= 1 or auto, got '0'"),
+    (["bench", "eval", "--slots", "many"], "argument --slots: must be a whole number >= 1 or auto, got 'many'"),
+    (["bench", "quant", "--repeats", "0"], "argument --repeats: must be a whole number >= 1, got 0"),
+    (["bench", "train", "--steps", "-3"], "argument --steps: must be a whole number >= 1, got -3"),
+    (["train", "gemma3-270m", "lora", "--max-steps", "0"], "argument --max-steps: must be a whole number >= 1, got 0"),
+    (
+        ["quantize-awq", "m", "--source", "s", "--samples", "0"],
+        "argument --samples: must be a whole number >= 1, got 0",
+    ),
+    (["merge"], "the following arguments are required: DIR"),
+    (["data", "--from-hub", "--limit", "3"], "unrecognized arguments: --limit 3"),
+]
+
+
+@pytest.mark.parametrize("argv, message", PARSE_REFUSED, ids=[" ".join(a) for a, _ in PARSE_REFUSED])
+def test_every_command_refuses_a_bad_number_as_it_parses(argv, message, capsys, monkeypatch):
+    """Before: `consistency --sample 0` ran the whole exam and a negative --limit crashed after the model load."""
+    from medbench import cli
+
+    module = cli._module(argv[0])
+    monkeypatch.setattr(module, "run", lambda args: pytest.fail(f"{argv[0]} ran with {args}"))
+    code, err = medbench(capsys, *argv)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err  # one line: no usage screen, no traceback
+    assert message in lines[0] and lines[0].startswith("medbench") and "error: " in lines[0]
+
+
+def test_refusals_after_parsing_come_before_any_load_in_every_command(tmp_path, capsys, monkeypatch):
+    """What parsing cannot see alone (two options together, a missing folder) is refused in one line before a model
+    or a process is asked for."""
+    import subprocess as sp
+
+    from medbench.eval import consistency, runner
+
+    monkeypatch.setattr(consistency, "check_consistency", lambda *a, **k: pytest.fail("consistency loaded"))
+    monkeypatch.setattr(runner, "run", lambda *a, **k: pytest.fail("eval loaded"))
+    monkeypatch.setattr(sp, "call", lambda *a, **k: pytest.fail("a process started"))
+    cases = [
+        (
+            ["consistency", "gemma3-270m", "--limit", "2", "--sample", "2"],
+            "medbench consistency: error: --limit and --sample exclude each other",
+        ),
+        (["merge", str(tmp_path / "nowhere")], f"medbench merge: error: {tmp_path / 'nowhere'}: no such folder"),
+        (
+            ["eval", "gemma3-270m", "--num-machines", "2"],
+            "medbench eval: error: a run over several machines (--num-machines > 1) needs --main-process-ip",
+        ),
+    ]
+    for argv, message in cases:
+        code, err = medbench(capsys, *argv)
+        assert code == 2 and err.strip().startswith(message) and len(err.strip().splitlines()) == 1, (argv, err)
+
+
+# --- interruptions: SIGKILL and Ctrl-C keep every answer written; a resume computes only the rest --------------
+
+
+def _interrupt(args: list[str], results_dir: Path, run_id: str, at_rows: int, sig) -> tuple[int, str, int]:
+    """`medbench eval ARGS` as its own process, sent `sig` once its response cache holds `at_rows` answers (0: as
+    soon as the cache exists, before the first answer). Returns (exit status, stderr, answers in the cache)."""
+    run_dir = results_dir / "runs" / run_id
+    db = run_dir / "cache" / response_cache.FILENAME
+    proc = cli(*args, "--run-id", run_id, "--quiet", results_dir=results_dir)
+    deadline = time.time() + 240
+    while proc.poll() is None and time.time() < deadline:
+        if db.exists() and response_cache.count_rows(db) >= at_rows:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, f"the run ended before it was interrupted: {proc.communicate()}"
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err, response_cache.count_rows(db)
+
+
+def _resumed_equals_uninterrupted(capsys, args: list[str], run_dir: Path, kept: int, total: int) -> None:
+    """The same command again: it computes only what the interruption left, and every answer equals a run that was
+    never interrupted."""
+    from medbench.records.compare import compare_answers
+
+    capsys.readouterr()
+    assert main(["eval", *args, "--run-id", run_dir.name]) == 0
+    out = capsys.readouterr().out
+    record = json.loads((run_dir / "record.json").read_text())
+    assert record["responses"] == {"computed": total - kept, "from_cache": kept}
+    assert f"answers computed {total - kept}, from the cache {kept}" in out  # what the user reads
+    assert main(["eval", *args, "--run-id", "uninterrupted"]) == 0
+    clean = json.loads((run_dir.parent / "uninterrupted" / "record.json").read_text())
+    same = compare_answers(run_dir.parent / "uninterrupted", run_dir)
+    assert same["questions"] == record["tasks"][0]["n"] and same["order_identical"], same
+    assert same["same_answer"] == same["same_output"] == same["questions"], same
+    assert same["max_abs_score_difference"] == 0.0, same
+    assert [t["accuracy"] for t in record["tasks"]] == [t["accuracy"] for t in clean["tasks"]]
+
+
+@pytest.mark.slow
+def test_a_killed_mc_run_keeps_its_answers_and_resumes_only_the_rest(results_dir, tiny_gemma_dir, capsys):
+    """SIGKILL mid-task: every scored batch is in the cache (before, a task's answers were written when it ended)."""
+    args = [str(tiny_gemma_dir), "--tasks", "medqa", "--limit", "40", "--batch-size", "1"]
+    total = 40 * 4  # one loglikelihood per answer letter
+    code, _, kept = _interrupt(["eval", *args], results_dir, "killed-mc", 12, signal.SIGKILL)
+    run_dir = results_dir / "runs" / "killed-mc"
+    assert code == -signal.SIGKILL and 12 <= kept < total, kept
+    assert (run_dir / "run_config.json").exists() and not (run_dir / "record.json").exists()
+    _resumed_equals_uninterrupted(capsys, args, run_dir, kept, total)
+
+
+@pytest.mark.slow
+def test_a_killed_gen_run_keeps_its_answers_and_resumes_only_the_rest(results_dir, tiny_gemma_dir, capsys):
+    """SIGKILL mid-generation: each finished generation is in the cache, the rest is generated on resume."""
+    args = [str(tiny_gemma_dir), "--mode", "gen", "--tasks", "medqa", "--limit", "6", "--batch-size", "1"]
+    args += ["--set", "max_gen_toks=8"]
+    code, _, kept = _interrupt(["eval", *args], results_dir, "killed-gen", 2, signal.SIGKILL)
+    run_dir = results_dir / "runs" / "killed-gen"
+    assert code == -signal.SIGKILL and 2 <= kept < 6, kept
+    assert (run_dir / "run_config.json").exists() and not (run_dir / "record.json").exists()
+    _resumed_equals_uninterrupted(capsys, args, run_dir, kept, 6)
+
+
+@pytest.mark.slow
+def test_ctrl_c_never_deletes_the_run_folder_and_says_how_to_resume(results_dir, tiny_gemma_dir, capsys, monkeypatch):
+    """Ctrl-C while the model loads (no answer yet: before, the folder was deleted) and SIGINT mid-task: exit status
+    130, one line saying what was kept, no traceback; the folder and its answers stay, and the same command resumes."""
+    from medbench.eval import runner
+
+    args = [str(tiny_gemma_dir), "--tasks", "medqa", "--limit", "40", "--batch-size", "1"]
+    run_dir = results_dir / "runs" / "ctrl-c"
+
+    def interrupted_load(*a, **k):
+        raise KeyboardInterrupt  # what Ctrl-C raises in the middle of the load
+
+    with monkeypatch.context() as m:
+        m.setattr(runner, "load", interrupted_load)
+        code, err = medbench(capsys, "eval", *args, "--run-id", "ctrl-c")
+    assert code == 130 and err.strip() == (
+        f"medbench eval: interrupted: no answer computed yet; {run_dir} is kept, and the same command starts it"
+    )
+    assert sorted(files_under(run_dir)) == ["cache", "cache/responses.sqlite", "run_config.json"]
+
+    code, err, kept = _interrupt(["eval", *args], results_dir, "ctrl-c", 12, signal.SIGINT)
+    assert code == 130 and 12 <= kept < 40 * 4 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == (
+        f"medbench eval: interrupted: {kept} answer(s) kept in {run_dir}; the same command resumes the run from them"
+    )
+    assert (run_dir / "run_config.json").exists() and not (run_dir / "record.json").exists()
+
+    assert main(["eval", *args, "--run-id", "ctrl-c"]) == 0
+    record = json.loads((run_dir / "record.json").read_text())
+    assert record["responses"] == {"computed": 40 * 4 - kept, "from_cache": kept}
+
+
+# --- run ids: long model paths with the same tail never share one ---------------------------------------------
+
+
+def test_long_model_paths_with_the_same_tail_get_their_own_run_ids(tmp_path, results_dir, tiny_gemma_dir, capsys):
+    """Before: the last 128 characters of the path named the run, two such models shared it, and the suggested
+    --force deleted the other model's finished run."""
+    from medbench.eval.request import RunRequest, default_run_id
+
+    tail = "checkpoints/" + "gemma3-270m-korean-medical-sft-lr1e-4-epochs3-seed42-" * 3 + "final"
+    first = shutil.copytree(tiny_gemma_dir, tmp_path / "team-a" / tail)
+    second = shutil.copytree(tiny_gemma_dir, tmp_path / "team-b" / tail)
+    ids = [default_run_id(RunRequest(model=str(m), tasks=["medqa"], limit=1), "mc") for m in (first, second)]
+    assert ids[0] != ids[1] and all(io.check_run_id(i) == i and len(i) <= 128 for i in ids)
+    assert ids[0][:-9] == ids[1][:-9] and ids[0].startswith("gemma3-270m-korean-medical-sft")  # readable prefix
+
+    for model in (first, second):
+        code, err = medbench(capsys, "eval", str(model), *QUICK)
+        assert code == 0, err
+    assert sorted(p.name for p in (results_dir / "runs").iterdir()) == sorted(ids)
+    records = [json.loads((results_dir / "runs" / i / "record.json").read_text()) for i in ids]
+    assert [r["model"] for r in records] == [str(first), str(second)]
+    assert all(r["responses"] == {"computed": 4, "from_cache": 0} for r in records)  # neither answered from the other

@@ -76,6 +76,7 @@ def _cache_rows(run_dir):
     return response_cache.count_rows(run_dir / "cache" / response_cache.FILENAME)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_and_rerun_recomputes_nothing(tiny_gemma_dir, results_dir):
     args = [
         sys.executable,
@@ -200,3 +201,27 @@ def test_wilson_interval_known_values():
     low, high = stats.wilson_interval(8, 10)
     assert (round(low, 4), round(high, 4)) == (0.4902, 0.9433)
     assert stats.wilson_interval(0, 5)[0] == 0.0
+
+
+def test_default_run_ids_keep_a_readable_prefix_and_hash_the_full_model_path(tmp_path):
+    """Two local models whose long paths end alike never share a default run id (before: the last 128 characters
+    named the run, and `--force` on one deleted the other's finished run); neither do two settings of one model."""
+    from medbench.eval.request import default_run_id
+
+    tail = "gemma3-270m-korean-medical-sft-lr1e-4-" * 4 + "final"
+    a, b = tmp_path / "team-a" / tail, tmp_path / "team-b" / tail
+    a.mkdir(parents=True)
+    b.mkdir(parents=True)
+    ids = {
+        default_run_id(RunRequest(model=str(a)), "mc"),
+        default_run_id(RunRequest(model=str(b)), "mc"),
+        default_run_id(RunRequest(model=str(a), settings=EvalSettings(prompt_max_tokens=100)), "mc"),
+        default_run_id(RunRequest(model=str(a), limit=5), "mc"),
+    }
+    assert len(ids) == 4
+    for run_id in ids:
+        assert io.check_run_id(run_id) == run_id and len(run_id) <= 128
+        assert run_id.startswith("gemma3-270m-korean-medical-sft-lr1e-4-")  # the readable part: the folder's name
+    assert default_run_id(RunRequest(model=str(a)), "mc") == default_run_id(RunRequest(model=str(a)), "mc")
+    short = default_run_id(RunRequest(model="gemma3-270m", tasks=["medqa"], limit=1), "mc")
+    assert short.startswith("gemma3-270m-base-zeroshot-mc-medqa-limit1-") and len(short.rsplit("-", 1)[1]) == 8

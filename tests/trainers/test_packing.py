@@ -167,5 +167,8 @@ def test_a_fast_profile_run_trains_and_records_it(tiny_gemma_dir, few_examples, 
     per_step = record["tokens_trained"] / 3
     assert per_step == pytest.approx(ROWS * record["data"]["train_lengths"]["mean_tokens"], abs=1)
     assert 0 < record["final_train_loss"] < 20
-    published = paths.results_dir() / "train" / f"{record['model']}-full-fast.json"  # beside the study's, not over it
-    assert published.exists() and not published.with_name(f"{record['model']}-full.json").exists()
+    # The published record follows --output-dir: never over the study's record or the default fast run's.
+    published = paths.results_dir() / "train" / "out.json"
+    assert published.exists() and (tmp_path / "out" / "train_record.json").exists()
+    assert not published.with_name(f"{record['model']}-full.json").exists()
+    assert not published.with_name(f"{record['model']}-full-fast.json").exists()
