@@ -142,7 +142,7 @@ def task_record(
     rows = [question_row(s) for s in samples]
     invalid = sum(1 for r in rows if r["invalid"])
     truncated = sum(1 for s in samples if count_tokens(s["arguments"][0][0]) > prompt_max_tokens)
-    low, high = stats.wilson_interval(correct, n)
+    (low, high), ci_method = stats.proportion_ci(correct, n)
     stderr_key = next((k for k in result if k.startswith(f"{metric}_stderr")), None)
     doc = samples[0]["doc"] if samples else {}
     record: TaskRecord = {
@@ -156,7 +156,7 @@ def task_record(
         "stderr": result.get(stderr_key) if stderr_key else None,
         "ci95_low": low,
         "ci95_high": high,
-        "ci_method": "wilson",
+        "ci_method": ci_method,
         "invalid": invalid,
         "invalid_rate": invalid / n if n else None,
         "truncated_prompts": truncated,
@@ -165,6 +165,8 @@ def task_record(
         "letters": letter_distribution(rows),
         # The prompts as rendered, named without keeping them: the sha256 of lm-eval's prompt hashes in order.
         "prompts_sha256": hashlib.sha256("".join(str(s.get("prompt_hash")) for s in samples).encode()).hexdigest(),
+        # One of them kept whole, so that a record shows what a question looked like to the model.
+        "first_prompt": samples[0]["arguments"][0][0] if samples else "",
     }
     if rotated:
         record["permutation"] = permutation_summary(samples, rotated, metric, seed)

@@ -2,7 +2,7 @@
 
     python -m medbench.models.tiny OUT_DIR     # a 2-layer Gemma 3 from the embedded model's config
 
-One builder for the test suite (tests/conftest.py) and the CI workflow, so both exercise the same model.
+One builder for the test suite (conftest.py) and the CI workflow, so both exercise the same model.
 """
 
 from __future__ import annotations

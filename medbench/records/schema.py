@@ -25,6 +25,8 @@ class TaskRecord(TypedDict):
     ties: NotRequired[int]  # questions whose best two choices scored exactly equal
     letters: NotRequired[dict]  # gold/predicted letter counts, majority and prior-matched baselines
     permutation: NotRequired[dict]  # per-rotation, debiased and circular accuracy (--set permute=cyclic)
+    prompts_sha256: NotRequired[str]  # the rendered prompts, named: sha256 of lm-eval's prompt hashes in order
+    first_prompt: NotRequired[str]  # the first question's prompt as rendered (the samples keep none)
 
 
 class Timing(TypedDict):

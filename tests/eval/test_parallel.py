@@ -140,7 +140,7 @@ def test_two_processes_answer_every_question_as_one_does(tiny_gemma_dir, results
     with gzip.open(results_dir / "runs" / "two" / "samples_medbench_medqa_usmle.jsonl.gz", "rt") as f:
         samples = [json.loads(line) for line in f]
     assert [s["doc_id"] for s in samples] == list(range(5))
-    assert all(len(r) == 1 for s in samples for r in s["resps"])  # lm-eval's padding answers removed
+    assert all(len(s["filtered_resps"]) == 4 for s in samples)  # one score per option: padding answers removed
 
     # A stopped 2-process run left rank 1's answers in a file of its own: one process resumes from both.
     store = response_cache.ResponseStore(cache / response_cache.FILENAME)

