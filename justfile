@@ -28,9 +28,9 @@ eval *args:
 tasks-readme *args:
     {{medbench}} tasks-readme "$@"
 
-# Run the test suite (CPU, tiny models and the two real small models)
+# Run the test suite (CPU, tiny models and the two real small models): whole files on one worker per core (at most 4)
 test *args:
-    {{python}} -m pytest "$@"
+    {{python}} -m pytest -n auto --maxprocesses 4 --dist loadfile "$@"
 
 # The fast loop: every test that loads no model and starts no subprocess (seconds)
 test-fast *args:

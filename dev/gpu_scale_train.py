@@ -120,7 +120,8 @@ def train_once(model_dir: Path, name: str, gpus: int, plan: dict, extra: list[st
             params=r.get("params"),
             final_train_loss=r["final_train_loss"],
         )
-    shutil.rmtree(work, ignore_errors=True)  # a full 8B checkpoint is the model's size again: the next run needs the disk
+    # a full 8B checkpoint is the model's size again: the next run needs the disk
+    shutil.rmtree(work, ignore_errors=True)
     return out
 
 

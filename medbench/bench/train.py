@@ -149,7 +149,8 @@ def run_trainer(model_dir: str, name: str, gpus: int, steps: int, workdir: Path)
     print(f"bench train: {' '.join(cmd)}", file=sys.stderr, flush=True)
     subprocess.run(cmd, check=True, env=_child_env(gpus))
     record = json.loads((output_dir / "train_record.json").read_text())
-    shutil.rmtree(output_dir)  # a full fine-tune's checkpoint is the model's size again: the next configuration needs the disk
+    # a full fine-tune's checkpoint is the model's size again: the next configuration needs the disk
+    shutil.rmtree(output_dir)
     steady = record["steady_state"] or {}
     return {
         "method": method,

@@ -189,7 +189,7 @@ def test_report_merges_before_it_reads(tmp_path, monkeypatch):
     _run(other, "remote")
     seen = {}
 
-    def fake_build(results, seed, resamples, readme, also=(), measurements="", docs=None):
+    def fake_build(results, seed, resamples, readme, also=(), measurements="", docs=None, **options):
         seen["runs"] = [r.run_id for r in load_runs(results)]
         return {"written": [], "runs": [], "legacy": [], "rows": [], "comparisons": [], "most_significant": None}
 

@@ -2,15 +2,12 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from medbench import stats
-from medbench.eval import response_cache
 from medbench.eval.request import RunError, RunRequest
 from medbench.eval.runner import run
 from medbench.models.registry import RegistryError
@@ -68,65 +65,6 @@ def test_gen_run_counts_invalid_and_truncated(tiny_gemma_dir, results_dir):
     assert "arguments" not in samples[0] and t["first_prompt"].startswith("Question:")  # compacted; one kept
     # The record names the engine and why: `auto` on CPU decodes eagerly.
     assert record["timing"]["gen_engine"] == {"eager": "auto: not on CUDA"}
-
-
-def _cache_rows(run_dir):
-    return response_cache.count_rows(run_dir / "cache" / response_cache.FILENAME)
-
-
-@pytest.mark.slow
-def test_killed_run_resumes_and_rerun_recomputes_nothing(tiny_gemma_dir, results_dir):
-    args = [
-        sys.executable,
-        "-m",
-        "medbench.cli",
-        "eval",
-        str(tiny_gemma_dir),
-        "--tasks",
-        "kormedmcqa_doctor",
-        "--batch-size",
-        "1",
-        "--run-id",
-        "killed",
-    ]
-    env = dict(os.environ, MEDBENCH_RESULTS=str(results_dir))
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    run_dir = results_dir / "runs" / "killed"
-    deadline = time.time() + 240
-    while _cache_rows(run_dir) < 200 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    answered = _cache_rows(run_dir)
-    total = 435 * 5
-    assert 0 < answered < total, "the run was not caught mid-way"
-    assert not (run_dir / "record.json").exists()
-
-    resumed = run(
-        RunRequest(
-            model=str(tiny_gemma_dir), tasks=["kormedmcqa_doctor"], run_id="killed", settings=EvalSettings(batch_size=1)
-        ),
-        results_dir,
-    )
-    assert resumed["responses"] == {"computed": total - answered, "from_cache": answered}
-    assert resumed["tasks"][0]["n"] == 435
-
-    clean = run(
-        RunRequest(
-            model=str(tiny_gemma_dir), tasks=["kormedmcqa_doctor"], run_id="clean", settings=EvalSettings(batch_size=1)
-        ),
-        results_dir,
-    )
-    assert resumed["tasks"][0]["correct"] == clean["tasks"][0]["correct"]
-
-    again = run(
-        RunRequest(
-            model=str(tiny_gemma_dir), tasks=["kormedmcqa_doctor"], run_id="killed", settings=EvalSettings(batch_size=1)
-        ),
-        results_dir,
-    )
-    assert again["responses"] == {"computed": 0, "from_cache": total}
-    assert again["tasks"][0]["correct"] == clean["tasks"][0]["correct"]
 
 
 def test_a_run_id_keeps_its_settings(tiny_gemma_dir, results_dir):
