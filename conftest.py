@@ -45,14 +45,20 @@ def _offline(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("MEDBENCH_RESULTS", str(tmp_path_factory.mktemp("results-default")))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(THREADS)
 
 
+# The cores shared among pytest-xdist's workers (`just test`), at most 2 threads each: more threads than cores
+# slow every worker down.
+THREADS = max(1, min(2, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
 MODEL_FIXTURES = {"embedded_dir", "tiny_gemma_dir", "smollm2_dir"}
 
 
 def pytest_collection_modifyitems(items):
     # A test that asks for a model is a `model` test: `just test-fast` (-m "not model and not slow") skips it.
+    # The cluster tests, the longest file, go first: xdist hands out whole files in this order, and a long
+    # file started last would leave the other workers idle at the end.
+    items.sort(key=lambda item: not item.get_closest_marker("cluster"))
     for item in items:
         if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.model)
