@@ -138,6 +138,9 @@ def train(args: TrainArguments, callbacks: tuple = ()) -> dict:
             wall_seconds=time.perf_counter() - started,
         )
         rec.publish(record, plan.output_dir)
+    # Every process leaves together: the others wait here until rank 0 has written the record, so no group is torn
+    # down while a peer still works (a gloo group destroyed early has left a rank hanging at exit).
+    trainer.accelerator.wait_for_everyone()
     if hasattr(trainer, "end"):  # transformers >= 5.18: finish trackers, destroy the process group
         trainer.end()
     return record

@@ -306,6 +306,30 @@ def test_gen_engine_auto_graphs_only_on_one_cuda_device(tiny):
     assert lm.fast_gen_stats[0]["graphs"] is False and lm.fast_gen_stats[0]["graphs_reason"] == "graphs=off"
 
 
+def test_graphs_chosen_but_not_captured_are_recorded_as_the_eager_decode_they_were(tiny, monkeypatch):
+    """A capture that fails falls back to eager decoding; the record names the eager decode and why, never the
+    engine that was only chosen (GPU records once said `graphs` for runs whose capture had failed)."""
+    import medbench.eval.generation.engine as engine
+    from medbench.eval.generation.runner import ModelRunner
+
+    model, tok, _ = tiny
+    requests = _zero_shot_requests(["medbench_medqa_usmle_gen"], 2, 6)
+    lm = MedbenchLM(pretrained=model, tokenizer=tok, batch_size=2, device="cpu", gen_engine="graphs")
+    lm.generate_until(requests)  # on CPU graphs are refused before any capture
+    assert lm.gen_engine_used == {"eager": "the gen_engine setting; graphs not captured: not on CUDA"}
+
+    def capture(self):
+        raise RuntimeError("Cannot copy between CPU and CUDA tensors during CUDA graph capture")
+
+    monkeypatch.setattr(engine, "graphs_refusal", lambda model, device: None)
+    monkeypatch.setattr(ModelRunner, "capture", capture)
+    failed = MedbenchLM(pretrained=model, tokenizer=tok, batch_size=2, device="cpu", gen_engine="graphs")
+    assert failed.generate_until(requests) == lm.generate_until(requests)
+    reason = "capture failed: RuntimeError: Cannot copy between CPU and CUDA tensors during CUDA graph capture"
+    assert failed.gen_engine_used == {"eager": f"the gen_engine setting; graphs not captured: {reason}"}
+    assert failed.fast_gen_stats[0]["engine"] == "eager" and failed.fast_gen_stats[0]["graphs"] is False
+
+
 class _HostTensors(torch.utils._python_dispatch.TorchDispatchMode):
     """Counts tensors made from host values (torch.tensor, `t[i] = True`): on CUDA each is a host-to-device copy,
     which CUDA graph capture refuses ("Cannot copy between CPU and CUDA tensors during CUDA graph capture")."""

@@ -158,7 +158,6 @@ class FastGenerationMixin:
 
     def _fast_gen_run(self, batch: list[GenerationRequest], penalty: float, on_finish) -> None:
         engine, why = resolve_engine(self.fast_gen_engine, self.model, self.device)
-        self.gen_engine_used.setdefault(engine, why)
         slots = self.gen_slots if self.gen_slots is not None else self.batch_size
         if not isinstance(slots, int):
             slots = auto_slots(self.model, self.device, batch)
@@ -172,6 +171,10 @@ class FastGenerationMixin:
         finally:
             if attention not in ("sdpa", "eager"):
                 self.model.set_attn_implementation(attention)
+        # The record names what decoded: graphs chosen but not captured (a capture that failed) decoded eagerly.
+        if engine == "graphs" and not stats.graphs:
+            engine, why = "eager", f"{why}; graphs not captured: {stats.graphs_reason}"
+        self.gen_engine_used.setdefault(engine, why)
         if hasattr(self, "generate_seconds"):  # MedbenchLM's counters for the record
             self.generate_seconds += time.perf_counter() - start
             self.generated_tokens += stats.generated_tokens
