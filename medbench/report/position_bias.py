@@ -21,6 +21,7 @@ Beside every accuracy of a letter-scored run, per dataset (KorMedMCQA's four exa
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import log_softmax, softmax
 
 from medbench import stats
 from medbench.records.questions import DOMINANT_SHARE, letter_distribution, question_rows
@@ -30,11 +31,6 @@ from medbench.settings import DEFAULT_SEED
 
 COLUMNS = (("kormedmcqa", "KorMedMCQA (4 exams pooled)"), ("medqa", "MedQA"))
 CALIBRATION_FRACTION = 0.1
-
-
-def _log_softmax(logp: np.ndarray) -> np.ndarray:
-    top = logp.max(axis=-1, keepdims=True)
-    return logp - top - np.log(np.exp(logp - top).sum(axis=-1, keepdims=True))
 
 
 def _by_option(values: np.ndarray) -> np.ndarray:
@@ -51,7 +47,7 @@ def score_debiased(task: TaskScores) -> np.ndarray | None:
     """0/1 per question: the argmax over options of the letter probability averaged over rotations."""
     if task.rotation_logp is None or task.gold is None:
         return None
-    probs = np.exp(_log_softmax(task.rotation_logp))
+    probs = softmax(task.rotation_logp, axis=-1)
     mean = _by_option(probs).mean(axis=1)
     return (mean.argmax(axis=1) == task.gold).astype(float)
 
@@ -77,8 +73,8 @@ def calibrated(
     size = max(1, int(round(fraction * n)))
     chosen = np.zeros(n, dtype=bool)
     chosen[np.random.default_rng(seed).choice(n, size=size, replace=False)] = True
-    logp = _log_softmax(task.rotation_logp)
-    prior = _log_softmax(logp[chosen].mean(axis=(0, 1)))
+    logp = log_softmax(task.rotation_logp, axis=-1)
+    prior = log_softmax(logp[chosen].mean(axis=(0, 1)))
     answers = (logp[~chosen, 0, :] - prior).argmax(axis=1)
     return (answers == task.gold[~chosen]).astype(float), size
 
