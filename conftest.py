@@ -39,6 +39,11 @@ def results_dir(tmp_path, monkeypatch):
     return d
 
 
+# The cores shared among pytest-xdist's workers (`just test`), at most 2 threads each: more threads than cores
+# slow every worker down.
+THREADS = max(1, min(2, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+
+
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch, tmp_path_factory):
     # Tests never touch the network, and never write into the repository's results/ unless they say so.
@@ -48,9 +53,6 @@ def _offline(monkeypatch, tmp_path_factory):
     torch.set_num_threads(THREADS)
 
 
-# The cores shared among pytest-xdist's workers (`just test`), at most 2 threads each: more threads than cores
-# slow every worker down.
-THREADS = max(1, min(2, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
 MODEL_FIXTURES = {"embedded_dir", "tiny_gemma_dir", "smollm2_dir"}
 
 
